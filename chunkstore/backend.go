@@ -1,0 +1,55 @@
+package chunkstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Backend stores named objects. Names are slash-separated relative paths such
+// as "config", "data/ab/<pack id>" or "manifests/<dir>/<name>".
+//
+// Every method is safe for concurrent use. A Backend must pass the suite in
+// chunkstore/backendtest.
+type Backend interface {
+	// Put stores the bytes read from r under name. The object appears whole or
+	// not at all, and replaces any earlier object of that name. When Put
+	// returns nil the object is durable.
+	Put(ctx context.Context, name string, r io.Reader) error
+
+	// Get returns length bytes of the object starting at offset; a negative
+	// length reads to the end. A missing object gives an error wrapping
+	// ErrNotExist. A range past the end gives an error from the reader.
+	Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error)
+
+	// List calls fn for every object whose name starts with prefix, in no
+	// particular order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+
+	// Delete removes the object. Deleting an object that is not there is not
+	// an error, so that an interrupted cleanup can simply run again.
+	Delete(ctx context.Context, name string) error
+}
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// CheckObjectName rejects names that are empty, absolute, or contain empty,
+// "." or ".." parts, so that no name can reach outside a backend's root.
+func CheckObjectName(name string) error {
+	if name == "" || strings.HasPrefix(name, "/") {
+		return fmt.Errorf("chunkstore: invalid object name %q", name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." || strings.ContainsRune(part, '\\') {
+			return fmt.Errorf("chunkstore: invalid object name %q", name)
+		}
+	}
+	return nil
+}

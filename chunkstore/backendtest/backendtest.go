@@ -1,0 +1,239 @@
+// Package backendtest is the conformance suite every chunkstore.Backend must
+// pass. Wiring a new backend is one call:
+//
+//	func TestMyBackend(t *testing.T) {
+//		backendtest.Run(t, func(t *testing.T) chunkstore.Backend { return newMyBackend(t) })
+//	}
+package backendtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+)
+
+// Run runs every property as its own subtest, each on a fresh, empty backend
+// from newBackend.
+func Run(t *testing.T, newBackend func(t *testing.T) chunkstore.Backend) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, b chunkstore.Backend)
+	}{
+		{"PutGet", testPutGet},
+		{"Ranges", testRanges},
+		{"Replace", testReplace},
+		{"Missing", testMissing},
+		{"List", testList},
+		{"Delete", testDelete},
+		{"BadNames", testBadNames},
+		{"ConcurrentPuts", testConcurrentPuts},
+		{"CancelledPut", testCancelledPut},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
+	}
+}
+
+func put(t *testing.T, b chunkstore.Backend, name string, data []byte) {
+	t.Helper()
+	if err := b.Put(context.Background(), name, bytes.NewReader(data)); err != nil {
+		t.Fatalf("Put(%s): %v", name, err)
+	}
+}
+
+func get(t *testing.T, b chunkstore.Backend, name string, off, n int64) []byte {
+	t.Helper()
+	rc, err := b.Get(context.Background(), name, off, n)
+	if err != nil {
+		t.Fatalf("Get(%s, %d, %d): %v", name, off, n, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("Get(%s, %d, %d): read: %v", name, off, n, err)
+	}
+	return data
+}
+
+func list(t *testing.T, b chunkstore.Backend, prefix string) map[string]int64 {
+	t.Helper()
+	got := map[string]int64{}
+	var mu sync.Mutex
+	err := b.List(context.Background(), prefix, func(o chunkstore.ObjectInfo) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[o.Name] = o.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("List(%q): %v", prefix, err)
+	}
+	return got
+}
+
+func pattern(n int, seed byte) []byte {
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i*7) + seed
+	}
+	return data
+}
+
+func testPutGet(t *testing.T, b chunkstore.Backend) {
+	for _, n := range []int{0, 1, 4095, 1 << 20} {
+		name := fmt.Sprintf("data/ab/obj%d", n)
+		want := pattern(n, 3)
+		put(t, b, name, want)
+		if got := get(t, b, name, 0, -1); !bytes.Equal(got, want) {
+			t.Errorf("Get(%s) returned %d bytes, differing from the %d put", name, len(got), n)
+		}
+	}
+}
+
+func testRanges(t *testing.T, b chunkstore.Backend) {
+	want := pattern(10000, 1)
+	put(t, b, "obj", want)
+	for _, r := range [][2]int64{{0, 1}, {0, 10000}, {9999, 1}, {1234, 5678}, {10000, 0}} {
+		if got := get(t, b, "obj", r[0], r[1]); !bytes.Equal(got, want[r[0]:r[0]+r[1]]) {
+			t.Errorf("Get(obj, %d, %d) = %d bytes, wrong content", r[0], r[1], len(got))
+		}
+	}
+	if got := get(t, b, "obj", 9000, -1); !bytes.Equal(got, want[9000:]) {
+		t.Errorf("Get(obj, 9000, -1) = %d bytes, wrong content", len(got))
+	}
+	rc, err := b.Get(context.Background(), "obj", 9990, 20)
+	if err == nil {
+		_, err = io.ReadAll(rc)
+		rc.Close()
+	}
+	if err == nil {
+		t.Error("Get of a range past the end of the object succeeded")
+	}
+}
+
+func testReplace(t *testing.T, b chunkstore.Backend) {
+	put(t, b, "manifests/x/y", []byte("first version, longer"))
+	put(t, b, "manifests/x/y", []byte("second"))
+	if got := get(t, b, "manifests/x/y", 0, -1); string(got) != "second" {
+		t.Errorf("after replacing, Get = %q, want %q", got, "second")
+	}
+	if got := list(t, b, ""); len(got) != 1 || got["manifests/x/y"] != 6 {
+		t.Errorf("after replacing, List = %v, want one object of 6 bytes", got)
+	}
+}
+
+func testMissing(t *testing.T, b chunkstore.Backend) {
+	_, err := b.Get(context.Background(), "data/00/nothing", 0, -1)
+	if !errors.Is(err, chunkstore.ErrNotExist) {
+		t.Errorf("Get of a missing object: %v, want ErrNotExist", err)
+	}
+	if got := list(t, b, "data/"); len(got) != 0 {
+		t.Errorf("List of an empty backend = %v", got)
+	}
+}
+
+func testList(t *testing.T, b chunkstore.Backend) {
+	names := []string{"config", "data/00/a", "data/01/b", "manifests/d/n1", "manifests/d/n2", "manifests/d2/n1"}
+	for i, name := range names {
+		put(t, b, name, pattern(i+1, 0))
+	}
+	for prefix, want := range map[string][]string{
+		"":             names,
+		"data/":        names[1:3],
+		"manifests/d/": names[3:5],
+		"manifests/d":  names[3:6],
+		"conf":         names[:1],
+		"nothing/":     nil,
+	} {
+		got := list(t, b, prefix)
+		var gotNames []string
+		for name, size := range got {
+			gotNames = append(gotNames, name)
+			for i, n := range names {
+				if n == name && size != int64(i+1) {
+					t.Errorf("List(%q): %s has size %d, want %d", prefix, name, size, i+1)
+				}
+			}
+		}
+		sort.Strings(gotNames)
+		if fmt.Sprint(gotNames) != fmt.Sprint(want) && !(len(gotNames) == 0 && len(want) == 0) {
+			t.Errorf("List(%q) = %v, want %v", prefix, gotNames, want)
+		}
+	}
+	stop := errors.New("stop")
+	if err := b.List(context.Background(), "", func(chunkstore.ObjectInfo) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("List did not return the callback's error: %v", err)
+	}
+}
+
+func testDelete(t *testing.T, b chunkstore.Backend) {
+	put(t, b, "data/aa/x", []byte("x"))
+	if err := b.Delete(context.Background(), "data/aa/x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(context.Background(), "data/aa/x", 0, -1); !errors.Is(err, chunkstore.ErrNotExist) {
+		t.Errorf("Get after Delete: %v, want ErrNotExist", err)
+	}
+	if err := b.Delete(context.Background(), "data/aa/x"); err != nil {
+		t.Errorf("Delete of a missing object: %v, want nil", err)
+	}
+}
+
+func testBadNames(t *testing.T, b chunkstore.Backend) {
+	for _, name := range []string{"", "/abs", "../up", "a/../../up", "a//b", "a/./b", "a/"} {
+		if err := b.Put(context.Background(), name, bytes.NewReader([]byte("x"))); err == nil {
+			t.Errorf("Put(%q) succeeded", name)
+		}
+		if _, err := b.Get(context.Background(), name, 0, -1); err == nil {
+			t.Errorf("Get(%q) succeeded", name)
+		}
+		if err := b.Delete(context.Background(), name); err == nil {
+			t.Errorf("Delete(%q) succeeded", name)
+		}
+	}
+	if got := list(t, b, ""); len(got) != 0 {
+		t.Errorf("bad names left objects behind: %v", got)
+	}
+}
+
+func testConcurrentPuts(t *testing.T, b chunkstore.Backend) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- b.Put(context.Background(), fmt.Sprintf("data/%02x/obj", i), bytes.NewReader(pattern(100000+i, byte(i))))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 16 {
+		if got := get(t, b, fmt.Sprintf("data/%02x/obj", i), 0, -1); !bytes.Equal(got, pattern(100000+i, byte(i))) {
+			t.Errorf("object %d differs after concurrent puts", i)
+		}
+	}
+}
+
+func testCancelledPut(t *testing.T, b chunkstore.Backend) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.Put(ctx, "data/00/cancelled", bytes.NewReader(pattern(1<<20, 0))); err == nil {
+		t.Error("Put with a cancelled context succeeded")
+	}
+	if got := list(t, b, ""); len(got) != 0 {
+		t.Errorf("cancelled Put left objects: %v", got)
+	}
+}

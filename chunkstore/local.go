@@ -1,0 +1,210 @@
+package chunkstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// tempPrefix marks files that Local.Put has not yet renamed into place. They
+// are never listed; a crash can leave them behind.
+const tempPrefix = ".tmp-"
+
+// Local is a Backend on a local directory: one file per object.
+//
+// Put writes a temporary file in the target directory, fsyncs it, renames it
+// into place and fsyncs the directory, so a Put that returned nil survives a
+// crash and a crash during Put leaves at most a temporary file.
+type Local struct {
+	root string
+}
+
+// NewLocal returns a backend rooted at dir. The directory is created on the
+// first Put if it does not exist.
+func NewLocal(dir string) *Local { return &Local{root: dir} }
+
+func (l *Local) path(name string) (string, error) {
+	if err := CheckObjectName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(l.root, filepath.FromSlash(name)), nil
+}
+
+// Put implements Backend.
+func (l *Local) Put(ctx context.Context, name string, r io.Reader) error {
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("chunkstore: put %s: %w", name, err)
+	}
+	f, err := os.CreateTemp(dir, tempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("chunkstore: put %s: %w", name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
+		return fmt.Errorf("chunkstore: put %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("chunkstore: put %s: fsync: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("chunkstore: put %s: %w", name, err)
+	}
+	if err := os.Rename(f.Name(), p); err != nil {
+		return fmt.Errorf("chunkstore: put %s: %w", name, err)
+	}
+	ok = true
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("chunkstore: put %s: fsync directory: %w", name, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Get implements Backend.
+func (l *Local) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := l.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("chunkstore: get %s: %w", name, ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunkstore: get %s: %w", name, err)
+	}
+	if length < 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("chunkstore: get %s: %w", name, err)
+		}
+		return f, nil
+	}
+	return rangeReader{io.NewSectionReader(f, offset, length), f, name, length}, nil
+}
+
+// rangeReader reads a section of a file and reports a short object as an
+// error instead of a silent early EOF.
+type rangeReader struct {
+	r      *io.SectionReader
+	f      *os.File
+	name   string
+	length int64
+}
+
+func (r rangeReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err == io.EOF {
+		if pos, _ := r.r.Seek(0, io.SeekCurrent); pos < r.length {
+			return n, fmt.Errorf("chunkstore: get %s: object shorter than requested range: %w", r.name, io.ErrUnexpectedEOF)
+		}
+	}
+	return n, err
+}
+
+func (r rangeReader) Close() error { return r.f.Close() }
+
+// List implements Backend.
+func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	// Walk the deepest directory the prefix names in full.
+	base := ""
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		base = prefix[:i]
+	}
+	start := l.root
+	if base != "" {
+		if err := CheckObjectName(base); err != nil {
+			return err
+		}
+		start = filepath.Join(l.root, filepath.FromSlash(base))
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		rel, err := filepath.Rel(l.root, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted while listing
+		}
+		if err != nil {
+			return err
+		}
+		return fn(ObjectInfo{Name: name, Size: info.Size(), ModTime: info.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("chunkstore: list %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// Delete implements Backend.
+func (l *Local) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("chunkstore: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// ctxReader fails a copy once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,202 @@
+package chunkstore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/zeebo/blake3"
+)
+
+// Pack format. A pack is the stored chunks back to back, then a trailer that
+// lists them, then a fixed footer:
+//
+//	blob 0 | blob 1 | ... | entry 0 | entry 1 | ... | footer
+//	entry:  id [32] | offset u32 | stored length u32 | plain length u32 | codec u8
+//	footer: crc32c of the entries u32 | entry count u32 | magic "DDSPACK" | version u8
+//
+// All integers are little-endian. The footer makes a pack self-describing:
+// the index can be rebuilt from packs alone. A pack is named by the BLAKE3-256
+// of all its bytes.
+const (
+	entrySize   = 32 + 4 + 4 + 4 + 1
+	footerSize  = 4 + 4 + 8
+	packMagic   = "DDSPACK"
+	packVersion = 1
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Blob locates a stored chunk inside its pack.
+type Blob struct {
+	Offset      uint32
+	Length      uint32 // stored bytes
+	PlainLength uint32
+	Codec       Codec
+}
+
+// PackEntry is one line of a pack's trailer.
+type PackEntry struct {
+	ID ID
+	Blob
+}
+
+// Location is where a chunk is stored: its pack and its place in it.
+type Location struct {
+	Pack ID
+	Blob
+}
+
+// PackName is the object name of a pack: data/<first two hex digits>/<id>.
+func PackName(id ID) string {
+	s := id.String()
+	return "data/" + s[:2] + "/" + s
+}
+
+// PackPrefix is the prefix under which all packs are listed.
+const PackPrefix = "data/"
+
+// ParsePackName is the inverse of PackName.
+func ParsePackName(name string) (ID, error) {
+	if len(name) != len(PackPrefix)+3+64 || name[:len(PackPrefix)] != PackPrefix {
+		return ID{}, fmt.Errorf("chunkstore: %q is not a pack name", name)
+	}
+	id, err := ParseID(name[len(PackPrefix)+3:])
+	if err != nil || PackName(id) != name {
+		return ID{}, fmt.Errorf("chunkstore: %q is not a pack name", name)
+	}
+	return id, nil
+}
+
+// PackBuilder collects encoded chunks into one pack. It is not safe for
+// concurrent use.
+type PackBuilder struct {
+	data    []byte
+	entries []PackEntry
+}
+
+// Len is the number of bytes the pack holds so far.
+func (p *PackBuilder) Len() int { return len(p.data) }
+
+// Count is the number of chunks in the pack so far.
+func (p *PackBuilder) Count() int { return len(p.entries) }
+
+// Add appends a chunk as produced by Store.Encode.
+func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
+	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data)), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}}
+	p.data = append(p.data, c.Data...)
+	p.entries = append(p.entries, e)
+	return e
+}
+
+// Finish appends the trailer and returns the pack's ID, its bytes and its
+// entries. The builder must not be used afterwards.
+func (p *PackBuilder) Finish() (ID, []byte, []PackEntry) {
+	start := len(p.data)
+	for _, e := range p.entries {
+		p.data = append(p.data, e.ID[:]...)
+		p.data = binary.LittleEndian.AppendUint32(p.data, e.Offset)
+		p.data = binary.LittleEndian.AppendUint32(p.data, e.Length)
+		p.data = binary.LittleEndian.AppendUint32(p.data, e.PlainLength)
+		p.data = append(p.data, byte(e.Codec))
+	}
+	p.data = binary.LittleEndian.AppendUint32(p.data, crc32.Checksum(p.data[start:], crcTable))
+	p.data = binary.LittleEndian.AppendUint32(p.data, uint32(len(p.entries)))
+	p.data = append(p.data, packMagic...)
+	p.data = append(p.data, packVersion)
+	return blake3.Sum256(p.data), p.data, p.entries
+}
+
+// ParsePackFooter checks a pack's last footerSize bytes and returns how many
+// bytes the trailer before it takes. packSize bounds the count, so a damaged
+// footer cannot make a caller allocate more than the pack holds.
+func ParsePackFooter(footer []byte, packSize int64) (trailerLen int64, err error) {
+	if len(footer) != footerSize || string(footer[8:15]) != packMagic {
+		return 0, fmt.Errorf("chunkstore: pack footer: bad magic: %w", ErrCorrupt)
+	}
+	if footer[15] != packVersion {
+		return 0, fmt.Errorf("chunkstore: pack format version %d: %w", footer[15], ErrUnsupportedVersion)
+	}
+	n := int64(binary.LittleEndian.Uint32(footer[4:8]))
+	if n*entrySize > packSize-footerSize {
+		return 0, fmt.Errorf("chunkstore: pack footer: %d entries do not fit a pack of %d bytes: %w", n, packSize, ErrCorrupt)
+	}
+	return n * entrySize, nil
+}
+
+// ParsePackTrailer decodes the entries and footer at the end of a pack of
+// packSize bytes (trailer is the last trailerLen+footerSize bytes). Every
+// entry must lie inside the pack's data section.
+func ParsePackTrailer(trailer []byte, packSize int64) ([]PackEntry, error) {
+	if len(trailer) < footerSize {
+		return nil, fmt.Errorf("chunkstore: pack trailer too short: %w", ErrCorrupt)
+	}
+	footer := trailer[len(trailer)-footerSize:]
+	n, err := ParsePackFooter(footer, packSize)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(trailer)) != n+footerSize {
+		return nil, fmt.Errorf("chunkstore: pack trailer is %d bytes, footer says %d: %w", len(trailer), n+footerSize, ErrCorrupt)
+	}
+	raw := trailer[:n]
+	if crc32.Checksum(raw, crcTable) != binary.LittleEndian.Uint32(footer[0:4]) {
+		return nil, fmt.Errorf("chunkstore: pack trailer checksum mismatch: %w", ErrCorrupt)
+	}
+	dataEnd := packSize - int64(len(trailer))
+	entries := make([]PackEntry, 0, n/entrySize)
+	for len(raw) > 0 {
+		var e PackEntry
+		copy(e.ID[:], raw[:32])
+		e.Offset = binary.LittleEndian.Uint32(raw[32:])
+		e.Length = binary.LittleEndian.Uint32(raw[36:])
+		e.PlainLength = binary.LittleEndian.Uint32(raw[40:])
+		e.Codec = Codec(raw[44])
+		raw = raw[entrySize:]
+		if int64(e.Offset)+int64(e.Length) > dataEnd || e.PlainLength > MaxChunkSize || e.Codec > CodecZstd {
+			return nil, fmt.Errorf("chunkstore: pack entry for chunk %s out of range: %w", e.ID, ErrCorrupt)
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
+
+// ReadPackTrailer reads and decodes the trailer of the pack object name, of
+// size bytes, as listed by the backend.
+func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64) ([]PackEntry, error) {
+	if size < footerSize {
+		return nil, fmt.Errorf("chunkstore: pack %s has %d bytes: %w", name, size, ErrCorrupt)
+	}
+	footer, err := readRange(ctx, b, name, size-footerSize, footerSize)
+	if err != nil {
+		return nil, err
+	}
+	n, err := ParsePackFooter(footer, size)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", name, err)
+	}
+	trailer, err := readRange(ctx, b, name, size-footerSize-n, n+footerSize)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := ParsePackTrailer(trailer, size)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", name, err)
+	}
+	return entries, nil
+}
+
+func readRange(ctx context.Context, b Backend, name string, off, n int64) ([]byte, error) {
+	rc, err := b.Get(ctx, name, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("chunkstore: read %s: %w", name, err)
+	}
+	return buf, nil
+}

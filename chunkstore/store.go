@@ -1,0 +1,150 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/zeebo/blake3"
+)
+
+// Store is a repository's chunk layer: its config and the backend holding its
+// objects. It names, encodes, packs and loads chunks. A Store is safe for
+// concurrent use.
+type Store struct {
+	cfg     Config
+	backend Backend
+	codec   *codec
+	hashers sync.Pool
+}
+
+// Create writes cfg as the config of a new repository on b and opens it.
+// It fails if b already holds a config.
+func Create(ctx context.Context, b Backend, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := ReadConfig(ctx, b); !errors.Is(err, ErrNotExist) {
+		if err == nil {
+			return nil, errors.New("chunkstore: repository already exists")
+		}
+		return nil, err
+	}
+	if err := WriteConfig(ctx, b, cfg); err != nil {
+		return nil, err
+	}
+	return newStore(b, cfg)
+}
+
+// Open opens the repository on b by reading its config.
+func Open(ctx context.Context, b Backend) (*Store, error) {
+	cfg, err := ReadConfig(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	return newStore(b, cfg)
+}
+
+func newStore(b Backend, cfg Config) (*Store, error) {
+	cd, err := newCodec(cfg.Compression)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, backend: b, codec: cd}
+	s.hashers.New = func() any {
+		h, err := blake3.NewKeyed(cfg.Key)
+		if err != nil {
+			panic(err) // unreachable: Validate checked the key length
+		}
+		return h
+	}
+	return s, nil
+}
+
+// Close releases the codec's resources.
+func (s *Store) Close() { s.codec.close() }
+
+// Config returns the repository's config.
+func (s *Store) Config() Config { return s.cfg }
+
+// Backend returns the backend holding the repository's objects.
+func (s *Store) Backend() Backend { return s.backend }
+
+// NewChunker returns the repository's chunker over r; see ChunkerParams.NewChunker.
+func (s *Store) NewChunker(r io.Reader, buf []byte) (Chunker, error) {
+	return s.cfg.Chunker.NewChunker(r, buf)
+}
+
+// Hash returns a chunk's ID: the keyed BLAKE3-256 of its plain bytes.
+func (s *Store) Hash(plain []byte) ID {
+	h := s.hashers.Get().(*blake3.Hasher)
+	h.Reset()
+	h.Write(plain)
+	var id ID
+	h.Sum(id[:0])
+	s.hashers.Put(h)
+	return id
+}
+
+// EncodedChunk is a chunk in its stored form, ready for PackBuilder.Add.
+type EncodedChunk struct {
+	ID          ID
+	Data        []byte
+	PlainLength int
+	Codec       Codec
+}
+
+// Encode compresses plain (whose ID the caller computed with Hash) into dst's
+// spare capacity.
+func (s *Store) Encode(dst []byte, id ID, plain []byte) EncodedChunk {
+	data, c := s.codec.encode(dst[:0], plain)
+	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
+}
+
+// WritePack finishes p and stores it. When it returns nil the pack is durable
+// under PackName(id) and its entries may be indexed.
+func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries []PackEntry, size int64, err error) {
+	id, data, entries := p.Finish()
+	if err := s.backend.Put(ctx, PackName(id), bytes.NewReader(data)); err != nil {
+		return ID{}, nil, 0, fmt.Errorf("chunkstore: write pack %s: %w", id, err)
+	}
+	return id, entries, int64(len(data)), nil
+}
+
+// LoadChunk reads chunk id from loc, decompresses it into dst's spare
+// capacity and checks its hash. It never returns bytes that do not hash to
+// id: a mismatch, an undecodable blob or a missing or short pack all give an
+// error wrapping ErrCorrupt that names the chunk and the pack.
+func (s *Store) LoadChunk(ctx context.Context, id ID, loc Location, scratch, dst []byte) ([]byte, error) {
+	fail := func(what string, err error) error {
+		return fmt.Errorf("chunkstore: chunk %s in pack %s: %s: %w: %w", id, loc.Pack, what, ErrCorrupt, err)
+	}
+	rc, err := s.backend.Get(ctx, PackName(loc.Pack), int64(loc.Offset), int64(loc.Length))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fail("read", err)
+	}
+	stored := slices.Grow(scratch[:0], int(loc.Length))[:loc.Length]
+	_, err = io.ReadFull(rc, stored)
+	rc.Close()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fail("read", err)
+	}
+	plain, err := s.codec.decode(dst[:0], stored, loc.Codec)
+	if err != nil {
+		return nil, fail("decode", err)
+	}
+	if len(plain) != int(loc.PlainLength) || s.Hash(plain) != id {
+		return nil, fail("verify", errors.New("content does not match its ID"))
+	}
+	return plain, nil
+}

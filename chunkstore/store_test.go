@@ -1,0 +1,162 @@
+package chunkstore_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+)
+
+func newStore(t *testing.T) (*chunkstore.Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(dir), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, dir
+}
+
+// writePack stores the given chunks in one pack and returns their locations.
+func writePack(t *testing.T, s *chunkstore.Store, plains ...[]byte) (chunkstore.ID, []chunkstore.PackEntry) {
+	t.Helper()
+	var p chunkstore.PackBuilder
+	for _, plain := range plains {
+		p.Add(s.Encode(nil, s.Hash(plain), plain))
+	}
+	id, entries, _, err := s.WritePack(context.Background(), &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, entries
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	s, _ := newStore(t)
+	plains := [][]byte{dataset.Pages(1, 4), dataset.Random(2, 70000), {}, []byte("x")}
+	packID, entries := writePack(t, s, plains...)
+	if got := entries[0].Codec; got != chunkstore.CodecZstd {
+		t.Errorf("page data stored with codec %v, want zstd", got)
+	}
+	if got := entries[1].Codec; got != chunkstore.CodecRaw {
+		t.Errorf("random data stored with codec %v, want raw", got)
+	}
+	for i, e := range entries {
+		got, err := s.LoadChunk(context.Background(), e.ID, chunkstore.Location{Pack: packID, Blob: e.Blob}, nil, nil)
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if !bytes.Equal(got, plains[i]) {
+			t.Errorf("chunk %d: loaded bytes differ", i)
+		}
+	}
+	// The pack describes itself.
+	var size int64
+	s.Backend().List(context.Background(), chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error { size = o.Size; return nil })
+	trailer, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(packID), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trailer) != len(entries) || trailer[1] != entries[1] {
+		t.Errorf("trailer %v differs from entries %v", trailer, entries)
+	}
+}
+
+func TestStoreHashIsKeyed(t *testing.T) {
+	a, _ := newStore(t)
+	b, _ := newStore(t)
+	data := []byte("same bytes")
+	if a.Hash(data) != a.Hash(data) {
+		t.Fatal("Hash is not deterministic")
+	}
+	if a.Hash(data) == b.Hash(data) {
+		t.Error("two repositories with different keys gave the same chunk ID")
+	}
+}
+
+func TestLoadChunkDetectsDamage(t *testing.T) {
+	for _, damage := range []string{"flip", "truncate", "delete"} {
+		t.Run(damage, func(t *testing.T) {
+			s, dir := newStore(t)
+			packID, entries := writePack(t, s, dataset.Pages(3, 2), dataset.Random(4, 30000))
+			path := filepath.Join(dir, filepath.FromSlash(chunkstore.PackName(packID)))
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch damage {
+			case "flip":
+				data[entries[1].Offset+100] ^= 1
+				err = os.WriteFile(path, data, 0o644)
+			case "truncate":
+				err = os.WriteFile(path, data[:entries[1].Offset+10], 0o644)
+			case "delete":
+				err = os.Remove(path)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := entries[1]
+			got, err := s.LoadChunk(context.Background(), e.ID, chunkstore.Location{Pack: packID, Blob: e.Blob}, nil, nil)
+			if !errors.Is(err, chunkstore.ErrCorrupt) {
+				t.Fatalf("LoadChunk of a damaged chunk = %d bytes, %v; want ErrCorrupt", len(got), err)
+			}
+			if !strings.Contains(err.Error(), e.ID.String()) {
+				t.Errorf("error %q does not name chunk %s", err, e.ID)
+			}
+		})
+	}
+}
+
+func TestConfig(t *testing.T) {
+	s, dir := newStore(t)
+	cfg, err := chunkstore.ReadConfig(context.Background(), chunkstore.NewLocal(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cfg.Key, s.Config().Key) || cfg.Chunker != chunkstore.DefaultChunkerParams() || cfg.PackSize != chunkstore.DefaultPackSize {
+		t.Errorf("read back config %+v, want %+v", cfg, s.Config())
+	}
+	if _, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(dir), cfg); err == nil {
+		t.Error("Create over an existing repository succeeded")
+	}
+	cfg.Version = 99
+	future, _ := json.Marshal(cfg)
+	if _, err := chunkstore.ParseConfig(future); !errors.Is(err, chunkstore.ErrUnsupportedVersion) {
+		t.Errorf("config of version 99: %v, want ErrUnsupportedVersion", err)
+	}
+	for _, bad := range []string{"", "{", `{"version":1}`, "null"} {
+		if _, err := chunkstore.ParseConfig([]byte(bad)); !errors.Is(err, chunkstore.ErrCorrupt) {
+			t.Errorf("ParseConfig(%q) = %v, want ErrCorrupt", bad, err)
+		}
+	}
+}
+
+func TestParseID(t *testing.T) {
+	var id chunkstore.ID
+	id[0], id[31] = 0xab, 0x01
+	got, err := chunkstore.ParseID(id.String())
+	if err != nil || got != id {
+		t.Errorf("ParseID(%s) = %v, %v", id, got, err)
+	}
+	for _, bad := range []string{"", "ab", strings.Repeat("g", 64), id.String() + "00"} {
+		if _, err := chunkstore.ParseID(bad); err == nil {
+			t.Errorf("ParseID(%q) succeeded", bad)
+		}
+	}
+	if n, err := chunkstore.ParsePackName(chunkstore.PackName(id)); err != nil || n != id {
+		t.Errorf("ParsePackName(PackName) = %v, %v", n, err)
+	}
+}
