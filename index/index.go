@@ -1,0 +1,163 @@
+// Package index owns index.db, the bbolt database that maps chunk IDs to
+// their place in packs and records every backup, its files and each file's
+// ordered chunk list. It also owns the manifest format, the repository object
+// that lets the backup records be rebuilt.
+//
+// Everything in index.db is derived: packs (through their trailers) and
+// manifest objects hold the same facts. Transactions are short and never
+// span I/O outside the database.
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// ErrInUse is returned by Open when another process holds the database.
+var ErrInUse = errors.New("repository in use by another process")
+
+var (
+	bucketChunks  = []byte("chunks")  // chunk ID → location
+	bucketPacks   = []byte("packs")   // pack ID → size, count, created
+	bucketBackups = []byte("backups") // dir \x00 name → bucket {meta, files}
+	bucketLists   = []byte("lists")   // list ID, segment → refs
+	bucketOpen    = []byte("open")    // list ID → nothing: lists of writers not yet committed
+	keyMeta       = []byte("meta")
+	bucketFiles   = []byte("files")
+)
+
+// DB is an open index.db. It is safe for concurrent use.
+type DB struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the index at path. If another process holds it,
+// Open gives up after timeout with an error wrapping ErrInUse.
+func Open(path string, timeout time.Duration) (*DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("index: %s: %w", path, ErrInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("index: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index: init %s: %w", path, err)
+	}
+	return &DB{db: db}, nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Pack is the index's record of a stored pack.
+type Pack struct {
+	ID      chunkstore.ID
+	Size    int64
+	Chunks  int
+	Created time.Time
+}
+
+// AddPack records a durable pack and points each of its chunks at it. A
+// chunk that is already indexed keeps its first location.
+//
+// IMPORTANT: call it only after the pack is durable (Store.WritePack
+// returned nil); an indexed chunk is one that writers deduplicate against.
+func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		var rec [20]byte
+		binary.LittleEndian.PutUint64(rec[0:], uint64(p.Size))
+		binary.LittleEndian.PutUint32(rec[8:], uint32(p.Chunks))
+		binary.LittleEndian.PutUint64(rec[12:], uint64(p.Created.UnixNano()))
+		if err := tx.Bucket(bucketPacks).Put(p.ID[:], rec[:]); err != nil {
+			return err
+		}
+		chunks := tx.Bucket(bucketChunks)
+		for _, e := range entries {
+			if chunks.Get(e.ID[:]) != nil {
+				continue
+			}
+			if err := chunks.Put(e.ID[:], encodeLocation(chunkstore.Location{Pack: p.ID, Blob: e.Blob})); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+const locationSize = 32 + 4 + 4 + 4 + 1
+
+func encodeLocation(l chunkstore.Location) []byte {
+	b := make([]byte, 0, locationSize)
+	b = append(b, l.Pack[:]...)
+	b = binary.LittleEndian.AppendUint32(b, l.Offset)
+	b = binary.LittleEndian.AppendUint32(b, l.Length)
+	b = binary.LittleEndian.AppendUint32(b, l.PlainLength)
+	return append(b, byte(l.Codec))
+}
+
+func decodeLocation(b []byte) (chunkstore.Location, error) {
+	var l chunkstore.Location
+	if len(b) != locationSize {
+		return l, fmt.Errorf("index: chunk record of %d bytes: %w", len(b), chunkstore.ErrCorrupt)
+	}
+	copy(l.Pack[:], b)
+	l.Offset = binary.LittleEndian.Uint32(b[32:])
+	l.Length = binary.LittleEndian.Uint32(b[36:])
+	l.PlainLength = binary.LittleEndian.Uint32(b[40:])
+	l.Codec = chunkstore.Codec(b[44])
+	return l, nil
+}
+
+// Lookup returns where chunk id is stored, and false if it is not indexed.
+func (d *DB) Lookup(id chunkstore.ID) (loc chunkstore.Location, found bool, err error) {
+	err = d.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketChunks).Get(id[:])
+		if v == nil {
+			return nil
+		}
+		found = true
+		loc, err = decodeLocation(v)
+		return err
+	})
+	return loc, found, err
+}
+
+// Stats counts the index's chunks and packs and the packs' bytes.
+type Stats struct {
+	Chunks      int
+	Packs       int
+	StoredBytes int64
+}
+
+// Stats returns the index's totals.
+func (d *DB) Stats() (Stats, error) {
+	var s Stats
+	err := d.db.View(func(tx *bolt.Tx) error {
+		s.Chunks = tx.Bucket(bucketChunks).Stats().KeyN
+		return tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
+			if len(v) != 20 {
+				return fmt.Errorf("index: pack record of %d bytes: %w", len(v), chunkstore.ErrCorrupt)
+			}
+			s.Packs++
+			s.StoredBytes += int64(binary.LittleEndian.Uint64(v))
+			return nil
+		})
+	})
+	return s, err
+}

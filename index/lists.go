@@ -1,0 +1,132 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ListID names a file's chunk list. A writer allocates one with NewList,
+// appends segments while it chunks, and hands it to CommitFile when done.
+// Lists that were never committed are "open" until dropped.
+type ListID uint64
+
+func (l ListID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(l)) }
+
+// Ref is one entry of a chunk list: a chunk and its plain length.
+type Ref struct {
+	ID     chunkstore.ID
+	Length uint32
+}
+
+// RefSize is the bytes one Ref takes in the index and in manifests.
+const RefSize = 36
+
+// SegmentRefs is how many refs a full list segment holds (36 KiB): a writer
+// keeps at most one segment in memory, whatever the file's length.
+const SegmentRefs = 1024
+
+// NewList allocates an open chunk list.
+func (d *DB) NewList() (ListID, error) {
+	var id ListID
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		seq, err := tx.Bucket(bucketLists).NextSequence()
+		if err != nil {
+			return err
+		}
+		id = ListID(seq)
+		return tx.Bucket(bucketOpen).Put(id.key(), nil)
+	})
+	return id, err
+}
+
+// PutSegment stores segment seg (0, 1, ...) of a list. Every segment but the
+// last holds SegmentRefs refs.
+func (d *DB) PutSegment(list ListID, seg uint32, refs []Ref) error {
+	if len(refs) > SegmentRefs {
+		return fmt.Errorf("index: segment of %d refs, at most %d", len(refs), SegmentRefs)
+	}
+	v := make([]byte, 0, len(refs)*RefSize)
+	for _, r := range refs {
+		v = append(v, r.ID[:]...)
+		v = binary.LittleEndian.AppendUint32(v, r.Length)
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLists).Put(binary.BigEndian.AppendUint32(list.key(), seg), v)
+	})
+}
+
+// Segment appends the refs of segment seg of a list to dst. found is false
+// past the last segment.
+func (d *DB) Segment(list ListID, seg uint32, dst []Ref) (refs []Ref, found bool, err error) {
+	refs = dst
+	err = d.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLists).Get(binary.BigEndian.AppendUint32(list.key(), seg))
+		if v == nil {
+			return nil
+		}
+		found = true
+		refs, err = decodeRefs(v, dst)
+		return err
+	})
+	return refs, found, err
+}
+
+func decodeRefs(v []byte, dst []Ref) ([]Ref, error) {
+	if len(v)%RefSize != 0 || len(v) > SegmentRefs*RefSize {
+		return nil, fmt.Errorf("index: list segment of %d bytes: %w", len(v), chunkstore.ErrCorrupt)
+	}
+	for ; len(v) > 0; v = v[RefSize:] {
+		var r Ref
+		copy(r.ID[:], v)
+		r.Length = binary.LittleEndian.Uint32(v[32:])
+		dst = append(dst, r)
+	}
+	return dst, nil
+}
+
+// DropList deletes a list that will not be committed.
+func (d *DB) DropList(list ListID) error {
+	return d.db.Update(func(tx *bolt.Tx) error { return deleteList(tx, list) })
+}
+
+func deleteList(tx *bolt.Tx, list ListID) error {
+	prefix := list.key()
+	c := tx.Bucket(bucketLists).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketOpen).Delete(prefix)
+}
+
+// DropOpenLists deletes every list that was never committed or dropped: the
+// lists of writers that a crashed process left behind. Call it at open,
+// before any writer starts.
+func (d *DB) DropOpenLists() (dropped int, err error) {
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		var open []ListID
+		err := tx.Bucket(bucketOpen).ForEach(func(k, _ []byte) error {
+			if len(k) != 8 {
+				return fmt.Errorf("index: open list key %x: %w", k, chunkstore.ErrCorrupt)
+			}
+			open = append(open, ListID(binary.BigEndian.Uint64(k)))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, l := range open {
+			if err := deleteList(tx, l); err != nil {
+				return err
+			}
+		}
+		dropped = len(open)
+		return nil
+	})
+	return dropped, err
+}

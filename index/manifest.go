@@ -1,0 +1,217 @@
+package index
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/zeebo/blake3"
+)
+
+// Manifest format: the durable record of an ended backup, stored as the
+// object ManifestName(dir, name). All integers are varints.
+//
+//	magic "DDSMANI" | version u8
+//	dir | name | started (unix ns) | ended (unix ns) | file count
+//	per file: name | size | chunk count | per chunk: id [32] | plain length
+//	BLAKE3-256 of all the bytes before it [32]
+//
+// Strings are a length followed by bytes.
+const (
+	manifestMagic   = "DDSMANI"
+	manifestVersion = 1
+	maxStringLen    = 4096
+)
+
+// ManifestPrefix is the prefix under which all manifests are listed.
+const ManifestPrefix = "manifests/"
+
+// ManifestName is the object name of a backup's manifest. The directory is
+// path-escaped into one name part, so "ks/0" and backup names never collide.
+func ManifestName(dir, name string) string {
+	return ManifestPrefix + url.PathEscape(dir) + "/" + name
+}
+
+// ManifestFile is one file of a decoded manifest.
+type ManifestFile struct {
+	Name string
+	Size int64
+	Refs []Ref
+}
+
+// Manifest is a decoded manifest.
+type Manifest struct {
+	Backup Backup
+	Files  []ManifestFile
+}
+
+// WriteManifest writes the manifest of a backup as the index holds it now,
+// stamped as ended at ended. It reads each list segment in its own short
+// transaction, so memory stays at one segment whatever the backup's size.
+func (d *DB) WriteManifest(w io.Writer, dir, name string, ended time.Time) error {
+	b, found, err := d.Backup(dir, name)
+	if err != nil {
+		return err
+	}
+	files, _, err := d.Files(dir, name)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("index: manifest of %s/%s: no such backup", dir, name)
+	}
+	h := blake3.New()
+	bw := bufio.NewWriter(io.MultiWriter(w, h))
+	var tmp []byte
+	uvarint := func(v uint64) { tmp = binary.AppendUvarint(tmp[:0], v); bw.Write(tmp) }
+	str := func(s string) { uvarint(uint64(len(s))); bw.WriteString(s) }
+	bw.WriteString(manifestMagic)
+	bw.WriteByte(manifestVersion)
+	str(dir)
+	str(name)
+	uvarint(uint64(b.Started.UnixNano()))
+	uvarint(uint64(ended.UnixNano()))
+	uvarint(uint64(len(files)))
+	var refs []Ref
+	for _, f := range files {
+		str(f.Name)
+		uvarint(uint64(f.Size))
+		uvarint(uint64(f.Chunks))
+		n := int64(0)
+		for seg := uint32(0); ; seg++ {
+			var ok bool
+			refs, ok, err = d.Segment(f.List, seg, refs[:0])
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			for _, r := range refs {
+				bw.Write(r.ID[:])
+				uvarint(uint64(r.Length))
+			}
+			n += int64(len(refs))
+		}
+		if n != f.Chunks {
+			return fmt.Errorf("index: file %s of %s/%s lists %d chunks, its record says %d: %w", f.Name, dir, name, n, f.Chunks, chunkstore.ErrCorrupt)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err = w.Write(h.Sum(nil))
+	return err
+}
+
+// DecodeManifest reads a manifest. Allocation grows with the bytes actually
+// read, never with a count the input claims, so damaged input gives an error
+// wrapping chunkstore.ErrCorrupt, never a huge allocation.
+func DecodeManifest(r io.Reader) (Manifest, error) {
+	h := blake3.New()
+	br := bufio.NewReader(r)
+	d := &decoder{r: io.TeeReader(br, h)}
+	var m Manifest
+	magic := d.bytes(len(manifestMagic) + 1)
+	if d.err == nil && string(magic[:len(manifestMagic)]) != manifestMagic {
+		d.fail("bad magic")
+	}
+	if d.err == nil && magic[len(manifestMagic)] != manifestVersion {
+		return m, fmt.Errorf("index: manifest version %d: %w", magic[len(manifestMagic)], chunkstore.ErrUnsupportedVersion)
+	}
+	m.Backup.Dir, m.Backup.Name = d.str(), d.str()
+	m.Backup.Started, m.Backup.Ended = time.Unix(0, int64(d.uvarint())), time.Unix(0, int64(d.uvarint()))
+	m.Backup.State = Ended
+	nfiles := d.uvarint()
+	for i := uint64(0); i < nfiles && d.err == nil; i++ {
+		f := ManifestFile{Name: d.str(), Size: int64(d.uvarint())}
+		nrefs := d.uvarint()
+		var sum int64
+		for j := uint64(0); j < nrefs && d.err == nil; j++ {
+			var ref Ref
+			copy(ref.ID[:], d.bytes(32))
+			l := d.uvarint()
+			if l > chunkstore.MaxChunkSize {
+				d.fail("chunk length out of range")
+			}
+			ref.Length = uint32(l)
+			sum += int64(l)
+			f.Refs = append(f.Refs, ref)
+		}
+		if d.err == nil && sum != f.Size {
+			d.fail(fmt.Sprintf("file %s: chunks add up to %d bytes, size says %d", f.Name, sum, f.Size))
+		}
+		m.Files = append(m.Files, f)
+	}
+	if d.err != nil {
+		return Manifest{}, d.err
+	}
+	want := h.Sum(nil)
+	got := make([]byte, 32)
+	if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, want) {
+		return Manifest{}, fmt.Errorf("index: manifest checksum mismatch: %w", chunkstore.ErrCorrupt)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return Manifest{}, fmt.Errorf("index: manifest has trailing bytes: %w", chunkstore.ErrCorrupt)
+	}
+	return m, nil
+}
+
+type decoder struct {
+	r   io.Reader
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("index: manifest: %s: %w", what, chunkstore.ErrCorrupt)
+	}
+}
+
+func (d *decoder) bytes(n int) []byte {
+	b := make([]byte, n)
+	if d.err != nil {
+		return b
+	}
+	if _, err := io.ReadFull(d.r, b); err != nil {
+		d.fail("truncated")
+	}
+	return b
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, err := binary.ReadUvarint(byteReader{d.r})
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		d.fail(err.Error())
+	}
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if n > maxStringLen {
+		d.fail("string too long")
+		return ""
+	}
+	return string(d.bytes(int(n)))
+}
+
+type byteReader struct{ r io.Reader }
+
+func (b byteReader) ReadByte() (byte, error) {
+	var p [1]byte
+	_, err := io.ReadFull(b.r, p[:])
+	return p[0], err
+}
