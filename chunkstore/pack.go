@@ -77,6 +77,12 @@ type PackBuilder struct {
 	entries []PackEntry
 }
 
+// NewPackBuilder returns a builder whose buffer holds capacity bytes before
+// it has to grow; pass the pack size plus one chunk to never grow.
+func NewPackBuilder(capacity int) *PackBuilder {
+	return &PackBuilder{data: make([]byte, 0, capacity)}
+}
+
 // Len is the number of bytes the pack holds so far.
 func (p *PackBuilder) Len() int { return len(p.data) }
 

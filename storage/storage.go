@@ -121,6 +121,9 @@ var (
 	ErrCorrupt = errors.New("corrupt data")
 	// ErrInUse: another process holds the repository.
 	ErrInUse = errors.New("repository in use by another process")
+	// ErrClosed: a handle or writer obtained before BackupStorage.Close was
+	// used after it. Get new handles after reopening.
+	ErrClosed = errors.New("backup storage was closed")
 	// ErrAborted: the backup was aborted or removed while a handle or writer
 	// was still using it.
 	ErrAborted = errors.New("backup aborted or removed")

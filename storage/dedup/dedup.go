@@ -1,0 +1,204 @@
+// Package dedup is the deduplicating storage.BackupStorage. Every file added
+// to a backup is cut into content-defined chunks; each chunk is named by its
+// keyed BLAKE3 hash, compressed with zstd and stored once, in pack files, in
+// a repository on local disk. A bbolt index maps chunks to packs and records
+// every backup's files; a manifest object per ended backup makes the index
+// rebuildable.
+//
+// Importing the package registers it as "dedup" in storage.BackupStorageMap,
+// with its repository at the flag -dedup_backup_storage_root, read whenever
+// the storage opens (first use, and first use after Close). Library users
+// call New instead.
+//
+// Repository layout under the root:
+//
+//	config                  format version, chunker, BLAKE3 key, compression, pack size
+//	data/<2 hex>/<pack id>  pack files
+//	manifests/<dir>/<name>  one object per ended backup
+//	index.db                bbolt index, derived from the above
+//
+// Guarantees. When a writer's Close returns nil, the file's chunks are
+// durable and indexed and the file is readable. When EndBackup returns nil
+// the backup's manifest is durable. Writes go in the order pack, index,
+// manifest, so a crash at any point loses nothing that had ended; backups
+// still in progress when a process dies are dropped the next time the
+// repository opens. One process owns a repository at a time: another gets
+// an error wrapping storage.ErrInUse after Options.LockTimeout. Within the
+// process every method is safe for concurrent use.
+package dedup
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/storage"
+)
+
+var rootFlag = flag.String("dedup_backup_storage_root", "", "repository directory of the dedup backup storage (created on first use if empty)")
+
+func init() {
+	storage.BackupStorageMap["dedup"] = &Storage{root: func() string { return *rootFlag }}
+}
+
+// Options configures a Storage. The zero value is a good default.
+type Options struct {
+	// Chunker, Compression and PackSize are used only when the repository
+	// is created; an existing repository keeps the settings in its config.
+	// Zero values select chunkstore's defaults.
+	Chunker     chunkstore.ChunkerParams
+	Compression chunkstore.Compression
+	PackSize    int
+
+	// Workers is the number of goroutines hashing and compressing chunks;
+	// default GOMAXPROCS.
+	Workers int
+	// ChunksInFlight bounds the chunks being hashed and compressed at once,
+	// across all writers, and the chunks prefetched at once across all
+	// readers; default 4 × Workers. With it, memory is about
+	//	(ChunksInFlight × 3 + open files × 2) × max chunk size + 3 × pack size
+	// whatever the length of the streams.
+	ChunksInFlight int
+	// LockTimeout is how long opening waits for another process to release
+	// the repository; default 1 s.
+	LockTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.ChunksInFlight <= 0 {
+		o.ChunksInFlight = 4 * o.Workers
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = time.Second
+	}
+	return o
+}
+
+// Storage is the dedup BackupStorage. It opens its repository on first use
+// and releases it on Close; the next use opens it again.
+type Storage struct {
+	root func() string
+	opts Options
+
+	mu   sync.Mutex
+	repo *repo // nil while closed
+}
+
+// New returns a storage on the repository at root, created on first use if
+// root is missing or empty.
+func New(root string, opts Options) *Storage {
+	return &Storage{root: func() string { return root }, opts: opts}
+}
+
+// open returns the open repository, opening it if needed.
+func (s *Storage) open(ctx context.Context) (*repo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repo != nil {
+		return s.repo, nil
+	}
+	root := s.root()
+	if root == "" {
+		return nil, errors.New("dedup: no repository root (flag -dedup_backup_storage_root)")
+	}
+	r, err := openRepo(ctx, root, s.opts.withDefaults())
+	if err != nil {
+		return nil, err
+	}
+	s.repo = r
+	return r, nil
+}
+
+// Close implements storage.BackupStorage. It stops open writers (their Close
+// returns an error, their files are not added) and releases the repository.
+// Handles obtained before Close return errors wrapping storage.ErrClosed.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repo == nil {
+		return nil
+	}
+	err := s.repo.close()
+	s.repo = nil
+	return err
+}
+
+// ListBackups implements storage.BackupStorage. Backups in progress are
+// listed too; ReadFile serves their files whose writers have closed.
+func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.BackupHandle, error) {
+	if err := storage.ValidateDir(dir); err != nil {
+		return nil, err
+	}
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	backups, err := r.idx.Backups(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storage.BackupHandle, len(backups))
+	for i, b := range backups {
+		out[i] = &handle{r: r, dir: b.Dir, name: b.Name, readOnly: true}
+	}
+	return out, nil
+}
+
+// StartBackup implements storage.BackupStorage.
+func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.BackupHandle, error) {
+	if err := storage.ValidateBackupName(dir, name); err != nil {
+		return nil, err
+	}
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	created, err := r.idx.StartBackup(dir, name, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if !created {
+		return nil, fmt.Errorf("dedup: start %s/%s: %w", dir, name, storage.ErrExists)
+	}
+	return &handle{r: r, dir: dir, name: name}, nil
+}
+
+// RemoveBackup implements storage.BackupStorage. It deletes the backup's
+// manifest, then its index records; its chunks stay until a GC finds them
+// unreferenced. Removing a backup that does not exist is not an error.
+func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
+	if err := storage.ValidateBackupName(dir, name); err != nil {
+		return err
+	}
+	r, err := s.open(ctx)
+	if err != nil {
+		return err
+	}
+	return r.removeBackup(ctx, dir, name)
+}
+
+// Stats are a repository's totals.
+type Stats struct {
+	Backups      int
+	LogicalBytes int64 // sum of the sizes of all backups' files
+	StoredBytes  int64 // sum of the sizes of all packs
+	Chunks       int
+	Packs        int
+}
+
+// Stats returns the repository's totals.
+func (s *Storage) Stats(ctx context.Context) (Stats, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	return r.stats()
+}

@@ -1,0 +1,234 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/storage"
+)
+
+// repo is an open repository: the chunk store, the index, and the goroutines
+// that hash, compress and pack chunks.
+type repo struct {
+	store *chunkstore.Store
+	idx   *index.DB
+	opts  Options
+
+	ctx    context.Context // cancelled by close
+	cancel context.CancelFunc
+
+	jobs        chan *job     // chunks for the workers
+	slots       chan struct{} // one per chunk in flight in writers
+	readSlots   chan struct{} // one per chunk prefetched beyond each reader's first
+	chunkBufs   sync.Pool     // *[]byte of the max chunk size, for chunks in flight
+	chunkerBufs sync.Pool     // *[]byte of the chunker's scratch size, one per writer
+	uploads     chan *pack    // sealed packs for the uploader
+
+	mu      sync.Mutex
+	pending map[chunkstore.ID]*pack // accepted chunks whose pack is not yet indexed
+	cur     *pack                   // the pack being filled, or nil
+
+	backupLocks [64]sync.Mutex // serialize manifest writes and removal per backup
+	seed        maphash.Seed
+
+	writers sync.WaitGroup // running writer goroutines
+	workers sync.WaitGroup // workers and the uploader
+}
+
+// pack is a pack being filled, sealed, or written.
+type pack struct {
+	b    *chunkstore.PackBuilder
+	done chan struct{} // closed once written and indexed, or failed
+	err  error         // set before done is closed
+}
+
+func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
+	backend := chunkstore.NewLocal(root)
+	store, err := chunkstore.Open(ctx, backend)
+	if errors.Is(err, chunkstore.ErrNotExist) {
+		store, err = createRepo(ctx, root, backend, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
+	}
+	idx, err := index.Open(filepath.Join(root, "index.db"), opts.LockTimeout)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
+	}
+	r := &repo{
+		store:     store,
+		idx:       idx,
+		opts:      opts,
+		jobs:      make(chan *job),
+		slots:     make(chan struct{}, opts.ChunksInFlight),
+		readSlots: make(chan struct{}, opts.ChunksInFlight),
+		uploads:   make(chan *pack),
+		pending:   map[chunkstore.ID]*pack{},
+		seed:      maphash.MakeSeed(),
+	}
+	params := store.Config().Chunker
+	r.chunkBufs.New = func() any { b := make([]byte, params.MaxSize); return &b }
+	r.chunkerBufs.New = func() any { b := make([]byte, params.BufferSize()); return &b }
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if err := r.recover(ctx); err != nil {
+		r.close()
+		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
+	}
+	for range opts.Workers {
+		r.workers.Add(1)
+		go r.worker()
+	}
+	r.workers.Add(1)
+	go r.uploader()
+	return r, nil
+}
+
+// createRepo writes the config of a new repository in root, which must be
+// missing or empty: dedup never writes into a directory it does not own.
+func createRepo(ctx context.Context, root string, backend chunkstore.Backend, opts Options) (*chunkstore.Store, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if len(entries) > 0 {
+		return nil, fmt.Errorf("%s is not empty and has no config: not a dedupstore repository", root)
+	}
+	cfg, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize)
+	if err != nil {
+		return nil, err
+	}
+	return chunkstore.Create(ctx, backend, cfg)
+}
+
+// recover undoes what a crashed process left half done: chunk lists of
+// writers that never closed, and backups that never ended (with the
+// manifest, if the crash came between writing it and marking the backup
+// ended). Their chunks become garbage for GC.
+func (r *repo) recover(ctx context.Context) error {
+	if _, err := r.idx.DropOpenLists(); err != nil {
+		return err
+	}
+	backups, err := r.idx.Backups("", true)
+	if err != nil {
+		return err
+	}
+	for _, b := range backups {
+		if b.State == index.InProgress {
+			if err := r.removeBackup(ctx, b.Dir, b.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// close stops writers, workers and the uploader and releases the repository.
+// Packs not yet written are dropped: no committed file refers to them.
+func (r *repo) close() error {
+	r.cancel()
+	r.writers.Wait()
+	r.workers.Wait()
+	r.store.Close()
+	return r.idx.Close()
+}
+
+// alive returns an error wrapping storage.ErrClosed once the repo is closed.
+func (r *repo) alive() error {
+	if r.ctx.Err() != nil {
+		return fmt.Errorf("dedup: %w", storage.ErrClosed)
+	}
+	return nil
+}
+
+func (r *repo) backupLock(dir, name string) *sync.Mutex {
+	return &r.backupLocks[maphash.String(r.seed, dir+"\x00"+name)%uint64(len(r.backupLocks))]
+}
+
+// endBackup writes the backup's manifest, then marks it ended. It runs at
+// EndBackup and again whenever a file is committed to an ended backup, so the
+// manifest always lists every committed file.
+func (r *repo) endBackup(ctx context.Context, dir, name string) error {
+	l := r.backupLock(dir, name)
+	l.Lock()
+	defer l.Unlock()
+	if _, found, err := r.idx.Backup(dir, name); err != nil {
+		return err
+	} else if !found {
+		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, storage.ErrAborted)
+	}
+	now := time.Now()
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(r.idx.WriteManifest(pw, dir, name, now)) }()
+	err := r.store.Backend().Put(ctx, index.ManifestName(dir, name), pr)
+	pr.CloseWithError(errors.New("manifest not consumed")) // unblocks the writer if Put failed early
+	if err != nil {
+		return fmt.Errorf("dedup: end %s/%s: write manifest: %w", dir, name, err)
+	}
+	found, err := r.idx.EndBackup(dir, name, now)
+	if err != nil {
+		return err
+	}
+	if !found { // removed while the manifest was written
+		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, storage.ErrAborted)
+	}
+	return nil
+}
+
+// removeBackup deletes a backup's manifest, then its index records.
+func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
+	l := r.backupLock(dir, name)
+	l.Lock()
+	defer l.Unlock()
+	if err := r.store.Backend().Delete(ctx, index.ManifestName(dir, name)); err != nil {
+		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
+	}
+	if err := r.idx.DeleteBackup(dir, name); err != nil {
+		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
+	}
+	return nil
+}
+
+func (r *repo) stats() (Stats, error) {
+	is, err := r.idx.Stats()
+	if err != nil {
+		return Stats{}, err
+	}
+	s := Stats{StoredBytes: is.StoredBytes, Chunks: is.Chunks, Packs: is.Packs}
+	backups, err := r.idx.Backups("", true)
+	if err != nil {
+		return Stats{}, err
+	}
+	for _, b := range backups {
+		files, _, err := r.idx.Files(b.Dir, b.Name)
+		if err != nil {
+			return Stats{}, err
+		}
+		for _, f := range files {
+			s.LogicalBytes += f.Size
+		}
+		s.Backups++
+	}
+	return s, nil
+}
+
+// asStorageErr adds the storage sentinel matching an error of the lower
+// layers, so callers need only know package storage.
+func asStorageErr(err error) error {
+	switch {
+	case errors.Is(err, chunkstore.ErrCorrupt):
+		return fmt.Errorf("%w: %w", storage.ErrCorrupt, err)
+	case errors.Is(err, index.ErrInUse):
+		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
+	}
+	return err
+}

@@ -1,0 +1,373 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/storage"
+)
+
+// The write path. Each writer runs one goroutine that cuts its stream into
+// chunks and hands them, in order, to the worker pool; workers hash each
+// chunk, look it up, and compress and pack only the new ones; the uploader
+// writes sealed packs and indexes them. A writer keeps the chunk list of its
+// file in order and stores it segment by segment; Close waits until every
+// pack the file needs is durable, then commits the file.
+
+// job is one chunk on its way through a worker.
+type job struct {
+	data []byte // the plain chunk, in a buffer from chunkBufs
+	buf  *[]byte
+	done chan struct{}
+	// Set by the worker before done is closed:
+	ref  index.Ref
+	pack *pack // the pending pack holding the chunk, nil if already indexed
+	err  error
+}
+
+func (r *repo) worker() {
+	defer r.workers.Done()
+	scratch := make([]byte, 0, r.store.Config().Chunker.MaxSize+r.store.Config().Chunker.MaxSize/8+1024)
+	for {
+		select {
+		case j := <-r.jobs:
+			j.err = r.ingest(j, scratch)
+			r.chunkBufs.Put(j.buf)
+			<-r.slots
+			close(j.done)
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// ingest names a chunk and, unless the repository already has it, compresses
+// it into the current pack.
+func (r *repo) ingest(j *job, scratch []byte) error {
+	id := r.store.Hash(j.data)
+	j.ref = index.Ref{ID: id, Length: uint32(len(j.data))}
+	r.mu.Lock()
+	p, known := r.pending[id]
+	if !known {
+		var err error
+		_, known, err = r.idx.Lookup(id)
+		if err != nil {
+			r.mu.Unlock()
+			return err
+		}
+	}
+	r.mu.Unlock()
+	if known {
+		j.pack = p
+		return nil
+	}
+
+	enc := r.store.Encode(scratch, id, j.data)
+	r.mu.Lock()
+	if p, ok := r.pending[id]; ok { // another worker stored it meanwhile
+		r.mu.Unlock()
+		j.pack = p
+		return nil
+	}
+	cfg := r.store.Config()
+	if r.cur == nil {
+		r.cur = &pack{b: chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + 1<<16), done: make(chan struct{})}
+	}
+	p = r.cur
+	p.b.Add(enc)
+	r.pending[id] = p
+	j.pack = p
+	full := p.b.Len() >= cfg.PackSize
+	if full {
+		r.cur = nil
+	}
+	r.mu.Unlock()
+	if full {
+		return r.sendUpload(p)
+	}
+	return nil
+}
+
+// seal hands p to the uploader if it is still being filled.
+func (r *repo) seal(p *pack) error {
+	r.mu.Lock()
+	open := r.cur == p
+	if open {
+		r.cur = nil
+	}
+	r.mu.Unlock()
+	if open {
+		return r.sendUpload(p)
+	}
+	return nil
+}
+
+func (r *repo) sendUpload(p *pack) error {
+	select {
+	case r.uploads <- p:
+		return nil
+	case <-r.ctx.Done():
+		return r.alive()
+	}
+}
+
+// uploader writes sealed packs one at a time: pack durable, then indexed,
+// then its chunks leave the pending set.
+func (r *repo) uploader() {
+	defer r.workers.Done()
+	for {
+		select {
+		case p := <-r.uploads:
+			r.upload(p)
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *repo) upload(p *pack) {
+	n := p.b.Count()
+	id, entries, size, err := r.store.WritePack(r.ctx, p.b)
+	if err == nil {
+		err = r.idx.AddPack(index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries)
+	}
+	r.mu.Lock()
+	for _, e := range entries {
+		if r.pending[e.ID] == p {
+			delete(r.pending, e.ID)
+		}
+	}
+	r.mu.Unlock()
+	p.b = nil // release the pack's memory
+	p.err = err
+	close(p.done)
+}
+
+// writer is the io.WriteCloser AddFile returns.
+type writer struct {
+	r         *repo
+	ctx       context.Context
+	dir, name string
+	file      string
+	pw        *io.PipeWriter
+	loopDone  chan struct{}
+	stop      func() bool // unregisters the context watch
+	closed    bool
+
+	// Owned by the chunking goroutine until loopDone is closed:
+	list   index.ListID
+	seg    uint32
+	refs   []index.Ref // the current segment
+	size   int64
+	chunks int64
+	deps   []*pack // packs the file's chunks wait in
+	err    error
+}
+
+func (r *repo) newWriter(ctx context.Context, dir, name, file string) (*writer, error) {
+	list, err := r.idx.NewList()
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{}), list: list}
+	// Cancelling the caller's context or closing the repository fails the
+	// stream at once, even while the chunker waits for input.
+	wctx, cancel := context.WithCancelCause(ctx)
+	stopRepo := context.AfterFunc(r.ctx, func() { cancel(fmt.Errorf("dedup: %w", storage.ErrClosed)) })
+	stopCtx := context.AfterFunc(wctx, func() { pr.CloseWithError(context.Cause(wctx)) })
+	w.stop = func() bool { stopRepo(); stopCtx(); cancel(nil); return true }
+	w.ctx = wctx
+	r.writers.Add(1)
+	go w.chunkLoop(pr)
+	return w, nil
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.closed {
+		return 0, errors.New("dedup: write to a closed file")
+	}
+	return w.pw.Write(p)
+}
+
+// Close ends the file. It returns nil only once the file is durable and
+// committed to the backup.
+func (w *writer) Close() error {
+	if w.closed {
+		return errors.New("dedup: file already closed")
+	}
+	w.closed = true
+	w.pw.Close()
+	<-w.loopDone
+	defer w.stop()
+	err := w.err
+	if err == nil {
+		err = w.commit()
+	}
+	if err != nil {
+		w.r.idx.DropList(w.list)
+		return fmt.Errorf("dedup: %s/%s: file %s: %w", w.dir, w.name, w.file, err)
+	}
+	return nil
+}
+
+// commit waits until every chunk of the file is indexed, then makes the file
+// part of the backup, rewriting the manifest if the backup had ended.
+func (w *writer) commit() error {
+	for _, p := range w.deps {
+		if err := w.r.seal(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range w.deps {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				return p.err
+			}
+		case <-w.ctx.Done():
+			return context.Cause(w.ctx)
+		}
+	}
+	f := index.File{Name: w.file, List: w.list, Size: w.size, Chunks: w.chunks}
+	found, err := w.r.idx.CommitFile(w.dir, w.name, f)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return storage.ErrAborted
+	}
+	b, _, err := w.r.idx.Backup(w.dir, w.name)
+	if err != nil || b.State != index.Ended {
+		return err
+	}
+	return w.r.endBackup(w.ctx, w.dir, w.name)
+}
+
+// chunkLoop runs the writer's goroutine. On failure it closes the pipe with
+// the error, so the caller's next Write returns it.
+func (w *writer) chunkLoop(pr *io.PipeReader) {
+	defer w.r.writers.Done()
+	defer close(w.loopDone)
+	buf := w.r.chunkerBufs.Get().(*[]byte)
+	defer w.r.chunkerBufs.Put(buf)
+	w.err = w.run(pr, *buf)
+	if w.err != nil {
+		pr.CloseWithError(w.err)
+	}
+}
+
+// run cuts the stream into chunks, feeds them to the workers and collects
+// their results in order. A writer keeps at most half of ChunksInFlight in
+// flight, so that one stream cannot starve the others.
+func (w *writer) run(pr io.Reader, buf []byte) error {
+	r := w.r
+	c, err := r.store.NewChunker(pr, buf)
+	if err != nil {
+		return err
+	}
+	maxOwn := max(1, r.opts.ChunksInFlight/2)
+	var inflight []*job
+	var firstErr error
+	collect := func() {
+		j := inflight[0]
+		inflight = inflight[1:]
+		<-j.done
+		if firstErr == nil {
+			firstErr = j.err
+		}
+		if firstErr == nil {
+			firstErr = w.add(j)
+		}
+	}
+	for firstErr == nil {
+		data, err := c.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			firstErr = err
+			break
+		}
+		select {
+		case r.slots <- struct{}{}:
+		case <-w.ctx.Done():
+			firstErr = context.Cause(w.ctx)
+			continue
+		}
+		b := r.chunkBufs.Get().(*[]byte)
+		j := &job{data: append((*b)[:0], data...), buf: b, done: make(chan struct{})}
+		select {
+		case r.jobs <- j:
+			inflight = append(inflight, j)
+		case <-w.ctx.Done():
+			r.chunkBufs.Put(b)
+			<-r.slots
+			firstErr = context.Cause(w.ctx)
+			continue
+		}
+		for len(inflight) > 0 && (len(inflight) >= maxOwn || isClosed(inflight[0].done)) {
+			collect()
+		}
+	}
+	for len(inflight) > 0 {
+		collect()
+	}
+	if firstErr == nil && len(w.refs) > 0 {
+		firstErr = r.idx.PutSegment(w.list, w.seg, w.refs)
+	}
+	return firstErr
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// add appends a finished chunk to the file's list, storing each full segment.
+func (w *writer) add(j *job) error {
+	w.refs = append(w.refs, j.ref)
+	w.size += int64(j.ref.Length)
+	w.chunks++
+	if j.pack != nil && (len(w.deps) == 0 || w.deps[len(w.deps)-1] != j.pack) {
+		if err := w.pruneDeps(); err != nil {
+			return err
+		}
+		w.deps = append(w.deps, j.pack)
+	}
+	if len(w.refs) == index.SegmentRefs {
+		if err := w.r.idx.PutSegment(w.list, w.seg, w.refs); err != nil {
+			return err
+		}
+		w.seg++
+		w.refs = w.refs[:0]
+	}
+	return nil
+}
+
+// pruneDeps forgets packs already written, so that deps stays short however
+// long the stream, and fails early if one of them failed.
+func (w *writer) pruneDeps() error {
+	if len(w.deps) < 64 {
+		return nil
+	}
+	kept := w.deps[:0]
+	for _, p := range w.deps {
+		if !isClosed(p.done) {
+			kept = append(kept, p)
+		} else if p.err != nil {
+			return p.err
+		}
+	}
+	w.deps = kept
+	return nil
+}
