@@ -1,0 +1,343 @@
+package dedup_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+var ctx = context.Background()
+
+func newStorage(t *testing.T, opts dedup.Options) (*dedup.Storage, string) {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "repo")
+	s := dedup.New(root, opts)
+	t.Cleanup(func() { s.Close() })
+	return s, root
+}
+
+// backup stores files (name → content) as one ended backup.
+func backup(t *testing.T, s storage.BackupStorage, dir, name string, files map[string][]byte) {
+	t.Helper()
+	bh, err := s.StartBackup(ctx, dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, data := range files {
+		w, err := bh.AddFile(ctx, file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bh.EndBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readBack(t *testing.T, s storage.BackupStorage, dir, name, file string) ([]byte, error) {
+	t.Helper()
+	bhs, err := s.ListBackups(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bh := range bhs {
+		if bh.Name() == name {
+			rc, err := bh.ReadFile(ctx, file)
+			if err != nil {
+				return nil, err
+			}
+			defer rc.Close()
+			return io.ReadAll(rc)
+		}
+	}
+	t.Fatalf("backup %s/%s not listed", dir, name)
+	return nil, nil
+}
+
+func stats(t *testing.T, s *dedup.Storage) dedup.Stats {
+	t.Helper()
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestSecondIdenticalBackupCostsLittle(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	files := map[string][]byte{"ibdata1": dataset.Pages(1, 1024), "t1": dataset.Random(2, 8<<20)}
+	backup(t, s, "ks/0", "b1", files)
+	before := stats(t, s).StoredBytes
+	backup(t, s, "ks/0", "b2", files)
+	after := stats(t, s)
+	grown := after.StoredBytes - before
+	t.Logf("first backup stored %d bytes for 24 MiB; the second added %d", before, grown)
+	if grown > int64(24<<20)/50 {
+		t.Errorf("second identical backup grew the repository by %d bytes, more than 2%% of %d", grown, 24<<20)
+	}
+	if after.LogicalBytes != 2*(24<<20) {
+		t.Errorf("LogicalBytes = %d, want %d", after.LogicalBytes, 2*(24<<20))
+	}
+	for name, want := range files {
+		got, err := readBack(t, s, "ks/0", "b2", name)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s read back wrong: %v", name, err)
+		}
+	}
+}
+
+func TestInsertCostsLittle(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	data := dataset.Random(3, 32<<20)
+	backup(t, s, "d", "b1", map[string][]byte{"f": data})
+	before := stats(t, s).StoredBytes
+	edited := dataset.Insert(data, 16<<20+12345, dataset.Random(4, 4096))
+	backup(t, s, "d", "b2", map[string][]byte{"f": edited})
+	grown := stats(t, s).StoredBytes - before
+	t.Logf("a 4 KiB insert into 32 MiB re-stored %d bytes", grown)
+	if grown > int64(32<<20)/10 {
+		t.Errorf("a 4 KiB insert grew the repository by %d bytes, more than 10%% of 32 MiB", grown)
+	}
+	if got, err := readBack(t, s, "d", "b2", "f"); err != nil || !bytes.Equal(got, edited) {
+		t.Errorf("edited file read back wrong: %v", err)
+	}
+}
+
+func TestConcurrentIdenticalChunksStoredOnce(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	data := dataset.Random(5, 8<<20)
+	bh, err := s.StartBackup(ctx, "d", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := bh.AddFile(ctx, "f"+string(rune('0'+i)))
+			if err == nil {
+				_, err = w.Write(data)
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	bh.EndBackup(ctx)
+	// Two workers can race on the same new chunk only in the instant between
+	// lookup and packing; allow a few such duplicates, not whole copies.
+	if got := stats(t, s).StoredBytes; got > int64(len(data))*11/10 {
+		t.Errorf("4 parallel copies of 8 MiB stored %d bytes, want about 8 MiB", got)
+	}
+}
+
+func TestRepositoryInUse(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	if _, err := s.ListBackups(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	other := dedup.New(root, dedup.Options{LockTimeout: 100e6})
+	defer other.Close()
+	if _, err := other.ListBackups(ctx, "d"); !errors.Is(err, storage.ErrInUse) {
+		t.Fatalf("second storage on a held repository: %v, want ErrInUse", err)
+	}
+	s.Close()
+	if _, err := other.ListBackups(ctx, "d"); err != nil {
+		t.Errorf("after the first storage closed: %v", err)
+	}
+}
+
+func TestRefusesForeignDirectory(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "precious"), []byte("x"), 0o644)
+	s := dedup.New(root, dedup.Options{})
+	defer s.Close()
+	if _, err := s.StartBackup(ctx, "d", "n"); err == nil || !strings.Contains(err.Error(), "not a dedupstore repository") {
+		t.Fatalf("StartBackup in a foreign non-empty directory: %v", err)
+	}
+	entries, _ := os.ReadDir(root)
+	if len(entries) != 1 {
+		t.Errorf("the foreign directory now holds %d entries", len(entries))
+	}
+}
+
+func TestUnknownVersion(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "n", nil)
+	s.Close()
+	path := filepath.Join(root, "config")
+	var cfg map[string]any
+	data, _ := os.ReadFile(path)
+	json.Unmarshal(data, &cfg)
+	cfg["version"] = 7
+	data, _ = json.Marshal(cfg)
+	os.WriteFile(path, data, 0o644)
+	_, err := s.ListBackups(ctx, "d")
+	if !errors.Is(err, chunkstore.ErrUnsupportedVersion) || !strings.Contains(err.Error(), "version 7") {
+		t.Fatalf("opening a version 7 repository: %v", err)
+	}
+}
+
+func TestChunkerSettingsKept(t *testing.T) {
+	params := chunkstore.ChunkerParams{Kind: chunkstore.ChunkerRestic, MinSize: 8 << 10, AvgSize: 32 << 10, MaxSize: 128 << 10}
+	s, root := newStorage(t, dedup.Options{Chunker: params, Compression: chunkstore.Compression{Level: chunkstore.LevelNone}})
+	data := dataset.Pages(6, 200)
+	backup(t, s, "d", "n", map[string][]byte{"f": data})
+	s.Close()
+	cfg, err := chunkstore.ReadConfig(ctx, chunkstore.NewLocal(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Chunker.Kind != params.Kind || cfg.Chunker.AvgSize != params.AvgSize || cfg.Compression.Level != chunkstore.LevelNone {
+		t.Errorf("config = %+v", cfg)
+	}
+	// Reopened with other options, the repository keeps its own settings.
+	s2 := dedup.New(root, dedup.Options{})
+	defer s2.Close()
+	if got, err := readBack(t, s2, "d", "n", "f"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+	// The same data in a compressing repository takes far less room.
+	zs, _ := newStorage(t, dedup.Options{Chunker: params})
+	backup(t, zs, "d", "n", map[string][]byte{"f": data})
+	if none, zstd := stats(t, s2).StoredBytes, stats(t, zs).StoredBytes; none < 2*zstd {
+		t.Errorf("uncompressed repository stored %d bytes, compressed one %d: compression setting not kept", none, zstd)
+	}
+}
+
+func TestCorruptPackDetected(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{PackSize: 256 << 10})
+	a, b := dataset.Random(7, 1<<20), dataset.Random(8, 1<<20)
+	backup(t, s, "d", "a", map[string][]byte{"f": a})
+	backup(t, s, "d", "b", map[string][]byte{"f": b})
+	// Damage one byte of one pack of backup a.
+	var victim string
+	filepath.WalkDir(filepath.Join(root, "data"), func(p string, d os.DirEntry, err error) error {
+		if victim == "" && !d.IsDir() {
+			victim = p
+		}
+		return nil
+	})
+	data, _ := os.ReadFile(victim)
+	data[100] ^= 0x20
+	os.WriteFile(victim, data, 0o644)
+	var failed int
+	for name, want := range map[string][]byte{"a": a, "b": b} {
+		got, err := readBack(t, s, "d", name, "f")
+		switch {
+		case err == nil && !bytes.Equal(got, want):
+			t.Fatalf("backup %s returned wrong bytes without an error", name)
+		case err != nil && !errors.Is(err, storage.ErrCorrupt):
+			t.Fatalf("backup %s: %v, want ErrCorrupt", name, err)
+		case err != nil:
+			if !strings.Contains(err.Error(), "chunk ") {
+				t.Errorf("error does not name the chunk: %v", err)
+			}
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d backups failed to read, want exactly the damaged one", failed)
+	}
+}
+
+func TestInProgressDroppedOnReopen(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "ended", map[string][]byte{"f": []byte("kept")})
+	bh, _ := s.StartBackup(ctx, "d", "running")
+	w, _ := bh.AddFile(ctx, "f")
+	w.Write(dataset.Random(9, 1<<20))
+	s.Close() // as a crash would, leaves the backup in progress
+	if _, err := w.Write([]byte("more")); err == nil {
+		t.Error("writer kept working after Close")
+	}
+	if err := w.Close(); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("writer Close after storage Close: %v, want ErrClosed", err)
+	}
+	if _, err := bh.AddFile(ctx, "g"); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("AddFile on a handle from before Close: %v, want ErrClosed", err)
+	}
+	s2 := dedup.New(root, dedup.Options{})
+	defer s2.Close()
+	bhs, err := s2.ListBackups(ctx, "d")
+	if err != nil || len(bhs) != 1 || bhs[0].Name() != "ended" {
+		t.Fatalf("after reopen: %d backups, %v; want only the ended one", len(bhs), err)
+	}
+	if _, err := s2.StartBackup(ctx, "d", "running"); err != nil {
+		t.Errorf("the dropped backup's name is not free: %v", err)
+	}
+}
+
+func TestAbortWhileWriting(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	bh, _ := s.StartBackup(ctx, "d", "n")
+	w, err := bh.AddFile(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(dataset.Random(10, 100000))
+	if err := bh.AbortBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); !errors.Is(err, storage.ErrAborted) {
+		t.Errorf("Close of a writer of an aborted backup: %v, want ErrAborted", err)
+	}
+	if _, err := bh.AddFile(ctx, "g"); !errors.Is(err, storage.ErrAborted) {
+		t.Errorf("AddFile to an aborted backup: %v, want ErrAborted", err)
+	}
+}
+
+func TestRegistryReadsFlagOnEachOpen(t *testing.T) {
+	rootA, rootB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	flag.Set("backup_storage_implementation", "dedup")
+	defer flag.Set("backup_storage_implementation", "")
+	bs, err := storage.GetBackupStorage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	defer flag.Set("dedup_backup_storage_root", "")
+	for _, root := range []string{rootA, rootB} {
+		flag.Set("dedup_backup_storage_root", root)
+		backup(t, bs, "d", filepath.Base(root), nil)
+		if err := bs.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "config")); err != nil {
+			t.Errorf("no repository at %s: %v", root, err)
+		}
+	}
+	flag.Set("dedup_backup_storage_root", rootA)
+	bhs, err := bs.ListBackups(ctx, "d")
+	if err != nil || len(bhs) != 1 || bhs[0].Name() != "a" {
+		t.Errorf("root a lists %d backups, %v", len(bhs), err)
+	}
+	flag.Set("backup_storage_implementation", "nope")
+	if _, err := storage.GetBackupStorage(); err == nil {
+		t.Error("GetBackupStorage of an unregistered name succeeded")
+	}
+}
