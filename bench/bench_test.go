@@ -1,0 +1,250 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/dedupstore/dedupstore/storage/file"
+)
+
+var ctx = context.Background()
+
+const streamSize = 128 << 20
+
+var inputs = map[string]func() []byte{
+	"random": func() []byte { return dataset.Random(1, streamSize) },
+	"pages":  func() []byte { return dataset.Pages(1, streamSize/dataset.PageSize) },
+}
+
+var storages = []struct {
+	name string
+	open func(root string) storage.BackupStorage
+}{
+	{"dedup", func(root string) storage.BackupStorage { return dedup.New(root, dedup.Options{}) }},
+	{"file", func(root string) storage.BackupStorage { return file.New(root) }},
+}
+
+var (
+	dataMu sync.Mutex
+	data   = map[string][]byte{}
+)
+
+func input(kind string) []byte {
+	dataMu.Lock()
+	defer dataMu.Unlock()
+	if data[kind] == nil {
+		data[kind] = inputs[kind]()
+	}
+	return data[kind]
+}
+
+func writeBackup(b *testing.B, s storage.BackupStorage, name string, files ...io.Reader) {
+	bh, err := s.StartBackup(ctx, "bench/0", name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i, r := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := bh.AddFile(ctx, fmt.Sprintf("f%d", i))
+			if err == nil {
+				_, err = io.CopyBuffer(w, r, make([]byte, 1<<20))
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			if err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := bh.EndBackup(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func readBackup(b *testing.B, s storage.BackupStorage, name string) int64 {
+	bhs, err := s.ListBackups(ctx, "bench/0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bh := range bhs {
+		if bh.Name() == name {
+			rc, err := bh.ReadFile(ctx, "f0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.CopyBuffer(io.Discard, rc, make([]byte, 1<<20))
+			rc.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("backup %s not listed", name)
+	return 0
+}
+
+type bytesReader struct {
+	b []byte
+}
+
+func (r *bytesReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// BenchmarkIngest: a first backup of new data, into an empty repository.
+func BenchmarkIngest(b *testing.B) {
+	for _, kind := range []string{"random", "pages"} {
+		for _, st := range storages {
+			b.Run("data="+kind+"/store="+st.name, func(b *testing.B) {
+				d := input(kind)
+				b.SetBytes(int64(len(d)))
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					s := st.open(filepath.Join(b.TempDir(), "repo"))
+					b.StartTimer()
+					writeBackup(b, s, "b", &bytesReader{d})
+					b.StopTimer()
+					s.Close()
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkReingest: a second backup of data the repository already holds.
+func BenchmarkReingest(b *testing.B) {
+	for _, st := range storages {
+		b.Run("data=pages/store="+st.name, func(b *testing.B) {
+			d := input("pages")
+			s := st.open(filepath.Join(b.TempDir(), "repo"))
+			defer s.Close()
+			writeBackup(b, s, "first", &bytesReader{d})
+			b.SetBytes(int64(len(d)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				writeBackup(b, s, fmt.Sprintf("again-%d", i), &bytesReader{d})
+			}
+		})
+	}
+}
+
+// BenchmarkRestore: reading a backed-up file back in full.
+func BenchmarkRestore(b *testing.B) {
+	for _, kind := range []string{"random", "pages"} {
+		for _, st := range storages {
+			b.Run("data="+kind+"/store="+st.name, func(b *testing.B) {
+				d := input(kind)
+				s := st.open(filepath.Join(b.TempDir(), "repo"))
+				defer s.Close()
+				writeBackup(b, s, "b", &bytesReader{d})
+				b.SetBytes(int64(len(d)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if n := readBackup(b, s, "b"); n != int64(len(d)) {
+						b.Fatalf("read %d bytes, want %d", n, len(d))
+					}
+				}
+			})
+		}
+	}
+}
+
+// newStream yields n bytes of new, incompressible data without holding them:
+// a random block whose every 4 KiB carries a running counter.
+type newStream struct {
+	block []byte
+	left  int64
+	ctr   uint64
+	seed  uint64
+}
+
+func (s *newStream) Read(p []byte) (int, error) {
+	if s.left == 0 {
+		return 0, io.EOF
+	}
+	total := 0
+	for len(p) > 0 && s.left > 0 {
+		n := copy(p, s.block[int(s.ctr*4096)%len(s.block):])
+		n = min(n, int(s.left), 4096)
+		for i := 0; i < 8 && i < n; i++ {
+			p[i] ^= byte(s.ctr>>(i*8)) ^ byte(s.seed)
+		}
+		s.ctr++
+		s.left -= int64(n)
+		total += n
+		p = p[n:]
+	}
+	return total, nil
+}
+
+// BenchmarkPeakHeap: four 1 GiB streams of new data at once, reporting the
+// peak Go heap seen during the backup (sampled every 10 ms).
+func BenchmarkPeakHeap(b *testing.B) {
+	const perFile = 1 << 30
+	block := dataset.Random(9, 8<<20)
+	for _, st := range storages {
+		b.Run("data=4x1GiB/store="+st.name, func(b *testing.B) {
+			b.SetBytes(4 * perFile)
+			var peak atomic.Uint64
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				s := st.open(filepath.Join(b.TempDir(), "repo"))
+				runtime.GC()
+				done := make(chan struct{})
+				go sampleHeap(&peak, done)
+				b.StartTimer()
+				var files []io.Reader
+				for f := range 4 {
+					files = append(files, &newStream{block: block, left: perFile, seed: uint64(f)})
+				}
+				writeBackup(b, s, "b", files...)
+				b.StopTimer()
+				close(done)
+				s.Close()
+			}
+			b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
+
+func sampleHeap(peak *atomic.Uint64, done chan struct{}) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var ms runtime.MemStats
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > peak.Load() {
+				peak.Store(ms.HeapAlloc)
+			}
+		}
+	}
+}
