@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"fmt"
+	"math/bits"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -67,14 +68,17 @@ type codec struct {
 	dec *zstd.Decoder
 }
 
-func newCodec(c Compression) (*codec, error) {
+// newCodec returns the codec for c. Chunks never exceed maxChunk bytes, so
+// the encoder's window (and with it its history buffer) is no larger.
+func newCodec(c Compression, maxChunk int) (*codec, error) {
 	level, err := c.encoderLevel()
 	if err != nil {
 		return nil, err
 	}
 	cd := &codec{}
 	if level != 0 {
-		cd.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false))
+		cd.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
+			zstd.WithWindowSize(max(zstd.MinWindowSize, 1<<bits.Len(uint(maxChunk-1)))))
 		if err != nil {
 			return nil, err
 		}

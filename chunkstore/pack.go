@@ -78,9 +78,16 @@ type PackBuilder struct {
 }
 
 // NewPackBuilder returns a builder whose buffer holds capacity bytes before
-// it has to grow; pass the pack size plus one chunk to never grow.
+// it has to grow; pass the pack size plus one chunk and its trailer to never
+// grow.
 func NewPackBuilder(capacity int) *PackBuilder {
 	return &PackBuilder{data: make([]byte, 0, capacity)}
+}
+
+// Reset empties the builder for a new pack, keeping its buffer. Entries and
+// bytes returned by Finish are invalid afterwards.
+func (p *PackBuilder) Reset() {
+	p.data, p.entries = p.data[:0], p.entries[:0]
 }
 
 // Len is the number of bytes the pack holds so far.
@@ -98,7 +105,7 @@ func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
 }
 
 // Finish appends the trailer and returns the pack's ID, its bytes and its
-// entries. The builder must not be used afterwards.
+// entries. The builder must not be used again until Reset.
 func (p *PackBuilder) Finish() (ID, []byte, []PackEntry) {
 	start := len(p.data)
 	for _, e := range p.entries {

@@ -50,7 +50,7 @@ func Open(ctx context.Context, b Backend) (*Store, error) {
 }
 
 func newStore(b Backend, cfg Config) (*Store, error) {
-	cd, err := newCodec(cfg.Compression)
+	cd, err := newCodec(cfg.Compression, cfg.Chunker.MaxSize)
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,10 @@ type repo struct {
 	chunkBufs   sync.Pool     // *[]byte of the max chunk size, for chunks in flight
 	chunkerBufs sync.Pool     // *[]byte of the chunker's scratch size, one per writer
 	uploads     chan *pack    // sealed packs for the uploader
+	// builders holds the pack builders not in use, nil until first needed.
+	// Its capacity bounds the packs in memory: one being filled, one being
+	// written, one waiting.
+	builders chan *chunkstore.PackBuilder
 
 	mu      sync.Mutex
 	pending map[chunkstore.ID]*pack // accepted chunks whose pack is not yet indexed
@@ -43,6 +47,10 @@ type repo struct {
 	writers sync.WaitGroup // running writer goroutines
 	workers sync.WaitGroup // workers and the uploader
 }
+
+// packsInMemory is how many packs may be filled, waiting or being written at
+// once.
+const packsInMemory = 3
 
 // pack is a pack being filled, sealed, or written.
 type pack struct {
@@ -73,12 +81,16 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		slots:     make(chan struct{}, opts.ChunksInFlight),
 		readSlots: make(chan struct{}, opts.ChunksInFlight),
 		uploads:   make(chan *pack),
+		builders:  make(chan *chunkstore.PackBuilder, packsInMemory),
 		pending:   map[chunkstore.ID]*pack{},
 		seed:      maphash.MakeSeed(),
 	}
 	params := store.Config().Chunker
 	r.chunkBufs.New = func() any { b := make([]byte, params.MaxSize); return &b }
 	r.chunkerBufs.New = func() any { b := make([]byte, params.BufferSize()); return &b }
+	for range packsInMemory {
+		r.builders <- nil
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if err := r.recover(ctx); err != nil {
 		r.close()

@@ -47,42 +47,49 @@ func (r *repo) worker() {
 }
 
 // ingest names a chunk and, unless the repository already has it, compresses
-// it into the current pack.
+// it into the current pack. The lookup is repeated after compressing, so
+// that two workers given the same new chunk at once store it once.
 func (r *repo) ingest(j *job, scratch []byte) error {
 	id := r.store.Hash(j.data)
 	j.ref = index.Ref{ID: id, Length: uint32(len(j.data))}
 	r.mu.Lock()
-	p, known := r.pending[id]
-	if !known {
-		var err error
-		_, known, err = r.idx.Lookup(id)
-		if err != nil {
-			r.mu.Unlock()
-			return err
-		}
-	}
+	p, known, err := r.lookupLocked(id)
 	r.mu.Unlock()
-	if known {
+	if err != nil || known {
 		j.pack = p
-		return nil
+		return err
 	}
 
 	enc := r.store.Encode(scratch, id, j.data)
 	r.mu.Lock()
-	if p, ok := r.pending[id]; ok { // another worker stored it meanwhile
+	for {
+		if p, known, err := r.lookupLocked(id); err != nil || known {
+			r.mu.Unlock()
+			j.pack = p
+			return err
+		}
+		if r.cur != nil {
+			break
+		}
+		// Wait for a free pack builder without holding the lock, then
+		// look again: another worker may have stored the chunk meanwhile.
 		r.mu.Unlock()
-		j.pack = p
-		return nil
-	}
-	cfg := r.store.Config()
-	if r.cur == nil {
-		r.cur = &pack{b: chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + 1<<16), done: make(chan struct{})}
+		b, err := r.takeBuilder()
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		if r.cur == nil {
+			r.cur = &pack{b: b, done: make(chan struct{})}
+		} else {
+			r.builders <- b
+		}
 	}
 	p = r.cur
 	p.b.Add(enc)
 	r.pending[id] = p
 	j.pack = p
-	full := p.b.Len() >= cfg.PackSize
+	full := p.b.Len() >= r.store.Config().PackSize
 	if full {
 		r.cur = nil
 	}
@@ -91,6 +98,31 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 		return r.sendUpload(p)
 	}
 	return nil
+}
+
+// takeBuilder waits for a free pack builder: the bound on packs in memory.
+func (r *repo) takeBuilder() (*chunkstore.PackBuilder, error) {
+	select {
+	case b := <-r.builders:
+		if b == nil {
+			cfg := r.store.Config()
+			b = chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + cfg.PackSize/256)
+		}
+		return b, nil
+	case <-r.ctx.Done():
+		return nil, r.alive()
+	}
+}
+
+// lookupLocked reports whether the repository has chunk id: pending in pack
+// p, or indexed (p nil). The caller holds r.mu, so the answer cannot change
+// between a pack's indexing and its chunks leaving the pending set.
+func (r *repo) lookupLocked(id chunkstore.ID) (p *pack, known bool, err error) {
+	if p, ok := r.pending[id]; ok {
+		return p, true, nil
+	}
+	_, known, err = r.idx.Lookup(id)
+	return nil, known, err
 }
 
 // seal hands p to the uploader if it is still being filled.
@@ -143,7 +175,9 @@ func (r *repo) upload(p *pack) {
 		}
 	}
 	r.mu.Unlock()
-	p.b = nil // release the pack's memory
+	p.b.Reset()
+	r.builders <- p.b
+	p.b = nil
 	p.err = err
 	close(p.done)
 }
