@@ -118,17 +118,41 @@ func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries [
 // LoadChunk reads chunk id from loc, decompresses it into dst's spare
 // capacity and checks its hash. It never returns bytes that do not hash to
 // id: a mismatch, an undecodable blob or a missing or short pack all give an
-// error wrapping ErrCorrupt that names the chunk and the pack.
+// error wrapping ErrCorrupt that names the chunk and the pack. scratch is
+// space for the stored bytes.
 func (s *Store) LoadChunk(ctx context.Context, id ID, loc Location, scratch, dst []byte) ([]byte, error) {
-	fail := func(what string, err error) error {
-		return fmt.Errorf("chunkstore: chunk %s in pack %s: %s: %w: %w", id, loc.Pack, what, ErrCorrupt, err)
+	stored, err := s.readStored(ctx, id, loc, scratch)
+	if err != nil {
+		return nil, err
 	}
+	return s.verify(id, loc, stored, dst)
+}
+
+// CopyChunk reads chunk id from loc and checks it as LoadChunk does, and
+// returns it in its stored form, ready to be added to another pack without
+// compressing it again.
+func (s *Store) CopyChunk(ctx context.Context, id ID, loc Location, scratch, plainScratch []byte) (EncodedChunk, error) {
+	stored, err := s.readStored(ctx, id, loc, scratch)
+	if err != nil {
+		return EncodedChunk{}, err
+	}
+	if _, err := s.verify(id, loc, stored, plainScratch); err != nil {
+		return EncodedChunk{}, err
+	}
+	return EncodedChunk{ID: id, Data: stored, PlainLength: int(loc.PlainLength), Codec: loc.Codec}, nil
+}
+
+func corruptChunk(id ID, loc Location, what string, err error) error {
+	return fmt.Errorf("chunkstore: chunk %s in pack %s: %s: %w: %w", id, loc.Pack, what, ErrCorrupt, err)
+}
+
+func (s *Store) readStored(ctx context.Context, id ID, loc Location, scratch []byte) ([]byte, error) {
 	rc, err := s.backend.Get(ctx, PackName(loc.Pack), int64(loc.Offset), int64(loc.Length))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		return nil, fail("read", err)
+		return nil, corruptChunk(id, loc, "read", err)
 	}
 	stored := slices.Grow(scratch[:0], int(loc.Length))[:loc.Length]
 	_, err = io.ReadFull(rc, stored)
@@ -137,14 +161,18 @@ func (s *Store) LoadChunk(ctx context.Context, id ID, loc Location, scratch, dst
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		return nil, fail("read", err)
+		return nil, corruptChunk(id, loc, "read", err)
 	}
+	return stored, nil
+}
+
+func (s *Store) verify(id ID, loc Location, stored, dst []byte) ([]byte, error) {
 	plain, err := s.codec.decode(dst[:0], stored, loc.Codec)
 	if err != nil {
-		return nil, fail("decode", err)
+		return nil, corruptChunk(id, loc, "decode", err)
 	}
 	if len(plain) != int(loc.PlainLength) || s.Hash(plain) != id {
-		return nil, fail("verify", errors.New("content does not match its ID"))
+		return nil, corruptChunk(id, loc, "verify", errors.New("content does not match its ID"))
 	}
 	return plain, nil
 }

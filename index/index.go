@@ -80,11 +80,7 @@ type Pack struct {
 // returned nil); an indexed chunk is one that writers deduplicate against.
 func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
 	return d.db.Update(func(tx *bolt.Tx) error {
-		var rec [20]byte
-		binary.LittleEndian.PutUint64(rec[0:], uint64(p.Size))
-		binary.LittleEndian.PutUint32(rec[8:], uint32(p.Chunks))
-		binary.LittleEndian.PutUint64(rec[12:], uint64(p.Created.UnixNano()))
-		if err := tx.Bucket(bucketPacks).Put(p.ID[:], rec[:]); err != nil {
+		if err := tx.Bucket(bucketPacks).Put(p.ID[:], encodePack(p)); err != nil {
 			return err
 		}
 		chunks := tx.Bucket(bucketChunks)
@@ -98,6 +94,12 @@ func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
 		}
 		return nil
 	})
+}
+
+func encodePack(p Pack) []byte {
+	rec := binary.LittleEndian.AppendUint64(nil, uint64(p.Size))
+	rec = binary.LittleEndian.AppendUint32(rec, uint32(p.Chunks))
+	return binary.LittleEndian.AppendUint64(rec, uint64(p.Created.UnixNano()))
 }
 
 const locationSize = 32 + 4 + 4 + 4 + 1
@@ -151,12 +153,10 @@ func (d *DB) Stats() (Stats, error) {
 	err := d.db.View(func(tx *bolt.Tx) error {
 		s.Chunks = tx.Bucket(bucketChunks).Stats().KeyN
 		return tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
-			if len(v) != 20 {
-				return fmt.Errorf("index: pack record of %d bytes: %w", len(v), chunkstore.ErrCorrupt)
-			}
+			p, err := decodePack(k, v)
 			s.Packs++
-			s.StoredBytes += int64(binary.LittleEndian.Uint64(v))
-			return nil
+			s.StoredBytes += p.Size
+			return err
 		})
 	})
 	return s, err

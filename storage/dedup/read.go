@@ -151,6 +151,12 @@ func (r *repo) load(ctx context.Context, f *fetch) {
 	defer r.chunkBufs.Put(scratch)
 	f.buf = r.chunkBufs.Get().(*[]byte)
 	f.data, f.err = r.store.LoadChunk(ctx, f.ref.ID, loc, *scratch, *f.buf)
+	if f.err != nil && ctx.Err() == nil {
+		// A collection may have moved the chunk since it was looked up.
+		if moved, found, err := r.idx.Lookup(f.ref.ID); err == nil && found && moved != loc {
+			f.data, f.err = r.store.LoadChunk(ctx, f.ref.ID, moved, *scratch, *f.buf)
+		}
+	}
 	if f.err == nil && len(f.data) != int(f.ref.Length) {
 		f.err = fmt.Errorf("dedup: chunk %s has %d bytes, the file lists %d: %w", f.ref.ID, len(f.data), f.ref.Length, chunkstore.ErrCorrupt)
 	}

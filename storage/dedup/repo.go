@@ -37,9 +37,13 @@ type repo struct {
 	// written, one waiting.
 	builders chan *chunkstore.PackBuilder
 
-	mu      sync.Mutex
-	pending map[chunkstore.ID]*pack // accepted chunks whose pack is not yet indexed
-	cur     *pack                   // the pack being filled, or nil
+	mu       sync.Mutex
+	pending  map[chunkstore.ID]*pack    // accepted chunks whose pack is not yet indexed
+	cur      *pack                      // the pack being filled, or nil
+	claims   map[chunkstore.ID]int      // chunks on writers' unsaved list segments
+	gcClaims map[chunkstore.ID]struct{} // while a collection runs: chunks claimed or released since it began
+
+	gcMu sync.Mutex // held from a collection's plan to its end
 
 	backupLocks [64]sync.Mutex // serialize manifest writes and removal per backup
 	seed        maphash.Seed
@@ -83,6 +87,7 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		uploads:   make(chan *pack),
 		builders:  make(chan *chunkstore.PackBuilder, packsInMemory),
 		pending:   map[chunkstore.ID]*pack{},
+		claims:    map[chunkstore.ID]int{},
 		seed:      maphash.MakeSeed(),
 	}
 	params := store.Config().Chunker

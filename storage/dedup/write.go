@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +55,9 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 	j.ref = index.Ref{ID: id, Length: uint32(len(j.data))}
 	r.mu.Lock()
 	p, known, err := r.lookupLocked(id)
+	if known {
+		r.claimLocked(id)
+	}
 	r.mu.Unlock()
 	if err != nil || known {
 		j.pack = p
@@ -64,6 +68,9 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 	r.mu.Lock()
 	for {
 		if p, known, err := r.lookupLocked(id); err != nil || known {
+			if known {
+				r.claimLocked(id)
+			}
 			r.mu.Unlock()
 			j.pack = p
 			return err
@@ -88,6 +95,7 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 	p = r.cur
 	p.b.Add(enc)
 	r.pending[id] = p
+	r.claimLocked(id)
 	j.pack = p
 	full := p.b.Len() >= r.store.Config().PackSize
 	if full {
@@ -312,10 +320,12 @@ func (w *writer) run(pr io.Reader, buf []byte) error {
 		j := inflight[0]
 		inflight = inflight[1:]
 		<-j.done
-		if firstErr == nil {
-			firstErr = j.err
-		}
-		if firstErr == nil {
+		switch {
+		case j.err != nil:
+			firstErr = cmp.Or(firstErr, j.err)
+		case firstErr != nil:
+			r.release([]index.Ref{j.ref})
+		default:
 			firstErr = w.add(j)
 		}
 	}
@@ -353,9 +363,25 @@ func (w *writer) run(pr io.Reader, buf []byte) error {
 		collect()
 	}
 	if firstErr == nil && len(w.refs) > 0 {
-		firstErr = r.idx.PutSegment(w.list, w.seg, w.refs)
+		firstErr = w.saveSegment()
+	}
+	if firstErr != nil {
+		r.release(w.refs)
+		w.refs = nil
 	}
 	return firstErr
+}
+
+// saveSegment stores the current segment of the file's chunk list; from
+// then on GC's marking sees its chunks, and the writer's claims on them end.
+func (w *writer) saveSegment() error {
+	if err := w.r.idx.PutSegment(w.list, w.seg, w.refs); err != nil {
+		return err
+	}
+	w.r.release(w.refs)
+	w.seg++
+	w.refs = w.refs[:0]
+	return nil
 }
 
 func isClosed(c chan struct{}) bool {
@@ -379,11 +405,7 @@ func (w *writer) add(j *job) error {
 		w.deps = append(w.deps, j.pack)
 	}
 	if len(w.refs) == index.SegmentRefs {
-		if err := w.r.idx.PutSegment(w.list, w.seg, w.refs); err != nil {
-			return err
-		}
-		w.seg++
-		w.refs = w.refs[:0]
+		return w.saveSegment()
 	}
 	return nil
 }

@@ -1,0 +1,322 @@
+// Package gc reclaims the space of chunks that nothing references. It marks
+// every chunk on a chunk list in the index, plans which packs to delete
+// (nothing live) and which to rewrite (too much dead), and carries the plan
+// out in the order that keeps the repository consistent at every step: new
+// pack durable, then the index, then the old pack deleted.
+//
+// GC may run in the process that is taking backups: the Claims it is given
+// let it spare every chunk a writer deduplicated against while it ran.
+package gc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/index"
+)
+
+// Options tunes a collection. The zero value selects the defaults.
+type Options struct {
+	// RepackThreshold is the fraction of a pack's bytes that must be dead
+	// for the pack to be rewritten with only its live chunks; default 0.25.
+	RepackThreshold float64
+	// GracePeriod protects packs that the index does not know: they are
+	// left by a crash between writing a pack and indexing it, or are being
+	// written right now. Only those older than this are deleted; default 1 h.
+	GracePeriod time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.RepackThreshold <= 0 {
+		o.RepackThreshold = 0.25
+	}
+	if o.GracePeriod <= 0 {
+		o.GracePeriod = time.Hour
+	}
+	return o
+}
+
+// Claims is how GC learns what writers in the same process are doing.
+// A chunk is claimed when a writer decides to reference it (deduplicating
+// against it or storing it) and stays claimed until the writer's chunk list
+// holding it is in the index, where marking sees it.
+type Claims interface {
+	// Begin starts recording every chunk claimed or released from now on,
+	// until the returned function is called.
+	Begin() (end func())
+	// Commit runs fn while no writer can claim a chunk. claimed reports
+	// whether a chunk was claimed or released since Begin, or is claimed
+	// now. Index changes fn makes are what writers see next.
+	Commit(fn func(claimed func(chunkstore.ID) bool) error) error
+}
+
+// NoClaims is the Claims of a process with no writers, such as dedupctl gc
+// holding the repository alone.
+type NoClaims struct{}
+
+func (NoClaims) Begin() func() { return func() {} }
+func (NoClaims) Commit(fn func(func(chunkstore.ID) bool) error) error {
+	return fn(func(chunkstore.ID) bool { return false })
+}
+
+// Collector plans and runs collections on one repository.
+type Collector struct {
+	Store  *chunkstore.Store
+	Index  *index.DB
+	Claims Claims
+	Options
+}
+
+// PackAction is what a plan does with one pack.
+type PackAction struct {
+	Pack       chunkstore.ID
+	Size       int64 // bytes of the pack
+	LiveChunks int
+	DeadChunks int
+	LiveBytes  int64 // stored bytes of its live chunks
+}
+
+// Plan is the outcome of marking: what a collection would delete and
+// rewrite. Its memory is the mark set: about 20 bytes per live chunk.
+type Plan struct {
+	Delete  []PackAction            // packs with no live chunk
+	Repack  []PackAction            // packs with at least RepackThreshold dead
+	Orphans []chunkstore.ObjectInfo // packs the index does not know, older than GracePeriod
+	Packs   int                     // packs in the index
+	Live    int                     // live chunks
+	Dead    int                     // dead chunks
+	// FreedBytes is what carrying the plan out frees: deleted packs and
+	// orphans whole, and the dead bytes of repacked packs.
+	FreedBytes int64
+
+	live liveSet
+	end  func()
+}
+
+// liveSet holds the first 8 bytes of every live chunk ID. Two IDs sharing
+// them (odds about n²/2⁶⁵) make a dead chunk look live for one more
+// collection, never the reverse.
+type liveSet map[uint64]struct{}
+
+func key(id chunkstore.ID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
+
+func (s liveSet) has(id chunkstore.ID) bool { _, ok := s[key(id)]; return ok }
+
+// Plan marks and plans. Claims are recorded from its start until the plan is
+// executed or closed.
+//
+// IMPORTANT: call Execute or Close on the returned plan.
+func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
+	opts := c.Options.withDefaults()
+	p := &Plan{live: liveSet{}, end: c.Claims.Begin()}
+	if err := c.plan(ctx, p, opts); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
+	err := c.Index.ForEachListRef(func(r index.Ref) error {
+		p.live[key(r.ID)] = struct{}{}
+		return ctx.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("gc: mark: %w", err)
+	}
+	packs, err := c.Index.Packs()
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	actions := make(map[chunkstore.ID]*PackAction, len(packs))
+	for _, pk := range packs {
+		actions[pk.ID] = &PackAction{Pack: pk.ID, Size: pk.Size}
+	}
+	p.Packs = len(packs)
+	err = c.Index.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
+		a := actions[loc.Pack]
+		if a == nil {
+			return fmt.Errorf("gc: chunk %s is indexed in pack %s, which the index does not list: %w", id, loc.Pack, chunkstore.ErrCorrupt)
+		}
+		if p.live.has(id) {
+			a.LiveChunks++
+			a.LiveBytes += int64(loc.Length)
+			p.Live++
+		} else {
+			a.DeadChunks++
+			p.Dead++
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("gc: sweep: %w", err)
+	}
+	for _, a := range actions {
+		switch {
+		case a.LiveChunks == 0:
+			p.Delete = append(p.Delete, *a)
+			p.FreedBytes += a.Size
+		case float64(a.Size-a.LiveBytes) >= opts.RepackThreshold*float64(a.Size):
+			p.Repack = append(p.Repack, *a)
+			p.FreedBytes += a.Size - a.LiveBytes
+		}
+	}
+	byID := func(a, b PackAction) int { return slices.Compare(a.Pack[:], b.Pack[:]) }
+	slices.SortFunc(p.Delete, byID)
+	slices.SortFunc(p.Repack, byID)
+
+	cutoff := time.Now().Add(-opts.GracePeriod)
+	err = c.Store.Backend().List(ctx, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error {
+		id, err := chunkstore.ParsePackName(o.Name)
+		if err != nil {
+			return nil // not ours to judge
+		}
+		if actions[id] == nil && o.ModTime.Before(cutoff) {
+			p.Orphans = append(p.Orphans, o)
+			p.FreedBytes += o.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: list packs: %w", err)
+	}
+	slices.SortFunc(p.Orphans, func(a, b chunkstore.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
+	return nil
+}
+
+// Close ends the plan's recording of claims without carrying it out.
+func (p *Plan) Close() {
+	if p.end != nil {
+		p.end()
+		p.end = nil
+	}
+}
+
+// Result is what Execute did.
+type Result struct {
+	Deleted    int   // packs deleted whole (orphans included)
+	Repacked   int   // packs rewritten
+	Skipped    int   // packs left alone because a writer claimed one of their dead chunks meanwhile
+	FreedBytes int64 // bytes removed from the backend, less bytes written
+}
+
+// ErrClosed is returned by Execute on a plan already executed or closed.
+var ErrClosed = errors.New("gc: plan already executed or closed")
+
+// Execute carries a plan out, pack by pack, each in the order new pack
+// durable, index, old pack deleted; a crash between any two steps leaves at
+// most a pack the index does not know, which a later collection deletes
+// once it is older than the grace period. It closes the plan.
+func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
+	if p.end == nil {
+		return Result{}, ErrClosed
+	}
+	defer p.Close()
+	var res Result
+	for _, a := range p.Delete {
+		if err := c.retire(ctx, p, a.Pack, a.Size, false, &res); err != nil {
+			return res, err
+		}
+	}
+	for _, a := range p.Repack {
+		if err := c.retire(ctx, p, a.Pack, a.Size, true, &res); err != nil {
+			return res, err
+		}
+	}
+	for _, o := range p.Orphans {
+		if err := c.Store.Backend().Delete(ctx, o.Name); err != nil {
+			return res, fmt.Errorf("gc: delete orphan %s: %w", o.Name, err)
+		}
+		res.Deleted++
+		res.FreedBytes += o.Size
+	}
+	return res, nil
+}
+
+// retire removes pack old from the repository, first copying its live
+// chunks into a new pack when repack is set.
+func (c *Collector) retire(ctx context.Context, p *Plan, old chunkstore.ID, size int64, repack bool, res *Result) error {
+	entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), chunkstore.PackName(old), size)
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	ids := make([]chunkstore.ID, len(entries))
+	for i, e := range entries {
+		ids[i] = e.ID
+	}
+	var (
+		newPack  *index.Pack
+		moved    []chunkstore.PackEntry
+		copied   = map[chunkstore.ID]bool{}
+		builder  *chunkstore.PackBuilder
+		newBytes int64
+	)
+	if repack {
+		builder = chunkstore.NewPackBuilder(int(size))
+		var scratch, plain []byte
+		for _, e := range entries {
+			loc := chunkstore.Location{Pack: old, Blob: e.Blob}
+			if !p.live.has(e.ID) || !c.indexedAt(e.ID, loc) || copied[e.ID] {
+				continue
+			}
+			enc, err := c.Store.CopyChunk(ctx, e.ID, loc, scratch, plain)
+			if err != nil {
+				return fmt.Errorf("gc: repack %s: %w", old, err)
+			}
+			builder.Add(enc)
+			copied[e.ID] = true
+			scratch = enc.Data
+		}
+		if builder.Count() > 0 {
+			n := builder.Count()
+			id, entries, size, err := c.Store.WritePack(ctx, builder)
+			if err != nil {
+				return fmt.Errorf("gc: repack %s: %w", old, err)
+			}
+			newPack, moved, newBytes = &index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries, size
+		}
+	}
+	skipped := false
+	err = c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
+		for _, id := range ids {
+			if !copied[id] && claimed(id) {
+				skipped = true
+				return nil
+			}
+		}
+		return c.Index.ReplacePack(old, ids, newPack, moved)
+	})
+	if err != nil {
+		return fmt.Errorf("gc: index: %w", err)
+	}
+	if skipped {
+		res.Skipped++
+		if newPack != nil { // unindexed: nothing refers to it
+			return c.Store.Backend().Delete(ctx, chunkstore.PackName(newPack.ID))
+		}
+		return nil
+	}
+	if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(old)); err != nil {
+		return fmt.Errorf("gc: delete %s: %w", old, err)
+	}
+	if repack {
+		res.Repacked++
+	} else {
+		res.Deleted++
+	}
+	res.FreedBytes += size - newBytes
+	return nil
+}
+
+// indexedAt reports whether the index locates chunk id at loc: a pack can
+// hold a second copy of a chunk that the index finds elsewhere.
+func (c *Collector) indexedAt(id chunkstore.ID, loc chunkstore.Location) bool {
+	got, found, err := c.Index.Lookup(id)
+	return err == nil && found && got == loc
+}
