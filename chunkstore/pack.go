@@ -27,6 +27,9 @@ const (
 	packVersion = 1
 )
 
+// TrailerSize is the bytes the trailer and footer of a pack of n chunks take.
+func TrailerSize(n int) int64 { return int64(n)*entrySize + footerSize }
+
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Blob locates a stored chunk inside its pack.

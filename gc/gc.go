@@ -50,9 +50,11 @@ type Claims interface {
 	// Begin starts recording every chunk claimed or released from now on,
 	// until the returned function is called.
 	Begin() (end func())
-	// Commit runs fn while no writer can claim a chunk. claimed reports
-	// whether a chunk was claimed or released since Begin, or is claimed
-	// now. Index changes fn makes are what writers see next.
+	// Commit runs fn while no writer can claim a chunk or store a pack.
+	// claimed reports whether a chunk was claimed or released since Begin,
+	// or is claimed now. Index changes fn makes are what writers see next,
+	// and a pack fn deletes cannot be written again meanwhile (packs are
+	// named by content, so a writer can produce a deleted pack's name).
 	Commit(fn func(claimed func(chunkstore.ID) bool) error) error
 }
 
@@ -84,6 +86,7 @@ type PackAction struct {
 
 // Plan is the outcome of marking: what a collection would delete and
 // rewrite. Its memory is the mark set: about 20 bytes per live chunk.
+// A pack's dead bytes are its bytes less its live chunks and its trailer.
 type Plan struct {
 	Delete  []PackAction            // packs with no live chunk
 	Repack  []PackAction            // packs with at least RepackThreshold dead
@@ -135,14 +138,16 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		return fmt.Errorf("gc: %w", err)
 	}
 	actions := make(map[chunkstore.ID]*PackAction, len(packs))
+	trailers := map[chunkstore.ID]int64{}
 	for _, pk := range packs {
 		actions[pk.ID] = &PackAction{Pack: pk.ID, Size: pk.Size}
+		trailers[pk.ID] = chunkstore.TrailerSize(pk.Chunks)
 	}
 	p.Packs = len(packs)
 	err = c.Index.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
 		a := actions[loc.Pack]
 		if a == nil {
-			return fmt.Errorf("gc: chunk %s is indexed in pack %s, which the index does not list: %w", id, loc.Pack, chunkstore.ErrCorrupt)
+			return nil // indexed after Packs was read: new, not this plan's business
 		}
 		if p.live.has(id) {
 			a.LiveChunks++
@@ -162,9 +167,9 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		case a.LiveChunks == 0:
 			p.Delete = append(p.Delete, *a)
 			p.FreedBytes += a.Size
-		case float64(a.Size-a.LiveBytes) >= opts.RepackThreshold*float64(a.Size):
+		case a.Size-a.LiveBytes-trailers[a.Pack] > 0 && float64(a.Size-a.LiveBytes-trailers[a.Pack]) >= opts.RepackThreshold*float64(a.Size):
 			p.Repack = append(p.Repack, *a)
-			p.FreedBytes += a.Size - a.LiveBytes
+			p.FreedBytes += a.Size - a.LiveBytes - chunkstore.TrailerSize(a.LiveChunks)
 		}
 	}
 	byID := func(a, b PackAction) int { return slices.Compare(a.Pack[:], b.Pack[:]) }
@@ -230,11 +235,23 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
 		}
 	}
 	for _, o := range p.Orphans {
-		if err := c.Store.Backend().Delete(ctx, o.Name); err != nil {
+		id, _ := chunkstore.ParsePackName(o.Name)
+		deleted := false
+		err := c.Claims.Commit(func(func(chunkstore.ID) bool) error {
+			// Written again and indexed since the plan: no longer an orphan.
+			if known, err := c.Index.HasPack(id); err != nil || known {
+				return err
+			}
+			deleted = true
+			return c.Store.Backend().Delete(ctx, o.Name)
+		})
+		if err != nil {
 			return res, fmt.Errorf("gc: delete orphan %s: %w", o.Name, err)
 		}
-		res.Deleted++
-		res.FreedBytes += o.Size
+		if deleted {
+			res.Deleted++
+			res.FreedBytes += o.Size
+		}
 	}
 	return res, nil
 }
@@ -282,28 +299,33 @@ func (c *Collector) retire(ctx context.Context, p *Plan, old chunkstore.ID, size
 			newPack, moved, newBytes = &index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries, size
 		}
 	}
+	if newPack != nil && newPack.ID == old {
+		return nil // every chunk was live: the copy is the pack itself
+	}
 	skipped := false
 	err = c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
 		for _, id := range ids {
 			if !copied[id] && claimed(id) {
+				// The new pack, if any, stays unindexed: a later
+				// collection deletes it after the grace period.
 				skipped = true
 				return nil
 			}
 		}
-		return c.Index.ReplacePack(old, ids, newPack, moved)
+		if err := c.Index.ReplacePack(old, ids, newPack, moved); err != nil {
+			return fmt.Errorf("gc: index: %w", err)
+		}
+		if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(old)); err != nil {
+			return fmt.Errorf("gc: delete %s: %w", old, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("gc: index: %w", err)
+		return err
 	}
 	if skipped {
 		res.Skipped++
-		if newPack != nil { // unindexed: nothing refers to it
-			return c.Store.Backend().Delete(ctx, chunkstore.PackName(newPack.ID))
-		}
 		return nil
-	}
-	if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(old)); err != nil {
-		return fmt.Errorf("gc: delete %s: %w", old, err)
 	}
 	if repack {
 		res.Repacked++

@@ -103,6 +103,16 @@ func decodePack(k, v []byte) (Pack, error) {
 	}, nil
 }
 
+// HasPack reports whether the index lists pack id.
+func (d *DB) HasPack(id chunkstore.ID) (bool, error) {
+	var found bool
+	err := d.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketPacks).Get(id[:]) != nil
+		return nil
+	})
+	return found, err
+}
+
 // ReplacePack retires pack old in one transaction: every chunk of chunks
 // whose location is in old is pointed at its entry in the new pack, if that
 // has one, and otherwise dropped from the index; old's record goes. With

@@ -55,6 +55,11 @@ type Options struct {
 	Compression chunkstore.Compression
 	PackSize    int
 
+	// Backend, if set, holds the repository's objects (config, packs,
+	// manifests) instead of the directory root, which then holds only
+	// index.db.
+	Backend chunkstore.Backend
+
 	// Workers is the number of goroutines hashing and compressing chunks;
 	// default GOMAXPROCS.
 	Workers int

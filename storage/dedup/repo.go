@@ -43,7 +43,8 @@ type repo struct {
 	claims   map[chunkstore.ID]int      // chunks on writers' unsaved list segments
 	gcClaims map[chunkstore.ID]struct{} // while a collection runs: chunks claimed or released since it began
 
-	gcMu sync.Mutex // held from a collection's plan to its end
+	gcMu     sync.Mutex // held from a collection's plan to its end
+	uploadMu sync.Mutex // held while a pack is written and indexed, and while GC deletes packs
 
 	backupLocks [64]sync.Mutex // serialize manifest writes and removal per backup
 	seed        maphash.Seed
@@ -64,7 +65,10 @@ type pack struct {
 }
 
 func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
-	backend := chunkstore.NewLocal(root)
+	var backend chunkstore.Backend = chunkstore.NewLocal(root)
+	if opts.Backend != nil {
+		backend = opts.Backend
+	}
 	store, err := chunkstore.Open(ctx, backend)
 	if errors.Is(err, chunkstore.ErrNotExist) {
 		store, err = createRepo(ctx, root, backend, opts)

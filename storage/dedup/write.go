@@ -172,10 +172,12 @@ func (r *repo) uploader() {
 
 func (r *repo) upload(p *pack) {
 	n := p.b.Count()
+	r.uploadMu.Lock()
 	id, entries, size, err := r.store.WritePack(r.ctx, p.b)
 	if err == nil {
 		err = r.idx.AddPack(index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries)
 	}
+	r.uploadMu.Unlock()
 	r.mu.Lock()
 	for _, e := range entries {
 		if r.pending[e.ID] == p {

@@ -1,0 +1,320 @@
+package dedup_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+func collect(t *testing.T, s *dedup.Storage, opts gc.Options) (*gc.Plan, gc.Result) {
+	t.Helper()
+	p, err := s.PlanGC(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.ExecuteGC(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, res
+}
+
+// everything collects all garbage: any dead byte repacks, no grace.
+var everything = gc.Options{RepackThreshold: 1e-9, GracePeriod: time.Nanosecond}
+
+// checkClean asserts that the index and the repository agree and that the
+// repository holds nothing dead: its bytes are exactly its live chunks and
+// the pack trailers.
+func checkClean(t *testing.T, s *dedup.Storage, root string) {
+	t.Helper()
+	idx := dedup.IndexOf(s)
+	packs, err := idx.Packs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	var total int64
+	for _, p := range packs {
+		want[chunkstore.PackName(p.ID)] = p.Size
+		total += p.Size
+	}
+	onDisk := map[string]int64{}
+	filepath.WalkDir(filepath.Join(root, "data"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			info, _ := d.Info()
+			onDisk[filepath.ToSlash(rel)] = info.Size()
+		}
+		return nil
+	})
+	if fmt.Sprint(onDisk) != fmt.Sprint(want) {
+		t.Errorf("packs on disk %v, index says %v", onDisk, want)
+	}
+	var liveBytes int64
+	live := map[chunkstore.ID]bool{}
+	idx.ForEachListRef(func(r index.Ref) error { live[r.ID] = true; return nil })
+	idx.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
+		if !live[id] {
+			t.Errorf("chunk %s is dead but still indexed", id)
+		}
+		delete(live, id)
+		liveBytes += int64(loc.Length)
+		return nil
+	})
+	for id := range live {
+		t.Errorf("chunk %s is referenced but not indexed", id)
+	}
+	var trailers int64
+	for _, p := range packs {
+		trailers += chunkstore.TrailerSize(p.Chunks)
+	}
+	if slack := total - liveBytes - trailers; slack != 0 {
+		t.Errorf("packs hold %d bytes beyond their live chunks and trailers", slack)
+	}
+}
+
+func TestGCReclaimsRemovedBackups(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{PackSize: 256 << 10})
+	shared := dataset.Pages(1, 64)
+	a := map[string][]byte{"shared": shared, "own": dataset.Random(2, 3<<20)}
+	b := map[string][]byte{"shared": shared, "own": dataset.Random(3, 2<<20)}
+	backup(t, s, "d", "a", a)
+	backup(t, s, "d", "b", b)
+	before := stats(t, s)
+
+	if err := s.RemoveBackup(ctx, "d", "a"); err != nil {
+		t.Fatal(err)
+	}
+	p, res := collect(t, s, gc.Options{})
+	after := stats(t, s)
+	t.Logf("plan: delete %d, repack %d packs, free %d bytes; result %+v", len(p.Delete), len(p.Repack), p.FreedBytes, res)
+	if res.FreedBytes != before.StoredBytes-after.StoredBytes || res.FreedBytes < 3<<20 {
+		t.Errorf("GC freed %d bytes, stored went from %d to %d; want at least a's 3 MiB", res.FreedBytes, before.StoredBytes, after.StoredBytes)
+	}
+	if p.FreedBytes != res.FreedBytes {
+		t.Errorf("plan promised %d bytes, execution freed %d", p.FreedBytes, res.FreedBytes)
+	}
+	for name, want := range b {
+		if got, err := readBack(t, s, "d", "b", name); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("b/%s after GC: %v", name, err)
+		}
+	}
+	s.RemoveBackup(ctx, "d", "b")
+	collect(t, s, gc.Options{})
+	if st := stats(t, s); st.StoredBytes != 0 || st.Chunks != 0 || st.Packs != 0 {
+		t.Errorf("with no backups left the repository still holds %+v", st)
+	}
+	checkClean(t, s, root)
+}
+
+func TestGCRepacksPartlyDeadPacks(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	keep, drop := dataset.Random(4, 2<<20), dataset.Random(5, 2<<20)
+	backup(t, s, "d", "both", map[string][]byte{"f": append(append([]byte(nil), keep...), drop...)}) // one pack
+	backup(t, s, "d", "keep", map[string][]byte{"f": keep})
+	s.RemoveBackup(ctx, "d", "both")
+	p, res := collect(t, s, gc.Options{})
+	if len(p.Repack) == 0 || res.Repacked == 0 {
+		t.Fatalf("a pack about half dead was not repacked: plan %+v, result %+v", p.Repack, res)
+	}
+	if got, err := readBack(t, s, "d", "keep", "f"); err != nil || !bytes.Equal(got, keep) {
+		t.Fatalf("after repack: %v", err)
+	}
+	checkClean(t, s, root)
+}
+
+func TestGCDryRunChangesNothing(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(6, 1<<20)})
+	s.RemoveBackup(ctx, "d", "a")
+	before := listFiles(root)
+	p, err := s.PlanGC(ctx, gc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Delete) != 1 || p.FreedBytes == 0 {
+		t.Errorf("plan = delete %d packs, free %d bytes; want the one pack", len(p.Delete), p.FreedBytes)
+	}
+	p.Close()
+	if after := listFiles(root); after != before {
+		t.Errorf("a plan that was closed changed the repository:\n%s\n%s", before, after)
+	}
+	if _, err := s.ExecuteGC(ctx, p); err != gc.ErrClosed {
+		t.Errorf("executing a closed plan: %v, want gc.ErrClosed", err)
+	}
+}
+
+func listFiles(root string) string {
+	var b bytes.Buffer
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() != "index.db" {
+			info, _ := d.Info()
+			fmt.Fprintf(&b, "%s %d\n", p, info.Size())
+		}
+		return nil
+	})
+	return b.String()
+}
+
+func TestGCOrphansAfterGracePeriod(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(7, 1<<20)})
+	var oldID, youngID chunkstore.ID
+	oldID[0], youngID[0] = 1, 2
+	for _, id := range []chunkstore.ID{oldID, youngID} {
+		path := filepath.Join(root, filepath.FromSlash(chunkstore.PackName(id)))
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		os.WriteFile(path, []byte("left by a crash"), 0o644)
+	}
+	twoHoursAgo := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(oldID))), twoHoursAgo, twoHoursAgo)
+	p, res := collect(t, s, gc.Options{})
+	if len(p.Orphans) != 1 || p.Orphans[0].Name != chunkstore.PackName(oldID) || res.Deleted != 1 {
+		t.Fatalf("orphans = %+v, result %+v; want only the old one", p.Orphans, res)
+	}
+	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(youngID)))); err != nil {
+		t.Errorf("the young unindexed pack was deleted: %v", err)
+	}
+	if got, err := readBack(t, s, "d", "a", "f"); err != nil || !bytes.Equal(got, dataset.Random(7, 1<<20)) {
+		t.Errorf("backup after orphan GC: %v", err)
+	}
+}
+
+// TestGCBesideLiveBackups runs collections in a loop while goroutines start,
+// write (shared and unique content), end, abort and remove backups. Every
+// backup that remains must read back exactly, and a final collection must
+// leave nothing dead.
+func TestGCBesideLiveBackups(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{PackSize: 256 << 10})
+	blocks := make([][]byte, 6)
+	for i := range blocks {
+		blocks[i] = dataset.Random(uint64(100+i), 96<<10)
+	}
+	var (
+		mu   sync.Mutex
+		kept = map[string]map[string][]byte{} // backup name → files
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+	)
+	var gcRuns, gcFreed int64
+	wg.Add(1)
+	go func() { // the collector
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p, err := s.PlanGC(ctx, gc.Options{RepackThreshold: 0.1})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res, err := s.ExecuteGC(ctx, p)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			gcRuns++
+			gcFreed += res.FreedBytes
+		}
+	}()
+	var writers sync.WaitGroup
+	for g := range 4 {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for op := range 15 {
+				name := fmt.Sprintf("g%d-%d", g, op)
+				files := map[string][]byte{}
+				for f := range 1 + rng.IntN(3) {
+					var data []byte
+					for range 1 + rng.IntN(4) {
+						data = append(data, blocks[rng.IntN(len(blocks))]...)
+					}
+					data = append(data, dataset.Random(rng.Uint64(), rng.IntN(200<<10))...)
+					files[fmt.Sprintf("f%d", f)] = data
+				}
+				bh, err := s.StartBackup(ctx, "ks/0", name)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for file, data := range files {
+					w, err := bh.AddFile(ctx, file)
+					if err == nil {
+						_, err = w.Write(data)
+					}
+					if err == nil {
+						err = w.Close()
+					}
+					if err != nil {
+						t.Errorf("%s/%s: %v", name, file, err)
+						return
+					}
+				}
+				switch r := rng.IntN(10); {
+				case r < 2:
+					if err := bh.AbortBackup(ctx); err != nil {
+						t.Error(err)
+					}
+				default:
+					if err := bh.EndBackup(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					kept[name] = files
+					if r < 5 { // remove some earlier backup
+						for victim := range kept {
+							if err := s.RemoveBackup(ctx, "ks/0", victim); err != nil {
+								t.Error(err)
+							}
+							delete(kept, victim)
+							break
+						}
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	writers.Wait()
+	close(stop)
+	wg.Wait()
+	t.Logf("%d collections ran beside the writers, freeing %d bytes; %d backups remain", gcRuns, gcFreed, len(kept))
+	if gcRuns < 2 {
+		t.Errorf("only %d collections overlapped the writers", gcRuns)
+	}
+	for name, files := range kept {
+		for file, want := range files {
+			got, err := readBack(t, s, "ks/0", name, file)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s/%s after concurrent GC: %d bytes, %v", name, file, len(got), err)
+			}
+		}
+	}
+	collect(t, s, everything)
+	p, err := s.PlanGC(ctx, everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans) != 0 {
+		t.Errorf("after a final collection: %d dead chunks, plan %d/%d/%d", p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans))
+	}
+	checkClean(t, s, root)
+}
