@@ -76,6 +76,10 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
 	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
+	}
 	idx, err := index.Open(filepath.Join(root, "index.db"), opts.LockTimeout)
 	if err != nil {
 		store.Close()

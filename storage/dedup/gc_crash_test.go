@@ -1,0 +1,206 @@
+package dedup_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/internal/faulty"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+var gcKills = flag.Int("gc-kills", 20, "how many times TestGCKilled kills a collecting process")
+
+func TestMain(m *testing.M) {
+	if root := os.Getenv("DEDUP_GC_HELPER_ROOT"); root != "" {
+		gcHelper(root)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// slowBackend makes every call take a few milliseconds, as a busy disk
+// would, so that kills land inside collections.
+type slowBackend struct{ chunkstore.Backend }
+
+func (b slowBackend) Put(ctx context.Context, name string, r io.Reader) error {
+	time.Sleep(3 * time.Millisecond)
+	return b.Backend.Put(ctx, name, r)
+}
+
+func (b slowBackend) Delete(ctx context.Context, name string) error {
+	time.Sleep(3 * time.Millisecond)
+	return b.Backend.Delete(ctx, name)
+}
+
+func (b slowBackend) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	time.Sleep(time.Millisecond)
+	return b.Backend.Get(ctx, name, off, n)
+}
+
+// gcHelper collects garbage in a loop until it is killed.
+func gcHelper(root string) {
+	s := dedup.New(root, dedup.Options{Backend: slowBackend{chunkstore.NewLocal(root)}})
+	for {
+		p, err := s.PlanGC(ctx, everything)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		fmt.Println("planned")
+		if _, err := s.ExecuteGC(ctx, p); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		fmt.Println("executed")
+	}
+}
+
+type backups map[string]map[string][]byte // backup name → file → content
+
+func (bs backups) verify(t *testing.T, s *dedup.Storage, when string) {
+	t.Helper()
+	for name, files := range bs {
+		for file, want := range files {
+			got, err := readBack(t, s, "d", name, file)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s: %s/%s read back %d bytes, %v", when, name, file, len(got), err)
+			}
+		}
+	}
+}
+
+// makeGarbage adds backups whose removal leaves whole packs dead and packs
+// half dead, removes them, and returns the backups that stay.
+func makeGarbage(t *testing.T, s *dedup.Storage, round int) backups {
+	a, b := dataset.Random(uint64(1000+round), 300<<10), dataset.Random(uint64(2000+round), 300<<10)
+	kept := backups{fmt.Sprintf("keep-%d", round): {"f": a}}
+	backup(t, s, "d", fmt.Sprintf("mixed-%d", round), map[string][]byte{"f": append(append([]byte(nil), a...), b...)})
+	backup(t, s, "d", fmt.Sprintf("gone-%d", round), map[string][]byte{"f": dataset.Random(uint64(3000+round), 500<<10)})
+	backup(t, s, "d", fmt.Sprintf("keep-%d", round), kept[fmt.Sprintf("keep-%d", round)])
+	for _, name := range []string{"mixed", "gone"} {
+		if err := s.RemoveBackup(ctx, "d", fmt.Sprintf("%s-%d", name, round)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return kept
+}
+
+// TestGCFaultAtEveryStep fails the backend at each call of a collection in
+// turn. The error must reach the caller, every backup must still read
+// back, and the next collection must reach the clean end state.
+func TestGCFaultAtEveryStep(t *testing.T) {
+	ops := []string{faulty.Put, faulty.Get, faulty.List, faulty.Delete}
+	run := func(k int) (calls int, failed bool, err error, s *dedup.Storage, root string, kept backups) {
+		fb := faulty.New(chunkstore.NewLocal(filepath.Join(t.TempDir(), "objects")))
+		s, root = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20})
+		kept = makeGarbage(t, s, 0)
+		fb.Arm(k, ops...)
+		p, err := s.PlanGC(ctx, everything)
+		if err == nil {
+			_, err = s.ExecuteGC(ctx, p)
+		}
+		calls, failed = fb.Disarm()
+		return calls, failed, err, s, root, kept
+	}
+	steps, _, err, _, _, _ := run(1 << 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a fault-free collection makes %d backend calls", steps)
+	for k := 1; k <= steps; k++ {
+		_, failed, err, s, _, kept := run(k)
+		if !failed {
+			t.Fatalf("call %d: no call failed", k)
+		}
+		if !errors.Is(err, faulty.ErrInjected) {
+			t.Fatalf("call %d failed, but the collection returned %v", k, err)
+		}
+		kept.verify(t, s, fmt.Sprintf("after fault at call %d", k))
+		collect(t, s, everything)
+		kept.verify(t, s, fmt.Sprintf("after the collection following fault %d", k))
+		p, err := s.PlanGC(ctx, everything)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans) != 0 {
+			t.Errorf("fault at call %d: the next collection left %d dead chunks, plan %d/%d/%d", k, p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans))
+		}
+	}
+}
+
+// TestGCKilled kills a collecting process at random moments, over and over
+// on one repository. After every kill the repository opens and every backup
+// reads back; at the end one collection leaves it clean.
+func TestGCKilled(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	all := backups{}
+	killedAt := map[string]int{}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for round := range *gcKills {
+		s := dedup.New(root, dedup.Options{PackSize: 256 << 10})
+		for name, files := range makeGarbage(t, s, round) {
+			all[name] = files
+		}
+		s.Close()
+
+		// Kill one round in five at a random moment of start-up, the others
+		// a random moment after the first plan, while it executes.
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "DEDUP_GC_HELPER_ROOT="+root)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(stdout)
+		if rng.IntN(5) == 0 {
+			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+		} else {
+			for lines.Scan() && lines.Text() != "planned" {
+			}
+			time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		var seen []string
+		for lines.Scan() {
+			seen = append(seen, lines.Text())
+		}
+		if err := cmd.Wait(); stderr.Len() > 0 {
+			t.Fatalf("round %d: the collecting process failed: %v: %s", round, err, stderr.String())
+		}
+		switch {
+		case len(seen) == 0:
+			killedAt["in its first collection"]++
+		default:
+			killedAt["after its first collection"]++
+		}
+
+		s = dedup.New(root, dedup.Options{})
+		all.verify(t, s, fmt.Sprintf("after kill %d", round))
+		s.Close()
+	}
+	t.Logf("kills: %v", killedAt)
+	s := dedup.New(root, dedup.Options{})
+	defer s.Close()
+	collect(t, s, everything)
+	all.verify(t, s, "after the final collection")
+	checkClean(t, s, root)
+}
