@@ -75,6 +75,23 @@ func (d *DB) Segment(list ListID, seg uint32, dst []Ref) (refs []Ref, found bool
 	return refs, found, err
 }
 
+// ListRefs calls fn with each segment of a list in order, each read in its
+// own short transaction. The slice is reused between calls.
+func (d *DB) ListRefs(list ListID, fn func([]Ref) error) error {
+	var refs []Ref
+	for seg := uint32(0); ; seg++ {
+		var found bool
+		var err error
+		refs, found, err = d.Segment(list, seg, refs[:0])
+		if err != nil || !found {
+			return err
+		}
+		if err := fn(refs); err != nil {
+			return err
+		}
+	}
+}
+
 func decodeRefs(v []byte, dst []Ref) ([]Ref, error) {
 	if len(v)%RefSize != 0 || len(v) > SegmentRefs*RefSize {
 		return nil, fmt.Errorf("index: list segment of %d bytes: %w", len(v), chunkstore.ErrCorrupt)

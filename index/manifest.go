@@ -78,26 +78,21 @@ func (d *DB) WriteManifest(w io.Writer, dir, name string, ended time.Time) error
 	uvarint(uint64(b.Started.UnixNano()))
 	uvarint(uint64(ended.UnixNano()))
 	uvarint(uint64(len(files)))
-	var refs []Ref
 	for _, f := range files {
 		str(f.Name)
 		uvarint(uint64(f.Size))
 		uvarint(uint64(f.Chunks))
 		n := int64(0)
-		for seg := uint32(0); ; seg++ {
-			var ok bool
-			refs, ok, err = d.Segment(f.List, seg, refs[:0])
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
+		err := d.ListRefs(f.List, func(refs []Ref) error {
 			for _, r := range refs {
 				bw.Write(r.ID[:])
 				uvarint(uint64(r.Length))
 			}
 			n += int64(len(refs))
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if n != f.Chunks {
 			return fmt.Errorf("index: file %s of %s/%s lists %d chunks, its record says %d: %w", f.Name, dir, name, n, f.Chunks, chunkstore.ErrCorrupt)

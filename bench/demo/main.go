@@ -64,7 +64,7 @@ func run(sizeMiB int, repo string) error {
 	}{"backup-3", "1 % rewritten, 1 MiB inserted", db})
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backup\tchange\tlogical\tstored after\tadded\tdedup ratio\tMB/s\t")
+	fmt.Fprintln(tw, "backup\tchange\tlogical\tstored after\tadded\tlogical ÷ stored\tMB/s\t")
 	var prevStored int64
 	for _, v := range versions {
 		start := time.Now()

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/storage"
 )
 
@@ -190,20 +191,12 @@ func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
 	return r.removeBackup(ctx, dir, name)
 }
 
-// Stats are a repository's totals.
-type Stats struct {
-	Backups      int
-	LogicalBytes int64 // sum of the sizes of all backups' files
-	StoredBytes  int64 // sum of the sizes of all packs
-	Chunks       int
-	Packs        int
-}
-
-// Stats returns the repository's totals.
-func (s *Storage) Stats(ctx context.Context) (Stats, error) {
+// Stats returns what the repository holds and what each backup costs; see
+// gc.Stats.
+func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
 	r, err := s.open(ctx)
 	if err != nil {
-		return Stats{}, err
+		return gc.Stats{}, err
 	}
-	return r.stats()
+	return gc.ComputeStats(ctx, r.idx)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
@@ -73,7 +74,7 @@ func readBack(t *testing.T, s storage.BackupStorage, dir, name, file string) ([]
 	return nil, nil
 }
 
-func stats(t *testing.T, s *dedup.Storage) dedup.Stats {
+func stats(t *testing.T, s *dedup.Storage) gc.Stats {
 	t.Helper()
 	st, err := s.Stats(ctx)
 	if err != nil {

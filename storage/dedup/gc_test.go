@@ -318,3 +318,33 @@ func TestGCBesideLiveBackups(t *testing.T) {
 	}
 	checkClean(t, s, root)
 }
+
+func TestStats(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	shared := dataset.Random(30, 2<<20)
+	own := map[string][]byte{"a": dataset.Random(31, 1<<20), "b": dataset.Random(32, 1<<20)}
+	for _, name := range []string{"a", "b"} {
+		backup(t, s, "d", name, map[string][]byte{"shared": shared, "own": own[name]})
+	}
+	st := stats(t, s)
+	// Random data is stored raw, so stored chunk bytes equal plain bytes.
+	if st.Backups != 2 || st.LogicalBytes != 6<<20 || st.UniqueBytes != 4<<20 || st.DeadBytes != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+	if st.DedupRatio != 1.5 || st.CompressionRatio != 1 {
+		t.Errorf("dedup ratio %v, compression ratio %v; want 1.5 and 1", st.DedupRatio, st.CompressionRatio)
+	}
+	for _, b := range st.PerBackup {
+		if b.ExclusiveBytes != 1<<20 || b.LogicalBytes != 3<<20 || b.Files != 2 || b.State != index.Ended {
+			t.Errorf("backup %s: %+v; want 1 MiB exclusive of 3 MiB in 2 files", b.Name, b)
+		}
+	}
+	s.RemoveBackup(ctx, "d", "a")
+	if st := stats(t, s); st.DeadBytes != 1<<20 || st.PerBackup[0].ExclusiveBytes != 3<<20 {
+		t.Errorf("after removing a: dead %d, b exclusive %d; want 1 MiB and 3 MiB", st.DeadBytes, st.PerBackup[0].ExclusiveBytes)
+	}
+	collect(t, s, gc.Options{})
+	if st := stats(t, s); st.DeadBytes != 0 || st.UniqueBytes != 3<<20 {
+		t.Errorf("after GC: %+v", st)
+	}
+}

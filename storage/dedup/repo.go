@@ -223,29 +223,6 @@ func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 	return nil
 }
 
-func (r *repo) stats() (Stats, error) {
-	is, err := r.idx.Stats()
-	if err != nil {
-		return Stats{}, err
-	}
-	s := Stats{StoredBytes: is.StoredBytes, Chunks: is.Chunks, Packs: is.Packs}
-	backups, err := r.idx.Backups("", true)
-	if err != nil {
-		return Stats{}, err
-	}
-	for _, b := range backups {
-		files, _, err := r.idx.Files(b.Dir, b.Name)
-		if err != nil {
-			return Stats{}, err
-		}
-		for _, f := range files {
-			s.LogicalBytes += f.Size
-		}
-		s.Backups++
-	}
-	return s, nil
-}
-
 // asStorageErr adds the storage sentinel matching an error of the lower
 // layers, so callers need only know package storage.
 func asStorageErr(err error) error {

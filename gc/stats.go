@@ -1,0 +1,114 @@
+package gc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/index"
+)
+
+// Stats describe what a repository holds and what its backups cost.
+type Stats struct {
+	Backups      int
+	LogicalBytes int64 // sum of the sizes of all backups' files
+	UniqueBytes  int64 // plain bytes of the distinct chunks those files use
+	StoredBytes  int64 // bytes of all indexed packs
+	// DeadBytes is the stored bytes of indexed chunks no committed file
+	// uses: what a collection would free, less pack trailers. Chunks of
+	// files still being written count here until their writers close.
+	DeadBytes int64
+	Chunks    int
+	Packs     int
+	// DedupRatio is LogicalBytes / UniqueBytes; CompressionRatio is
+	// UniqueBytes / the stored bytes of the chunks in use.
+	DedupRatio       float64
+	CompressionRatio float64
+	PerBackup        []BackupStats // sorted by directory, then name
+}
+
+// BackupStats describe one backup.
+type BackupStats struct {
+	Dir, Name    string
+	State        index.State
+	Started      time.Time
+	Ended        time.Time
+	Files        int
+	LogicalBytes int64
+	// ExclusiveBytes is the stored bytes of chunks no other backup uses:
+	// about what removing this backup and collecting would free.
+	ExclusiveBytes int64
+}
+
+// ComputeStats reads the whole index once, in short transactions. Its memory
+// is about 24 bytes per chunk in use (the owner of each chunk), whatever the
+// number of backups.
+func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
+	backups, err := idx.Backups("", true)
+	if err != nil {
+		return Stats{}, err
+	}
+	const shared = -1
+	owner := map[uint64]int32{} // chunk key → index of the only backup using it, or shared
+	st := Stats{Backups: len(backups), PerBackup: make([]BackupStats, len(backups))}
+	for i, b := range backups {
+		bs := &st.PerBackup[i]
+		*bs = BackupStats{Dir: b.Dir, Name: b.Name, State: b.State, Started: b.Started, Ended: b.Ended}
+		files, _, err := idx.Files(b.Dir, b.Name)
+		if err != nil {
+			return Stats{}, err
+		}
+		for _, f := range files {
+			bs.Files++
+			bs.LogicalBytes += f.Size
+			err := idx.ListRefs(f.List, func(refs []index.Ref) error {
+				for _, r := range refs {
+					k := key(r.ID)
+					if o, ok := owner[k]; !ok {
+						owner[k] = int32(i)
+					} else if o != int32(i) {
+						owner[k] = shared
+					}
+				}
+				return ctx.Err()
+			})
+			if err != nil {
+				return Stats{}, fmt.Errorf("gc: stats: %w", err)
+			}
+		}
+		st.LogicalBytes += bs.LogicalBytes
+	}
+	var inUse int64
+	err = idx.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
+		st.Chunks++
+		o, ok := owner[key(id)]
+		switch {
+		case !ok:
+			st.DeadBytes += int64(loc.Length)
+		case o == shared:
+			st.UniqueBytes += int64(loc.PlainLength)
+			inUse += int64(loc.Length)
+		default:
+			st.UniqueBytes += int64(loc.PlainLength)
+			inUse += int64(loc.Length)
+			st.PerBackup[o].ExclusiveBytes += int64(loc.Length)
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("gc: stats: %w", err)
+	}
+	is, err := idx.Stats()
+	if err != nil {
+		return Stats{}, err
+	}
+	st.StoredBytes, st.Packs = is.StoredBytes, is.Packs
+	if st.UniqueBytes > 0 {
+		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
+	}
+	if inUse > 0 {
+		st.CompressionRatio = float64(st.UniqueBytes) / float64(inUse)
+	}
+	return st, nil
+}
