@@ -62,20 +62,17 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 		for _, f := range files {
 			bs.Files++
 			bs.LogicalBytes += f.Size
-			err := idx.ListRefs(f.List, func(refs []index.Ref) error {
-				for _, r := range refs {
-					k := key(r.ID)
-					if o, ok := owner[k]; !ok {
-						owner[k] = int32(i)
-					} else if o != int32(i) {
-						owner[k] = shared
-					}
-				}
-				return ctx.Err()
-			})
-			if err != nil {
-				return Stats{}, fmt.Errorf("gc: stats: %w", err)
+		}
+		err = forEachRef(ctx, idx, b.Dir, b.Name, func(_ index.File, r index.Ref) {
+			k := key(r.ID)
+			if o, ok := owner[k]; !ok {
+				owner[k] = int32(i)
+			} else if o != int32(i) {
+				owner[k] = shared
 			}
+		})
+		if err != nil {
+			return Stats{}, fmt.Errorf("gc: stats: %w", err)
 		}
 		st.LogicalBytes += bs.LogicalBytes
 	}

@@ -191,6 +191,23 @@ func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
 	return r.removeBackup(ctx, dir, name)
 }
 
+// Files describes the committed files of a backup, with what each cost the
+// repository; the error wraps storage.ErrNotFound if there is no such backup.
+func (s *Storage) Files(ctx context.Context, dir, name string) ([]gc.FileStats, error) {
+	if err := storage.ValidateBackupName(dir, name); err != nil {
+		return nil, err
+	}
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	files, found, err := gc.BackupFiles(ctx, r.idx, dir, name)
+	if err == nil && !found {
+		err = fmt.Errorf("dedup: %s/%s: %w", dir, name, storage.ErrNotFound)
+	}
+	return files, err
+}
+
 // Stats returns what the repository holds and what each backup costs; see
 // gc.Stats.
 func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {

@@ -2,7 +2,9 @@ package dedup_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"github.com/dedupstore/dedupstore/storage"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -346,5 +348,32 @@ func TestStats(t *testing.T) {
 	collect(t, s, gc.Options{})
 	if st := stats(t, s); st.DeadBytes != 0 || st.UniqueBytes != 3<<20 {
 		t.Errorf("after GC: %+v", st)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	shared := dataset.Random(40, 1<<20)
+	backup(t, s, "d", "a", map[string][]byte{"shared": shared})
+	backup(t, s, "d", "b", map[string][]byte{"shared": shared, "own": dataset.Random(41, 1<<20), "twice": append(dataset.Random(42, 2<<20), dataset.Random(42, 2<<20)...)})
+	files, err := s.Files(ctx, "d", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]gc.FileStats{}
+	for _, f := range files {
+		got[f.Name] = f
+	}
+	if f := got["shared"]; f.Size != 1<<20 || f.StoredBytes != 1<<20 || f.ExclusiveBytes != 0 {
+		t.Errorf("shared: %+v; want 1 MiB stored, none exclusive", f)
+	}
+	if f := got["own"]; f.StoredBytes != 1<<20 || f.ExclusiveBytes != 1<<20 {
+		t.Errorf("own: %+v; want 1 MiB stored and exclusive", f)
+	}
+	if f := got["twice"]; f.Size != 4<<20 || f.StoredBytes >= f.Size*3/4 {
+		t.Errorf("twice: %+v; want its repeated half stored once", f)
+	}
+	if _, err := s.Files(ctx, "d", "nope"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Files of a missing backup: %v", err)
 	}
 }
