@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/storage"
@@ -206,6 +207,16 @@ func (s *Storage) Files(ctx context.Context, dir, name string) ([]gc.FileStats, 
 		err = fmt.Errorf("dedup: %s/%s: %w", dir, name, storage.ErrNotFound)
 	}
 	return files, err
+}
+
+// Check verifies the repository; see package check. Damage is in the
+// report, not the error.
+func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return check.Report{}, err
+	}
+	return check.Run(ctx, r.store, r.idx, opts)
 }
 
 // Stats returns what the repository holds and what each backup costs; see
