@@ -1,0 +1,49 @@
+package main
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) catCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cat DIR/NAME FILE",
+		Short: "Write one file of a backup to standard output",
+		Args:  exactArgs(2, "DIR/NAME and FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, name, err := splitBackup(args[0])
+			if err != nil {
+				return err
+			}
+			s, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx := cmd.Context()
+			bh, err := findBackup(ctx, s, dir, name)
+			if err != nil {
+				return err
+			}
+			all, err := entries(ctx, s, bh)
+			if err != nil {
+				return err
+			}
+			chosen, err := selectEntries(all, args[1:])
+			if err != nil {
+				return err
+			}
+			if len(chosen) != 1 {
+				return usagef("%s names %d files; cat writes one", args[1], len(chosen))
+			}
+			rc, err := bh.ReadFile(ctx, chosen[0].File)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.CopyBuffer(a.stdout, rc, make([]byte, 1<<20))
+			return err
+		},
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"time"
+
+	"github.com/dedupstore/dedupstore/gc"
+	"github.com/spf13/cobra"
+)
+
+type gcOptions struct {
+	dryRun    bool
+	threshold float64
+	grace     time.Duration
+}
+
+func (a *app) gcCommand() *cobra.Command {
+	var o gcOptions
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Reclaim the space of chunks no backup uses",
+		Long: `Mark every chunk a backup uses, then delete packs with nothing live, rewrite
+packs with at least --repack-threshold dead bytes, and delete packs the
+index does not know once older than --grace (left by a crash). --dry-run
+prints the plan and changes nothing.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx := cmd.Context()
+			plan, err := s.PlanGC(ctx, gc.Options{RepackThreshold: o.threshold, GracePeriod: o.grace})
+			if err != nil {
+				return err
+			}
+			out := gcJSON{DryRun: o.dryRun, Plan: gcPlanJSON{
+				DeletePacks: len(plan.Delete), RepackPacks: len(plan.Repack), OrphanPacks: len(plan.Orphans),
+				Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
+			}}
+			if o.dryRun {
+				plan.Close()
+			} else {
+				res, err := s.ExecuteGC(ctx, plan)
+				if err != nil {
+					return err
+				}
+				out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, FreedBytes: res.FreedBytes}
+			}
+			if a.json {
+				return a.printJSON(out)
+			}
+			p := out.Plan
+			a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
+				p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+			if r := out.Result; r != nil {
+				a.info("done: %d packs deleted, %d repacked, %d left for a writer that claimed them; %s freed", r.Deleted, r.Repacked, r.Skipped, size(r.FreedBytes))
+			} else {
+				a.info("dry run: nothing changed")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the plan, change nothing")
+	cmd.Flags().Float64Var(&o.threshold, "repack-threshold", 0.25, "dead fraction of a pack at which it is rewritten")
+	cmd.Flags().DurationVar(&o.grace, "grace", time.Hour, "age below which unindexed packs are kept")
+	return cmd
+}
+
+type gcJSON struct {
+	DryRun bool          `json:"dry_run"`
+	Plan   gcPlanJSON    `json:"plan"`
+	Result *gcResultJSON `json:"result,omitempty"`
+}
+
+type gcPlanJSON struct {
+	Packs       int   `json:"packs"`
+	DeletePacks int   `json:"delete_packs"`
+	RepackPacks int   `json:"repack_packs"`
+	OrphanPacks int   `json:"orphan_packs"`
+	LiveChunks  int   `json:"live_chunks"`
+	DeadChunks  int   `json:"dead_chunks"`
+	FreedBytes  int64 `json:"freed_bytes"`
+}
+
+type gcResultJSON struct {
+	Deleted    int   `json:"deleted_packs"`
+	Repacked   int   `json:"repacked_packs"`
+	Skipped    int   `json:"skipped_packs"`
+	FreedBytes int64 `json:"freed_bytes"`
+}

@@ -1,0 +1,171 @@
+// Command dedupctl runs a dedupstore repository from a shell: back up files
+// or a stream, list, show, restore, remove, collect garbage, check, and
+// measure chunker settings on your own data. Run `dedupctl help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, documented in `dedupctl help`.
+const (
+	exitFailure  = 1
+	exitUsage    = 2
+	exitNotFound = 3
+	exitInUse    = 4
+	exitCorrupt  = 5
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// app is what every command shares: the global flags and the streams.
+type app struct {
+	repo   string
+	json   bool
+	quiet  bool
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	ran    bool // a command's RunE started: later errors are not usage errors
+}
+
+// usageError marks errors in how dedupctl was called.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// errDamage is returned when check finds damage.
+var errDamage = errors.New("the repository is damaged")
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if !a.ran {
+		err = usageError{err}
+	}
+	fmt.Fprintln(stderr, "dedupctl:", err)
+	var ue usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, storage.ErrInvalidName):
+		return exitUsage
+	case errors.Is(err, storage.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, storage.ErrInUse):
+		return exitInUse
+	case errors.Is(err, storage.ErrCorrupt), errors.Is(err, errDamage):
+		return exitCorrupt
+	}
+	return exitFailure
+}
+
+const helpText = `dedupctl backs up files and streams into a deduplicating repository,
+and restores them exactly.
+
+The repository is the directory given by --repo or the DEDUP_REPO
+environment variable. dedupctl init creates it.
+
+Exit codes:
+  0  success
+  1  failure (including an interrupted backup, which is aborted)
+  2  usage error: unknown command or flag, bad arguments or names
+  3  not found: no such repository, backup or file
+  4  repository in use by another process
+  5  corrupt data found (by check, or while reading)
+
+Every command that prints data takes --json for a stable, machine-readable
+form; progress bars appear on a terminal only, and --quiet hides them.`
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "dedupctl",
+		Short:         "Deduplicating backups of databases and files",
+		Long:          helpText,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			a.ran = true
+			if a.repo == "" {
+				a.repo = os.Getenv("DEDUP_REPO")
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&a.repo, "repo", "", "repository directory (default $DEDUP_REPO)")
+	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
+	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		a.initCommand(), a.backupCommand(), a.lsCommand(), a.showCommand(),
+		a.restoreCommand(), a.catCommand(), a.rmCommand(), a.gcCommand(),
+		a.checkCommand(), a.statsCommand(), a.benchCommand(),
+	)
+	return root
+}
+
+// open opens the existing repository.
+func (a *app) open() (*dedup.Storage, error) {
+	if a.repo == "" {
+		return nil, usagef("no repository: pass --repo or set DEDUP_REPO")
+	}
+	if _, err := os.Stat(filepath.Join(a.repo, "config")); err != nil {
+		return nil, fmt.Errorf("no repository at %s (dedupctl init creates one): %w", a.repo, storage.ErrNotFound)
+	}
+	return dedup.New(a.repo, dedup.Options{}), nil
+}
+
+// splitBackup splits "DIR/NAME" at its last slash.
+func splitBackup(arg string) (dir, name string, err error) {
+	i := strings.LastIndexByte(arg, '/')
+	if i <= 0 || i == len(arg)-1 {
+		return "", "", usagef("%q: want DIR/NAME, such as commerce/0/2026-11-25", arg)
+	}
+	dir, name = arg[:i], arg[i+1:]
+	return dir, name, storage.ValidateBackupName(dir, name)
+}
+
+// exactArgs is cobra.ExactArgs, reporting a usage error.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %s", cmd.Name(), what)
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("%s takes %s", cmd.Name(), what)
+		}
+		return nil
+	}
+}

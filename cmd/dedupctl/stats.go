@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) statsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Show what the repository holds and what deduplication saves",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			st, err := s.Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
+				DeadBytes: st.DeadBytes, Chunks: st.Chunks, Packs: st.Packs, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
+			if st.StoredBytes > 0 {
+				out.TotalRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
+			}
+			if a.json {
+				return a.printJSON(out)
+			}
+			a.table("", [][]string{
+				{"backups", fmt.Sprint(out.Backups)},
+				{"logical", size(out.LogicalBytes) + "\tthe backups' files added up"},
+				{"unique", size(out.UniqueBytes) + "\tdistinct chunks, before compression"},
+				{"stored", size(out.StoredBytes) + "\tpack files on disk"},
+				{"dead", size(out.DeadBytes) + "\tno backup uses it: dedupctl gc reclaims it"},
+				{"chunks / packs", fmt.Sprintf("%d / %d", out.Chunks, out.Packs)},
+				{"dedup ratio", fmt.Sprintf("%.2f\tlogical ÷ unique", out.DedupRatio)},
+				{"compression ratio", fmt.Sprintf("%.2f\tunique ÷ stored in use", out.CompressionRatio)},
+				{"total ratio", fmt.Sprintf("%.2f\tlogical ÷ stored", out.TotalRatio)},
+			})
+			return nil
+		},
+	}
+}
+
+type statsJSON struct {
+	Backups          int     `json:"backups"`
+	LogicalBytes     int64   `json:"logical_bytes"`
+	UniqueBytes      int64   `json:"unique_bytes"`
+	StoredBytes      int64   `json:"stored_bytes"`
+	DeadBytes        int64   `json:"dead_bytes"`
+	Chunks           int     `json:"chunks"`
+	Packs            int     `json:"packs"`
+	DedupRatio       float64 `json:"dedup_ratio"`
+	CompressionRatio float64 `json:"compression_ratio"`
+	TotalRatio       float64 `json:"total_ratio"`
+}
