@@ -61,7 +61,13 @@ func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) err
 	case o.stdin && (o.name == "" || len(args) > 1):
 		return usagef("--stdin takes --name FILE and no paths")
 	case o.stdin:
-		sources = []source{{entry: CatalogEntry{Path: o.name, File: "0", Size: -1, Mode: 0o644, MTime: time.Now()}, open: func() (io.ReadCloser, error) { return io.NopCloser(a.stdin), nil }}}
+		// A read of standard input waits for its writer and cannot be
+		// cancelled; an interrupt must not wait with it. The copy goroutine
+		// may stay blocked: the process is about to exit.
+		pr, pw := io.Pipe()
+		go func() { _, err := io.Copy(pw, a.stdin); pw.CloseWithError(err) }()
+		defer context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })()
+		sources = []source{{entry: CatalogEntry{Path: o.name, File: "0", Size: -1, Mode: 0o644, MTime: time.Now()}, open: func() (io.ReadCloser, error) { return pr, nil }}}
 	case len(args) == 1:
 		return usagef("backup takes paths to back up, or --stdin --name FILE")
 	default:

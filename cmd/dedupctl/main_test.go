@@ -1,0 +1,376 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/internal/dataset"
+)
+
+// These tests drive the built binary, as a user would.
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dedupctl-test-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "dedupctl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func dedupctl(t *testing.T, repo string, stdin io.Reader, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "DEDUP_REPO="+repo)
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{stdout.String(), stderr.String(), code}
+}
+
+// ok runs dedupctl and fails the test unless it succeeds.
+func ok(t *testing.T, repo string, args ...string) string {
+	t.Helper()
+	r := dedupctl(t, repo, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("dedupctl %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+func okJSON(t *testing.T, repo string, v any, args ...string) {
+	t.Helper()
+	out := ok(t, repo, append(args, "--json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("dedupctl %s --json: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func fails(t *testing.T, r result, code int, msg string) {
+	t.Helper()
+	if r.code != code || !strings.Contains(r.stderr, msg) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("exit %d, stderr %q; want exit %d and one line containing %q", r.code, r.stderr, code, msg)
+	}
+}
+
+func writeTree(t *testing.T, root string, files map[string][]byte) {
+	for p, data := range files {
+		full := filepath.Join(root, filepath.FromSlash(p))
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func newRepo(t *testing.T) (repo, work string) {
+	work = t.TempDir()
+	repo = filepath.Join(work, "repo")
+	ok(t, repo, "init")
+	return repo, work
+}
+
+func TestTour(t *testing.T) {
+	work := t.TempDir()
+	repo := filepath.Join(work, "repo")
+	var cfg struct {
+		Chunker string `json:"chunker"`
+		AvgSize int    `json:"avg_size"`
+	}
+	okJSON(t, repo, &cfg, "init", "--avg-size", "32KiB", "--min-size", "8KiB", "--max-size", "128KiB")
+	if cfg.Chunker != "fastcdc-v1.0.0" || cfg.AvgSize != 32<<10 {
+		t.Errorf("init --json = %+v", cfg)
+	}
+	files := map[string][]byte{
+		"ibdata1":          dataset.Pages(1, 400),
+		"db/orders.ibd":    dataset.Pages(2, 200),
+		"db/empty":         nil,
+		"db/sub/notes.txt": []byte("hello\n"),
+	}
+	src := filepath.Join(work, "mysql")
+	writeTree(t, src, files)
+
+	var b1, b2 struct {
+		Files      int   `json:"files"`
+		Bytes      int64 `json:"bytes"`
+		AddedBytes int64 `json:"added_bytes"`
+	}
+	okJSON(t, repo, &b1, "backup", "ks/0/b1", src)
+	files["db/orders.ibd"] = dataset.Mutate(files["db/orders.ibd"], 3, 0.02)
+	writeTree(t, src, files)
+	okJSON(t, repo, &b2, "backup", "ks/0/b2", src)
+	if b1.Files != 4 || b1.Bytes != 600*dataset.PageSize+6 {
+		t.Errorf("first backup: %+v", b1)
+	}
+	if b2.AddedBytes <= 0 || b2.AddedBytes > b1.AddedBytes/5 {
+		t.Errorf("second backup added %d bytes, first %d: want a small fraction", b2.AddedBytes, b1.AddedBytes)
+	}
+
+	var ls []struct {
+		Dir, Name, State string
+		LogicalBytes     int64 `json:"logical_bytes"`
+	}
+	okJSON(t, repo, &ls, "ls")
+	if len(ls) != 2 || ls[0].Name != "b1" || ls[1].Name != "b2" || ls[0].State != "ended" || ls[0].Dir != "ks/0" {
+		t.Errorf("ls --json = %+v", ls)
+	}
+	if out := ok(t, repo, "ls", "ks/0"); !strings.Contains(out, "ks/0/b2") || !strings.Contains(out, "ALONE HOLDS") {
+		t.Errorf("ls:\n%s", out)
+	}
+	var show struct {
+		Files []struct {
+			Path     string
+			Size     int64
+			NewBytes int64 `json:"new_bytes"`
+		}
+	}
+	okJSON(t, repo, &show, "show", "ks/0/b2")
+	if len(show.Files) != 4 || show.Files[0].Path != "mysql/db/empty" {
+		t.Errorf("show --json = %+v", show)
+	}
+	var st struct {
+		Backups    int     `json:"backups"`
+		DedupRatio float64 `json:"dedup_ratio"`
+		TotalRatio float64 `json:"total_ratio"`
+	}
+	okJSON(t, repo, &st, "stats")
+	if st.Backups != 2 || st.DedupRatio < 1.5 || st.TotalRatio <= st.DedupRatio {
+		t.Errorf("stats --json = %+v", st)
+	}
+
+	// Restore: byte for byte, modes kept, never over existing files unless told.
+	target := filepath.Join(work, "restored")
+	ok(t, repo, "restore", "ks/0/b2", "--target", target)
+	for p, want := range files {
+		full := filepath.Join(target, "mysql", filepath.FromSlash(p))
+		got, err := os.ReadFile(full)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("restored %s differs: %v", p, err)
+		}
+		if info, _ := os.Stat(full); info.Mode().Perm() != 0o640 {
+			t.Errorf("restored %s has mode %v", p, info.Mode())
+		}
+	}
+	fails(t, dedupctl(t, repo, nil, "restore", "ks/0/b2", "--target", target), 1, "refusing to overwrite")
+	ok(t, repo, "restore", "ks/0/b1", "--target", target, "--overwrite", "mysql/db/orders.ibd")
+	got, _ := os.ReadFile(filepath.Join(target, "mysql/db/orders.ibd"))
+	if !bytes.Equal(got, dataset.Pages(2, 200)) {
+		t.Error("restoring one file of b1 over b2's did not bring back b1's content")
+	}
+	if out := ok(t, repo, "cat", "ks/0/b2", "mysql/db/sub/notes.txt"); out != "hello\n" {
+		t.Errorf("cat = %q", out)
+	}
+
+	var rm struct{ Removed []string }
+	okJSON(t, repo, &rm, "rm", "ks/0/b1")
+	var dry, real struct {
+		Plan struct {
+			FreedBytes int64 `json:"freed_bytes"`
+		}
+		Result *struct {
+			FreedBytes int64 `json:"freed_bytes"`
+		}
+	}
+	okJSON(t, repo, &dry, "gc", "--dry-run")
+	okJSON(t, repo, &real, "gc")
+	if dry.Result != nil || dry.Plan.FreedBytes == 0 || real.Result == nil || real.Result.FreedBytes != dry.Plan.FreedBytes {
+		t.Errorf("gc --dry-run then gc: %+v, %+v", dry, real)
+	}
+	var chk struct {
+		Chunks     int `json:"chunks"`
+		ChunksRead int `json:"chunks_read"`
+		Problems   []any
+	}
+	okJSON(t, repo, &chk, "check", "--read-data")
+	if chk.ChunksRead != chk.Chunks || len(chk.Problems) != 0 {
+		t.Errorf("check --read-data --json = %+v", chk)
+	}
+}
+
+func TestStdin(t *testing.T) {
+	repo, _ := newRepo(t)
+	data := dataset.Pages(4, 300)
+	if r := dedupctl(t, repo, bytes.NewReader(data), "backup", "db/0/full", "--stdin", "--name", "xbstream"); r.code != 0 {
+		t.Fatalf("backup --stdin: %s", r.stderr)
+	}
+	if out := ok(t, repo, "cat", "db/0/full", "xbstream"); out != string(data) {
+		t.Errorf("cat returned %d bytes, want the %d piped in", len(out), len(data))
+	}
+}
+
+func TestErrors(t *testing.T) {
+	repo, _ := newRepo(t)
+	ok(t, repo, "backup", "d/b", "--stdin", "--name", "f")
+	for _, c := range []struct {
+		repo string
+		args []string
+		code int
+		msg  string
+	}{
+		{"", []string{"ls"}, 2, "no repository: pass --repo"},
+		{"/nonexistent/repo", []string{"ls"}, 3, "no repository at /nonexistent/repo"},
+		{repo, []string{"frobnicate"}, 2, "unknown command"},
+		{repo, []string{"ls", "--frobnicate"}, 2, "unknown flag"},
+		{repo, []string{"show"}, 2, "show takes one DIR/NAME"},
+		{repo, []string{"show", "d/../etc"}, 2, "invalid name"},
+		{repo, []string{"show", "d/nope"}, 3, "no backup d/nope"},
+		{repo, []string{"cat", "d/b", "nope"}, 3, "no file nope"},
+		{repo, []string{"restore", "d/b"}, 2, "--target"},
+		{repo, []string{"backup", "d/c"}, 2, "paths to back up"},
+		{repo, []string{"backup", "d/b", "--stdin", "--name", "f"}, 1, "already exists"},
+		{repo, []string{"init"}, 1, "already exists"},
+		{repo, []string{"check", "--read-data-subset", "200%"}, 2, "percentage"},
+		{repo, []string{"bench", "chunker", "/nonexistent"}, 1, "no such file"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			fails(t, dedupctl(t, c.repo, strings.NewReader(""), c.args...), c.code, c.msg)
+		})
+	}
+	if out := ok(t, repo, "help"); !strings.Contains(out, "Exit codes") || !strings.Contains(out, "4  repository in use") {
+		t.Errorf("help does not document the exit codes:\n%s", out)
+	}
+}
+
+// startStdinBackup starts a stdin backup and returns its command and the
+// pipe feeding it.
+func startStdinBackup(t *testing.T, repo, name string) (*exec.Cmd, io.WriteCloser, *bytes.Buffer) {
+	cmd := exec.Command(bin, "backup", name, "--stdin", "--name", "f")
+	cmd.Env = append(os.Environ(), "DEDUP_REPO="+repo)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write(dataset.Random(5, 1<<20))
+	return cmd, stdin, &stderr
+}
+
+// waitInUse waits until the repository is held by another process.
+func waitInUse(t *testing.T, repo string) result {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := dedupctl(t, repo, nil, "ls")
+		if r.code == 4 || time.Now().After(deadline) {
+			return r
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRepositoryInUse(t *testing.T) {
+	repo, _ := newRepo(t)
+	cmd, stdin, stderr := startStdinBackup(t, repo, "d/running")
+	fails(t, waitInUse(t, repo), 4, "in use")
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the backup holding the repository failed: %v: %s", err, stderr)
+	}
+	if out := ok(t, repo, "ls"); !strings.Contains(out, "d/running") {
+		t.Errorf("ls after the backup:\n%s", out)
+	}
+}
+
+func TestInterruptAborts(t *testing.T) {
+	repo, _ := newRepo(t)
+	cmd, stdin, stderr := startStdinBackup(t, repo, "d/interrupted")
+	waitInUse(t, repo)
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	stdin.Close()
+	if ee, isExit := err.(*exec.ExitError); !isExit || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "interrupted: backup d/interrupted aborted") {
+		t.Fatalf("interrupted backup: %v, stderr %q", err, stderr)
+	}
+	var ls []any
+	okJSON(t, repo, &ls, "ls")
+	if len(ls) != 0 {
+		t.Errorf("after an interrupted backup ls lists %v", ls)
+	}
+}
+
+func TestDamageFound(t *testing.T) {
+	repo, _ := newRepo(t)
+	if r := dedupctl(t, repo, bytes.NewReader(dataset.Random(6, 200<<10)), "backup", "d/b", "--stdin", "--name", "f"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	var pack string
+	filepath.WalkDir(filepath.Join(repo, "data"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, _ := d.Info(); info.Size() > 100<<10 {
+				pack = p
+			}
+		}
+		return nil
+	})
+	data, _ := os.ReadFile(pack)
+	data[1000] ^= 0xff
+	os.WriteFile(pack, data, 0o644)
+	ok(t, repo, "check") // the structure is intact
+	r := dedupctl(t, repo, nil, "check", "--read-data")
+	if r.code != 5 || !strings.Contains(r.stdout, "damage: pack ") || !strings.Contains(r.stdout, "affected: backup d/b file 0") {
+		t.Errorf("check --read-data: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	fails(t, dedupctl(t, repo, nil, "cat", "d/b", "f"), 5, "corrupt data")
+}
+
+func TestBenchChunker(t *testing.T) {
+	dir := t.TempDir()
+	v1 := dataset.Pages(7, 300)
+	v2 := dataset.Mutate(v1, 8, 0.05)
+	os.WriteFile(filepath.Join(dir, "v1"), v1, 0o644)
+	os.WriteFile(filepath.Join(dir, "v2"), v2, 0o644)
+	plot := filepath.Join(dir, "chunkers.svg")
+	var rows []struct {
+		Chunker    string  `json:"chunker"`
+		Chunks     int     `json:"chunks"`
+		AddedBytes []int64 `json:"added_bytes"`
+		DedupRatio float64 `json:"dedup_ratio"`
+	}
+	okJSON(t, "", &rows, "bench", "chunker", "--avg-bits", "14,16", filepath.Join(dir, "v1"), filepath.Join(dir, "v2"), "--plot", plot)
+	if len(rows) != 4 {
+		t.Fatalf("bench chunker gave %d rows, want 2 chunkers x 2 sizes", len(rows))
+	}
+	for _, r := range rows {
+		if len(r.AddedBytes) != 2 || r.AddedBytes[0] > int64(len(v1)) || r.AddedBytes[1] >= r.AddedBytes[0] || r.DedupRatio <= 1 {
+			t.Errorf("%+v: the second version should add less than the first", r)
+		}
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte("<polyline")) {
+		t.Errorf("the chart is not SVG with lines: %v", err)
+	}
+}
