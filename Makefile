@@ -7,11 +7,15 @@ FUZZTIME  ?= 100000x
 BENCHCOUNT ?= 5
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: demo test vet race fuzz bench
+.PHONY: demo build test vet race fuzz bench
 
 ## demo: three backups of a generated database, a restore, and what each cost
 demo:
 	$(GO) run ./bench/demo
+
+## build: the command-line tool, as bin/dedupctl
+build:
+	$(GO) build -o bin/dedupctl ./cmd/dedupctl
 
 ## test: vet, every test under the race detector, and short fuzz runs
 test: vet race fuzz
