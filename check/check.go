@@ -25,9 +25,10 @@ type Options struct {
 
 // Problem is one thing found wrong.
 type Problem struct {
-	Pack   string `json:"pack,omitempty"`
-	Chunk  string `json:"chunk,omitempty"`
-	Detail string `json:"detail"`
+	Manifest string `json:"manifest,omitempty"`
+	Pack     string `json:"pack,omitempty"`
+	Chunk    string `json:"chunk,omitempty"`
+	Detail   string `json:"detail"`
 }
 
 // File is a backup file that uses a damaged chunk.
@@ -188,10 +189,76 @@ func (c *checker) run(opts Options) error {
 			}
 		}
 	}
+	if err := c.checkManifests(backups); err != nil {
+		return err
+	}
 	slices.SortFunc(c.report.Problems, func(a, b Problem) int {
-		return strings.Compare(a.Pack+a.Chunk+a.Detail, b.Pack+b.Chunk+b.Detail)
+		return strings.Compare(a.Manifest+a.Pack+a.Chunk+a.Detail, b.Manifest+b.Pack+b.Chunk+b.Detail)
 	})
 	return nil
+}
+
+// checkManifests checks that every ended backup has a manifest that decodes
+// and agrees with the index, and that no manifest is left of a backup the
+// index does not have: a rebuild would lose the one and revive the other.
+func (c *checker) checkManifests(backups []index.Backup) error {
+	stray := map[string]bool{}
+	err := c.store.Backend().List(c.ctx, index.ManifestPrefix, func(o chunkstore.ObjectInfo) error {
+		stray[o.Name] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, b := range backups {
+		name := index.ManifestName(b.Dir, b.Name)
+		present := stray[name]
+		delete(stray, name)
+		if b.State != index.Ended {
+			continue
+		}
+		if !present {
+			c.manifestProblem(name, "backup %s/%s has no manifest", b.Dir, b.Name)
+			continue
+		}
+		rc, err := c.store.Backend().Get(c.ctx, name, 0, -1)
+		if err != nil {
+			return err
+		}
+		m, err := index.DecodeManifest(rc)
+		rc.Close()
+		if err != nil {
+			c.manifestProblem(name, "%v", err)
+			continue
+		}
+		files, _, err := c.idx.Files(b.Dir, b.Name)
+		if err != nil {
+			return err
+		}
+		if !sameFiles(m.Files, files) {
+			c.manifestProblem(name, "manifest of %s/%s lists other files than the index", b.Dir, b.Name)
+		}
+	}
+	for name := range stray {
+		c.manifestProblem(name, "manifest of a backup the index does not have")
+	}
+	return nil
+}
+
+func (c *checker) manifestProblem(name, format string, args ...any) {
+	c.report.Problems = append(c.report.Problems, Problem{Manifest: name, Detail: fmt.Sprintf(format, args...)})
+}
+
+func sameFiles(m []index.ManifestFile, files []index.File) bool {
+	if len(m) != len(files) {
+		return false
+	}
+	for i := range m {
+		if m[i].Name != files[i].Name || m[i].Size != files[i].Size || int64(len(m[i].Refs)) != files[i].Chunks {
+			return false
+		}
+	}
+	return true
 }
 
 // sampled picks a fraction of chunks by the first bytes of their ID, so the

@@ -48,7 +48,7 @@ func Open(path string, timeout time.Duration) (*DB, error) {
 		return nil, fmt.Errorf("index: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen} {
+		for _, b := range append(dataBuckets, bucketMeta) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

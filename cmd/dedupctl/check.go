@@ -74,6 +74,9 @@ affected backup file, and exits with code 5.`,
 
 func describe(p check.Problem) string {
 	var parts []string
+	if p.Manifest != "" {
+		parts = append(parts, "manifest "+p.Manifest)
+	}
 	if p.Pack != "" {
 		parts = append(parts, "pack "+p.Pack)
 	}

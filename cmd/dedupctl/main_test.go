@@ -204,6 +204,14 @@ func TestTour(t *testing.T) {
 	if dry.Result != nil || dry.Plan.FreedBytes == 0 || real.Result == nil || real.Result.FreedBytes != dry.Plan.FreedBytes {
 		t.Errorf("gc --dry-run then gc: %+v, %+v", dry, real)
 	}
+	os.Remove(filepath.Join(repo, "index.db"))
+	var rebuilt struct {
+		Backups int `json:"backups"`
+	}
+	okJSON(t, repo, &rebuilt, "index", "rebuild")
+	if rebuilt.Backups != 1 {
+		t.Errorf("index rebuild --json = %+v", rebuilt)
+	}
 	var chk struct {
 		Chunks     int `json:"chunks"`
 		ChunksRead int `json:"chunks_read"`

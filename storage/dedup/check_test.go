@@ -60,3 +60,26 @@ func TestCheck(t *testing.T) {
 	}
 	t.Logf("problems: %+v", r.Problems)
 }
+
+func TestCheckManifests(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(52, 10<<10)})
+	backup(t, s, "d", "b", map[string][]byte{"f": dataset.Random(53, 10<<10)})
+	if r := runCheck(t, s, check.Options{}); !r.OK() {
+		t.Fatalf("healthy: %+v", r.Problems)
+	}
+	a := filepath.Join(root, "manifests", "d", "a")
+	data, _ := os.ReadFile(a)
+	data[len(data)-40] ^= 1
+	os.WriteFile(a, data, 0o644)
+	os.Remove(filepath.Join(root, "manifests", "d", "b"))
+	os.WriteFile(filepath.Join(root, "manifests", "d", "ghost"), data, 0o644)
+	r := runCheck(t, s, check.Options{})
+	got := map[string]bool{}
+	for _, p := range r.Problems {
+		got[p.Manifest] = true
+	}
+	if len(r.Problems) != 3 || !got["manifests/d/a"] || !got["manifests/d/b"] || !got["manifests/d/ghost"] {
+		t.Errorf("problems = %+v; want the damaged, the missing and the stray manifest", r.Problems)
+	}
+}

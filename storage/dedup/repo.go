@@ -70,8 +70,10 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		backend = opts.Backend
 	}
 	store, err := chunkstore.Open(ctx, backend)
+	created := false
 	if errors.Is(err, chunkstore.ErrNotExist) {
 		store, err = createRepo(ctx, root, backend, opts)
+		created = true
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
@@ -105,6 +107,10 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		r.builders <- nil
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if err := r.ensureIndex(ctx, created); err != nil {
+		r.close()
+		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
+	}
 	if err := r.recover(ctx); err != nil {
 		r.close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
@@ -133,6 +139,21 @@ func createRepo(ctx context.Context, root string, backend chunkstore.Backend, op
 		return nil, err
 	}
 	return chunkstore.Create(ctx, backend, cfg)
+}
+
+// ensureIndex makes the index ready: a new repository's empty one as it is,
+// any other that is not ready (deleted, or its rebuild interrupted) rebuilt
+// from the repository.
+func (r *repo) ensureIndex(ctx context.Context, created bool) error {
+	ready, err := r.idx.Ready()
+	if err != nil || ready {
+		return err
+	}
+	if created {
+		return r.idx.SetReady(true)
+	}
+	_, err = r.rebuildIndex(ctx)
+	return err
 }
 
 // recover undoes what a crashed process left half done: chunk lists of

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func (a *app) indexCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "index", Short: "Maintain index.db"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rebuild",
+		Short: "Rebuild index.db from the packs and manifests alone",
+		Long: `Throw index.db's contents away and rebuild them from the repository: every
+pack's trailer and every backup's manifest. Damaged packs and manifests are
+skipped and named. An interrupted rebuild runs again when the repository
+next opens; a deleted index.db is rebuilt the same way.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			res, err := s.RebuildIndex(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(rebuildJSON{Packs: res.Packs, Chunks: res.Chunks, Backups: res.Backups, DamagedPacks: orEmpty(res.DamagedPacks), DamagedManifests: orEmpty(res.DamagedManifests)})
+			}
+			a.info("rebuilt the index: %d packs, %d chunks, %d backups", res.Packs, res.Chunks, res.Backups)
+			for _, p := range res.DamagedPacks {
+				a.info("damaged pack skipped: %s", p)
+			}
+			for _, m := range res.DamagedManifests {
+				a.info("damaged manifest skipped: %s", m)
+			}
+			if len(res.DamagedPacks)+len(res.DamagedManifests) > 0 {
+				return errDamage
+			}
+			return nil
+		},
+	})
+	return cmd
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+type rebuildJSON struct {
+	Packs            int      `json:"packs"`
+	Chunks           int      `json:"chunks"`
+	Backups          int      `json:"backups"`
+	DamagedPacks     []string `json:"damaged_packs"`
+	DamagedManifests []string `json:"damaged_manifests"`
+}

@@ -1,0 +1,87 @@
+package index
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketMeta  = []byte("meta")
+	keyReady    = []byte("ready")
+	dataBuckets = [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen}
+)
+
+// Ready reports whether the index is complete: created for a new repository
+// or fully rebuilt. An index that is not ready must be rebuilt before it is
+// used; a rebuild that a crash interrupted leaves it not ready.
+func (d *DB) Ready() (bool, error) {
+	var ready bool
+	err := d.db.View(func(tx *bolt.Tx) error {
+		ready = len(tx.Bucket(bucketMeta).Get(keyReady)) == 1
+		return nil
+	})
+	return ready, err
+}
+
+// SetReady marks the index complete, or not.
+func (d *DB) SetReady(ready bool) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if ready {
+			return tx.Bucket(bucketMeta).Put(keyReady, []byte{1})
+		}
+		return tx.Bucket(bucketMeta).Delete(keyReady)
+	})
+}
+
+// Reset empties the index and marks it not ready.
+func (d *DB) Reset() error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Delete(keyReady); err != nil {
+			return err
+		}
+		for _, b := range dataBuckets {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ImportBackup records an ended backup from its manifest, as a rebuild does.
+// It fails if a backup of that name exists.
+func (d *DB) ImportBackup(m Manifest) error {
+	b := m.Backup
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.Bucket(bucketBackups).CreateBucket(backupKey(b.Dir, b.Name))
+		if err != nil {
+			return fmt.Errorf("index: import %s/%s: %w", b.Dir, b.Name, err)
+		}
+		if _, err := bk.CreateBucket(bucketFiles); err != nil {
+			return err
+		}
+		return bk.Put(keyMeta, encodeBackup(Backup{State: Ended, Started: b.Started, Ended: b.Ended}))
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range m.Files {
+		list, err := d.NewList()
+		if err != nil {
+			return err
+		}
+		for seg := 0; seg*SegmentRefs < len(f.Refs); seg++ {
+			if err := d.PutSegment(list, uint32(seg), f.Refs[seg*SegmentRefs:min(len(f.Refs), (seg+1)*SegmentRefs)]); err != nil {
+				return err
+			}
+		}
+		if _, err := d.CommitFile(b.Dir, b.Name, File{Name: f.Name, List: list, Size: f.Size, Chunks: int64(len(f.Refs))}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
