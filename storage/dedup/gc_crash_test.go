@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -26,6 +27,11 @@ var gcKills = flag.Int("gc-kills", 20, "how many times TestGCKilled kills a coll
 func TestMain(m *testing.M) {
 	if root := os.Getenv("DEDUP_GC_HELPER_ROOT"); root != "" {
 		gcHelper(root)
+		return
+	}
+	if root := os.Getenv("DEDUP_WRITE_HELPER_ROOT"); root != "" {
+		start, _ := strconv.Atoi(os.Getenv("DEDUP_WRITE_HELPER_START"))
+		writeHelper(root, start)
 		return
 	}
 	os.Exit(m.Run())

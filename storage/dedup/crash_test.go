@@ -1,0 +1,159 @@
+package dedup_test
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/check"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+var writeKills = flag.Int("write-kills", 50, "how many times TestBackupKilled kills a writing process")
+
+// crashFiles is the deterministic content of backup i: three files sharing
+// database pages, each with its own tail.
+func crashFiles(i int) map[string][]byte {
+	shared := dataset.Pages(80, 40)
+	files := map[string][]byte{}
+	for j := range 3 {
+		own := dataset.Random(uint64(1000*i+j), (100+97*((i+j)%5))<<10)
+		files[fmt.Sprintf("f%d", j)] = append(shared[:(j+1)*dataset.PageSize*10:(j+1)*dataset.PageSize*10], own...)
+	}
+	return files
+}
+
+func crashName(i int) string { return fmt.Sprintf("b%04d", i) }
+
+// writeHelper writes backups crashName(start), crashName(start+1), ... with
+// their files in parallel, printing "ended N" after each, until killed.
+func writeHelper(root string, start int) {
+	s := dedup.New(root, dedup.Options{PackSize: 256 << 10})
+	for i := start; ; i++ {
+		bh, err := s.StartBackup(ctx, "d", crashName(i))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		var wg sync.WaitGroup
+		for file, data := range crashFiles(i) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w, err := bh.AddFile(ctx, file)
+				for off := 0; err == nil && off < len(data); off += 50000 {
+					_, err = w.Write(data[off:min(len(data), off+50000)])
+				}
+				if err == nil {
+					err = w.Close()
+				}
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+			}()
+		}
+		wg.Wait()
+		if err := bh.EndBackup(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		fmt.Println("ended", i)
+	}
+}
+
+// TestBackupKilled kills a process writing backups at random moments, many
+// times on one repository. After every kill the repository opens, check
+// finds nothing wrong, every backup that had ended reads back exactly, the
+// interrupted one is gone, and its name can be used again.
+func TestBackupKilled(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	var ended []int
+	next := 0
+	for round := range *writeKills {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(stdout)
+		var thisRound []int
+		readEnded := func() bool {
+			if !lines.Scan() {
+				return false
+			}
+			n, err := strconv.Atoi(strings.TrimPrefix(lines.Text(), "ended "))
+			if err != nil {
+				t.Fatalf("helper said %q", lines.Text())
+			}
+			thisRound = append(thisRound, n)
+			return true
+		}
+		for k := rng.IntN(2); k > 0 && readEnded(); k-- {
+		}
+		time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond)
+		cmd.Process.Kill()
+		for readEnded() {
+		}
+		cmd.Wait()
+		if stderr.Len() > 0 {
+			t.Fatalf("round %d: the writing process failed: %s", round, stderr.String())
+		}
+		ended = append(ended, thisRound...)
+		interrupted := next + len(thisRound)
+
+		s := dedup.New(root, dedup.Options{})
+		if r, err := s.Check(ctx, check.Options{}); err != nil || !r.OK() {
+			t.Fatalf("round %d: check after the kill: %v %+v", round, err, r.Problems)
+		}
+		for _, i := range thisRound {
+			backups{crashName(i): crashFiles(i)}.verify(t, s, fmt.Sprintf("round %d", round))
+		}
+		if len(ended) > 0 { // and one older backup, at random
+			i := ended[rng.IntN(len(ended))]
+			backups{crashName(i): crashFiles(i)}.verify(t, s, fmt.Sprintf("round %d", round))
+		}
+		bhs, err := s.ListBackups(ctx, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bh := range bhs {
+			if bh.Name() == crashName(interrupted) {
+				t.Fatalf("round %d: the interrupted backup %s is listed", round, crashName(interrupted))
+			}
+		}
+		backup(t, s, "d", crashName(interrupted), crashFiles(interrupted)) // its name is free
+		ended = append(ended, interrupted)
+		next = interrupted + 1
+		s.Close()
+	}
+	s := dedup.New(root, dedup.Options{})
+	defer s.Close()
+	all := backups{}
+	for _, i := range ended {
+		all[crashName(i)] = crashFiles(i)
+	}
+	all.verify(t, s, "at the end")
+	if r, err := s.Check(ctx, check.Options{ReadData: true}); err != nil || !r.OK() {
+		t.Fatalf("final check --read-data: %v %+v", err, r.Problems)
+	}
+	t.Logf("%d kills; %d backups ended, %d of them by the killed processes", *writeKills, len(ended), len(ended)-*writeKills)
+}
