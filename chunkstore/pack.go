@@ -99,6 +99,9 @@ func (p *PackBuilder) Len() int { return len(p.data) }
 // Count is the number of chunks in the pack so far.
 func (p *PackBuilder) Count() int { return len(p.entries) }
 
+// Entries lists the chunks added so far; valid until Reset.
+func (p *PackBuilder) Entries() []PackEntry { return p.entries }
+
 // Add appends a chunk as produced by Store.Encode.
 func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
 	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data)), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}}

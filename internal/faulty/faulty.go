@@ -3,12 +3,14 @@
 package faulty
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 )
@@ -24,6 +26,20 @@ const (
 	Delete = "delete"
 )
 
+// Fault is how an armed call fails.
+type Fault int
+
+const (
+	// Refuse: the call fails before doing anything, as with ENOSPC.
+	Refuse Fault = iota
+	// ShortWrite: a put reads half its object, then fails with ENOSPC;
+	// nothing is stored. Other calls refuse.
+	ShortWrite
+	// AfterStore: a put stores its object, then reports failure, as when
+	// the fsync of the directory fails. Other calls refuse.
+	AfterStore
+)
+
 // Backend passes calls through to the wrapped backend, counting those of
 // the armed operations, and fails the one whose count reaches the armed
 // number.
@@ -32,6 +48,7 @@ type Backend struct {
 
 	mu     sync.Mutex
 	ops    []string
+	fault  Fault
 	calls  int
 	failAt int // 0: disarmed
 	failed bool
@@ -41,11 +58,11 @@ type Backend struct {
 func New(b chunkstore.Backend) *Backend { return &Backend{Backend: b} }
 
 // Arm makes the k-th call (from 1, counted from now) of the given operations
-// fail, and resets the count.
-func (f *Backend) Arm(k int, ops ...string) {
+// fail in the given way, and resets the count.
+func (f *Backend) Arm(k int, fault Fault, ops ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ops, f.calls, f.failAt, f.failed = ops, 0, k, false
+	f.ops, f.fault, f.calls, f.failAt, f.failed = ops, fault, 0, k, false
 }
 
 // Disarm stops failing calls and returns how many armed calls were made and
@@ -58,43 +75,72 @@ func (f *Backend) Disarm() (calls int, failed bool) {
 	return calls, failed
 }
 
-func (f *Backend) fault(op, name string) error {
+// trip counts a call and reports whether it is the one to fail, and how.
+func (f *Backend) trip(op, name string) (Fault, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !slices.Contains(f.ops, op) {
-		return nil
+		return Refuse, nil
 	}
 	f.calls++
 	if f.calls != f.failAt {
-		return nil
+		return Refuse, nil
 	}
 	f.failed = true
-	return fmt.Errorf("%s %s (call %d): %w", op, name, f.calls, ErrInjected)
+	return f.fault, fmt.Errorf("%s %s (call %d): %w: %w", op, name, f.calls, ErrInjected, syscall.ENOSPC)
+}
+
+func (f *Backend) refuse(op, name string) error {
+	_, err := f.trip(op, name)
+	return err
 }
 
 func (f *Backend) Put(ctx context.Context, name string, r io.Reader) error {
-	if err := f.fault(Put, name); err != nil {
-		return err
+	fault, err := f.trip(Put, name)
+	switch {
+	case err == nil:
+		return f.Backend.Put(ctx, name, r)
+	case fault == ShortWrite:
+		data, _ := io.ReadAll(r)
+		return errors.Join(f.Backend.Put(ctx, name, failingReader{bytes.NewReader(data[:len(data)/2]), err}), err)
+	case fault == AfterStore:
+		if perr := f.Backend.Put(ctx, name, r); perr != nil {
+			return perr
+		}
 	}
-	return f.Backend.Put(ctx, name, r)
+	return err
+}
+
+// failingReader returns its reader's bytes, then err instead of EOF.
+type failingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f failingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		err = f.err
+	}
+	return n, err
 }
 
 func (f *Backend) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
-	if err := f.fault(Get, name); err != nil {
+	if err := f.refuse(Get, name); err != nil {
 		return nil, err
 	}
 	return f.Backend.Get(ctx, name, off, n)
 }
 
 func (f *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
-	if err := f.fault(List, prefix); err != nil {
+	if err := f.refuse(List, prefix); err != nil {
 		return err
 	}
 	return f.Backend.List(ctx, prefix, fn)
 }
 
 func (f *Backend) Delete(ctx context.Context, name string) error {
-	if err := f.fault(Delete, name); err != nil {
+	if err := f.refuse(Delete, name); err != nil {
 		return err
 	}
 	return f.Backend.Delete(ctx, name)

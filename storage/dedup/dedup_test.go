@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
@@ -231,39 +232,69 @@ func TestChunkerSettingsKept(t *testing.T) {
 	}
 }
 
+// TestCorruptPackDetected damages one pack of one backup in each way a disk
+// can: reads of it fail with ErrCorrupt naming the chunk, never with wrong
+// bytes; the other backup still reads; check names exactly the damaged file.
 func TestCorruptPackDetected(t *testing.T) {
-	s, root := newStorage(t, dedup.Options{PackSize: 256 << 10})
-	a, b := dataset.Random(7, 1<<20), dataset.Random(8, 1<<20)
-	backup(t, s, "d", "a", map[string][]byte{"f": a})
-	backup(t, s, "d", "b", map[string][]byte{"f": b})
-	// Damage one byte of one pack of backup a.
-	var victim string
-	filepath.WalkDir(filepath.Join(root, "data"), func(p string, d os.DirEntry, err error) error {
-		if victim == "" && !d.IsDir() {
-			victim = p
-		}
-		return nil
-	})
-	data, _ := os.ReadFile(victim)
-	data[100] ^= 0x20
-	os.WriteFile(victim, data, 0o644)
-	var failed int
-	for name, want := range map[string][]byte{"a": a, "b": b} {
-		got, err := readBack(t, s, "d", name, "f")
-		switch {
-		case err == nil && !bytes.Equal(got, want):
-			t.Fatalf("backup %s returned wrong bytes without an error", name)
-		case err != nil && !errors.Is(err, storage.ErrCorrupt):
-			t.Fatalf("backup %s: %v, want ErrCorrupt", name, err)
-		case err != nil:
-			if !strings.Contains(err.Error(), "chunk ") {
-				t.Errorf("error does not name the chunk: %v", err)
+	for _, damage := range []string{"flip", "truncate", "delete"} {
+		t.Run(damage, func(t *testing.T) {
+			s, root := newStorage(t, dedup.Options{})
+			a, b := dataset.Random(7, 1<<20), dataset.Random(8, 1<<20)
+			backup(t, s, "d", "a", map[string][]byte{"f": a})
+			before := map[string]bool{}
+			filepath.WalkDir(filepath.Join(root, "data"), func(p string, d os.DirEntry, err error) error {
+				before[p] = err == nil && !d.IsDir()
+				return nil
+			})
+			backup(t, s, "d", "b", map[string][]byte{"f": b})
+			var victim string // a's pack
+			for p, isFile := range before {
+				if isFile {
+					victim = p
+				}
 			}
-			failed++
-		}
+			data, _ := os.ReadFile(victim)
+			switch damage {
+			case "flip":
+				data[100] ^= 0x20
+				os.WriteFile(victim, data, 0o644)
+			case "truncate":
+				os.WriteFile(victim, data[:len(data)/2], 0o644)
+			case "delete":
+				os.Remove(victim)
+			}
+			got, err := readBack(t, s, "d", "a", "f")
+			if err == nil || bytes.Equal(got[:min(len(got), len(a))], a) && len(got) == len(a) {
+				t.Fatalf("reading the damaged backup: %d bytes, %v; want an error", len(got), err)
+			}
+			if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "chunk ") {
+				t.Fatalf("reading the damaged backup: %v; want ErrCorrupt naming the chunk", err)
+			}
+			if !bytes.Equal(got, a[:len(got)]) {
+				t.Fatalf("the bytes returned before the error are wrong")
+			}
+			if got, err := readBack(t, s, "d", "b", "f"); err != nil || !bytes.Equal(got, b) {
+				t.Fatalf("the undamaged backup: %v", err)
+			}
+			r, err := s.Check(ctx, check.Options{ReadData: true})
+			if err != nil || r.OK() || len(r.Affected) != 1 || r.Affected[0] != (check.File{Dir: "d", Name: "a", File: "f"}) {
+				t.Fatalf("check: %v %+v", err, r)
+			}
+		})
 	}
-	if failed != 1 {
-		t.Errorf("%d backups failed to read, want exactly the damaged one", failed)
+}
+
+func TestCorruptConfig(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "a", nil)
+	s.Close()
+	os.WriteFile(filepath.Join(root, "config"), []byte(`{"version": 1, "key": "tru`), 0o644)
+	if _, err := s.ListBackups(ctx, "d"); !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "config") {
+		t.Errorf("opening with a damaged config: %v; want ErrCorrupt naming the config", err)
+	}
+	os.Remove(filepath.Join(root, "config"))
+	if _, err := s.ListBackups(ctx, "d"); err == nil || !strings.Contains(err.Error(), "no config") {
+		t.Errorf("opening with no config: %v", err)
 	}
 }
 

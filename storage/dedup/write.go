@@ -178,8 +178,10 @@ func (r *repo) upload(p *pack) {
 		err = r.idx.AddPack(index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries)
 	}
 	r.uploadMu.Unlock()
+	// Indexed or failed, the chunks leave the pending set: a failed pack's
+	// chunks are stored again by the next writer that meets them.
 	r.mu.Lock()
-	for _, e := range entries {
+	for _, e := range p.b.Entries() {
 		if r.pending[e.ID] == p {
 			delete(r.pending, e.ID)
 		}
