@@ -7,7 +7,7 @@ FUZZTIME  ?= 100000x
 BENCHCOUNT ?= 5
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: demo build test vet race fuzz bench
+.PHONY: demo build test vet race fuzz bench bench-realdb
 
 ## demo: three backups of a generated database, a restore, and what each cost
 demo:
@@ -33,8 +33,19 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./storage -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME)
 
-## bench: ingest, re-ingest, restore and peak heap, dedup beside file, as one table
+## bench: ingest, re-ingest, restore and peak heap, dedup beside file, as one table;
+## then the parts of the pipeline (chunkers, hash, zstd levels, packs, index) as another
 bench:
 	$(GO) test ./bench -run '^$$' -bench 'Ingest|Reingest|Restore' -benchmem -count $(BENCHCOUNT) | tee bench.out
 	$(GO) test ./bench -run '^$$' -bench 'PeakHeap' -benchtime 1x | tee -a bench.out
+	$(GO) test ./bench -run '^$$' -bench 'Chunk|Hash|Compress|Decompress|PackWrite|Index' -benchmem -count $(BENCHCOUNT) > bench-parts.out
 	$(BENCHSTAT) -col /store bench.out
+	$(BENCHSTAT) bench-parts.out
+
+## bench-realdb: three full backups of a private MariaDB under sysbench load, beside the
+## file storage, a verified restore and a chunker study; report in bench/results.
+## Installs mariadb-server, mariadb-backup and sysbench if missing. Quick run:
+##   make bench-realdb REALDB_FLAGS='-tables 2 -rows 50000 -write1 10s -write2 5s'
+REALDB_FLAGS ?=
+bench-realdb: build
+	$(GO) run ./bench/realdb -dedupctl bin/dedupctl $(REALDB_FLAGS)
