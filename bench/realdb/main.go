@@ -107,6 +107,7 @@ type report struct {
 	Options   map[string]string   `json:"options"`
 	Backups   []backupResult      `json:"backups"`
 	Restore   map[string]float64  `json:"restore"`
+	Settings  []settingResult     `json:"settings"`
 	Chunkers  []bench.StudyResult `json:"chunkers_streams"`
 	PageStudy []bench.StudyResult `json:"chunkers_pages_insert"`
 	Extra     map[string]any      `json:"extra,omitempty"`
@@ -221,6 +222,15 @@ func run(ctx context.Context, o options) error {
 	rep.Restore["seconds"] = secs
 	rep.Restore["mb_per_s"] = float64(n) / secs / 1e6
 	rep.Restore["peak_rss_mib"] = peakRSS(cmd)
+
+	logf("repository settings on the same streams")
+	for _, setting := range compareSettings {
+		r, err := ingestStreams(dedupctl, filepath.Join(work, "repo-"+strings.ReplaceAll(setting, " ", "")), setting, streams)
+		if err != nil {
+			return err
+		}
+		rep.Settings = append(rep.Settings, r)
+	}
 
 	logf("chunker study")
 	grid, err := bench.Grid([]string{chunkstore.ChunkerFastCDC, chunkstore.ChunkerRestic}, []int{14, 16, 18, 20}, nil, nil)
@@ -370,4 +380,64 @@ func cpuName() string {
 		}
 	}
 	return "unknown"
+}
+
+// compareSettings are dedupctl init flags tried side by side on the three
+// streams, read back from disk.
+var compareSettings = []string{
+	"--min-size 16KiB --avg-size 64KiB --max-size 256KiB --compression fastest",
+	"--min-size 8KiB --avg-size 32KiB --max-size 128KiB --compression fastest",
+	"--min-size 4KiB --avg-size 16KiB --max-size 64KiB --compression fastest",
+	"--min-size 16KiB --avg-size 64KiB --max-size 256KiB --compression default",
+	"--min-size 4KiB --avg-size 16KiB --max-size 64KiB --compression default",
+	"--chunker restic --min-size 16KiB --avg-size 64KiB --max-size 256KiB --compression fastest",
+}
+
+type settingResult struct {
+	Setting     string  `json:"setting"`
+	StoredBytes int64   `json:"stored_bytes"`
+	Ratio       float64 `json:"ratio"`
+	Chunks      int     `json:"chunks"`
+	MBps        float64 `json:"mb_per_s"`
+}
+
+// ingestStreams backs the streams up, from their files, into a new
+// repository made with the given init flags.
+func ingestStreams(dedupctl, repo, setting string, streams []string) (settingResult, error) {
+	res := settingResult{Setting: setting}
+	args := append([]string{"--repo", repo, "init"}, strings.Fields(setting)...)
+	if out, err := exec.Command(dedupctl, args...).CombinedOutput(); err != nil {
+		return res, fmt.Errorf("dedupctl %v: %v: %s", args, err, out)
+	}
+	var total int64
+	var secs float64
+	for i, stream := range streams {
+		f, err := os.Open(stream)
+		if err != nil {
+			return res, err
+		}
+		info, _ := f.Stat()
+		total += info.Size()
+		cmd := exec.Command(dedupctl, "--repo", repo, "backup", fmt.Sprintf("bench/0/b%d", i+1), "--stdin", "--name", "xbstream", "--quiet")
+		cmd.Stdin = f
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		secs += time.Since(start).Seconds()
+		f.Close()
+		if err != nil {
+			return res, fmt.Errorf("dedupctl backup: %v: %s", err, out)
+		}
+	}
+	var st struct {
+		StoredBytes int64 `json:"stored_bytes"`
+		Chunks      int   `json:"chunks"`
+	}
+	out, err := exec.Command(dedupctl, "--repo", repo, "stats", "--json").Output()
+	if err == nil {
+		err = json.Unmarshal(out, &st)
+	}
+	res.StoredBytes, res.Chunks = st.StoredBytes, st.Chunks
+	res.Ratio = float64(total) / float64(st.StoredBytes)
+	res.MBps = float64(total) / secs / 1e6
+	return res, err
 }

@@ -22,7 +22,11 @@ func markdown(r report) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %.0f | %.0f MiB | %.0f | %s |\n", x.Name, mib(x.LogicalBytes), mib(x.AddedBytes), mib(x.StoredBytes), x.Ratio, x.MBps, x.PeakRSSMiB, x.FileMBps, mib(fileTotal))
 	}
 	fmt.Fprintf(&b, "\nRestore of backup 3 (`dedupctl cat`, SHA-256 equal to the stream): %.0f MB/s, peak RSS %.0f MiB.\n\n", r.Restore["mb_per_s"], r.Restore["peak_rss_mib"])
-	b.WriteString("#### Chunkers on the three streams\n\n")
+	b.WriteString("#### Repository settings, side by side on the same three streams (read from disk)\n\n| dedupctl init | stored after 3 backups | logical ÷ stored | chunks | ingest MB/s |\n|---|---|---|---|---|\n")
+	for _, x := range r.Settings {
+		fmt.Fprintf(&b, "| `%s` | %s | %.2f | %d | %.0f |\n", x.Setting, mib(x.StoredBytes), x.Ratio, x.Chunks, x.MBps)
+	}
+	b.WriteString("\n#### Chunkers on the three streams\n\n")
 	studyTable(&b, r.Chunkers)
 	b.WriteString("\n#### Chunkers on 256 MiB of zero-padded pages, then the same with 4 KiB inserted mid-file\n\n| chunker min/avg/max | mean chunk | bytes the insert stores again |\n|---|---|---|\n")
 	for _, x := range r.PageStudy {
