@@ -22,11 +22,7 @@ func (a *app) catCommand() *cobra.Command {
 			}
 			defer s.Close()
 			ctx := cmd.Context()
-			bh, err := findBackup(ctx, s, dir, name)
-			if err != nil {
-				return err
-			}
-			all, err := entries(ctx, s, bh)
+			bh, all, err := backupFiles(ctx, s, dir, name)
 			if err != nil {
 				return err
 			}

@@ -51,6 +51,16 @@ func findBackup(ctx context.Context, s *dedup.Storage, dir, name string) (storag
 	return nil, fmt.Errorf("no backup %s/%s: %w", dir, name, storage.ErrNotFound)
 }
 
+// backupFiles finds backup DIR/NAME and lists its files.
+func backupFiles(ctx context.Context, s *dedup.Storage, dir, name string) (storage.BackupHandle, []CatalogEntry, error) {
+	bh, err := findBackup(ctx, s, dir, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := entries(ctx, s, bh)
+	return bh, all, err
+}
+
 // entries lists a backup's files: from its catalog, or, for a backup
 // without one, its stored files under their own names.
 func entries(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle) ([]CatalogEntry, error) {

@@ -48,11 +48,7 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 		return err
 	}
 	defer s.Close()
-	bh, err := findBackup(ctx, s, dir, name)
-	if err != nil {
-		return err
-	}
-	all, err := entries(ctx, s, bh)
+	bh, all, err := backupFiles(ctx, s, dir, name)
 	if err != nil {
 		return err
 	}

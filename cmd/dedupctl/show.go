@@ -26,11 +26,7 @@ file cost the repository beyond what was already there.`,
 			}
 			defer s.Close()
 			ctx := cmd.Context()
-			bh, err := findBackup(ctx, s, dir, name)
-			if err != nil {
-				return err
-			}
-			catalog, err := entries(ctx, s, bh)
+			_, catalog, err := backupFiles(ctx, s, dir, name)
 			if err != nil {
 				return err
 			}

@@ -1,13 +1,10 @@
 package dedup_test
 
 import (
-	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -83,18 +80,7 @@ func TestBackupKilled(t *testing.T) {
 	var ended []int
 	next := 0
 	for round := range *writeKills {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := bufio.NewScanner(stdout)
+		cmd, lines, stderr := startHelper(t, "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next))
 		var thisRound []int
 		readEnded := func() bool {
 			if !lines.Scan() {

@@ -37,6 +37,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startHelper starts this test binary as a helper process with the given
+// environment, and returns its output lines and its standard error.
+func startHelper(t *testing.T, env ...string) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewScanner(stdout), stderr
+}
+
 // slowBackend makes every call take a few milliseconds, as a busy disk
 // would, so that kills land inside collections.
 type slowBackend struct{ chunkstore.Backend }
@@ -166,18 +184,7 @@ func TestGCKilled(t *testing.T) {
 
 		// Kill one round in five at a random moment of start-up, the others
 		// a random moment after the first plan, while it executes.
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "DEDUP_GC_HELPER_ROOT="+root)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := bufio.NewScanner(stdout)
+		cmd, lines, stderr := startHelper(t, "DEDUP_GC_HELPER_ROOT="+root)
 		if rng.IntN(5) == 0 {
 			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
 		} else {
