@@ -97,7 +97,9 @@ func (c *checker) run(opts Options) error {
 		return err
 	}
 	trailers := map[chunkstore.ID]map[chunkstore.ID]chunkstore.Blob{} // healthy packs only
+	listed := map[chunkstore.ID]bool{}
 	for _, p := range packs {
+		listed[p.ID] = true
 		name := chunkstore.PackName(p.ID)
 		size, ok := sizes[name]
 		switch {
@@ -128,8 +130,18 @@ func (c *checker) run(opts Options) error {
 		c.report.Chunks++
 		t, ok := trailers[loc.Pack]
 		switch {
-		case !ok:
+		case !ok && listed[loc.Pack]:
 			c.problem(&loc.Pack, &id, "chunk is in a missing or damaged pack")
+			return nil
+		case !ok:
+			// Indexed after the packs were listed (a backup running in
+			// this process): checked by the next check, unless the index
+			// does not list the pack at all.
+			if known, err := c.idx.HasPack(loc.Pack); err != nil {
+				return err
+			} else if !known {
+				c.problem(&loc.Pack, &id, "chunk is in a pack the index does not list")
+			}
 			return nil
 		case t[id] != loc.Blob:
 			c.problem(&loc.Pack, &id, "the pack's trailer does not list the chunk where the index says")

@@ -96,11 +96,8 @@ func buildIndex(b *testing.B, dir string, n int) (*index.DB, int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	list, err := idx.NewList()
-	if err != nil {
-		b.Fatal(err)
-	}
 	var (
+		list    index.ListID
 		entries []chunkstore.PackEntry
 		refs    []index.Ref
 		seg     uint32
@@ -123,7 +120,7 @@ func buildIndex(b *testing.B, dir string, n int) (*index.DB, int) {
 			entries = entries[:0]
 		}
 		if len(refs) == index.SegmentRefs || (i == n-1 && len(refs) > 0) {
-			if err := idx.PutSegment(list, seg, refs); err != nil {
+			if list, err = idx.PutSegment(list, index.Segment{Seq: seg, Refs: refs}); err != nil {
 				b.Fatal(err)
 			}
 			seg++

@@ -192,17 +192,24 @@ func decodeFile(name, rec []byte) (File, error) {
 }
 
 // CommitFile makes f part of a backup, replacing (and dropping the chunk list
-// of) any earlier file of that name, and closes f's list. It returns false,
-// and changes nothing, if the backup is not there.
+// of) any earlier file of that name. last, the final segment of f's list,
+// is stored in the same transaction (with f's list allocated if f.List is
+// 0), and the list stops being open. It returns false, and changes
+// nothing, if the backup is not there.
 //
 // IMPORTANT: call it only after every chunk on f's list is indexed.
-func (d *DB) CommitFile(dir, name string, f File) (found bool, err error) {
+func (d *DB) CommitFile(dir, name string, f File, last Segment) (found bool, err error) {
 	err = d.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if b == nil {
 			return nil
 		}
 		found = true
+		if len(last.Refs) > 0 {
+			if f.List, err = putSegment(tx, f.List, last); err != nil {
+				return err
+			}
+		}
 		files := b.Bucket(bucketFiles)
 		if old := files.Get([]byte(f.Name)); old != nil {
 			prev, err := decodeFile([]byte(f.Name), old)

@@ -71,21 +71,21 @@ func refs(n int, seed byte) []index.Ref {
 
 func addFile(t *testing.T, db *index.DB, dir, name, file string, rs []index.Ref) index.ListID {
 	t.Helper()
-	list := must(db.NewList())
+	var list index.ListID
 	var size int64
-	for seg := 0; seg*index.SegmentRefs < len(rs); seg++ {
-		part := rs[seg*index.SegmentRefs : min(len(rs), (seg+1)*index.SegmentRefs)]
-		if err := db.PutSegment(list, uint32(seg), part); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range part {
-			size += int64(r.Length)
-		}
+	for _, r := range rs {
+		size += int64(r.Length)
 	}
-	if found, err := db.CommitFile(dir, name, index.File{Name: file, List: list, Size: size, Chunks: int64(len(rs))}); err != nil || !found {
+	last := uint32(max(0, len(rs)-1) / index.SegmentRefs)
+	for seg := uint32(0); seg < last; seg++ {
+		list = must(db.PutSegment(list, index.Segment{Seq: seg, Refs: rs[seg*index.SegmentRefs : (seg+1)*index.SegmentRefs]}))
+	}
+	f := index.File{Name: file, List: list, Size: size, Chunks: int64(len(rs))}
+	if found, err := db.CommitFile(dir, name, f, index.Segment{Seq: last, Refs: rs[last*index.SegmentRefs:]}); err != nil || !found {
 		t.Fatalf("CommitFile = %v, %v", found, err)
 	}
-	return list
+	got, _, _ := db.File(dir, name, file)
+	return got.List
 }
 
 func readList(t *testing.T, db *index.DB, list index.ListID) []index.Ref {
@@ -146,7 +146,7 @@ func TestBackupLifecycle(t *testing.T) {
 	if _, found, _ := db.Backup("ks/0", "b1"); found {
 		t.Error("deleted backup still found")
 	}
-	if found := must(db.CommitFile("ks/0", "b1", index.File{Name: "g", List: must(db.NewList())})); found {
+	if found := must(db.CommitFile("ks/0", "b1", index.File{Name: "g"}, index.Segment{Refs: refs(1, 0)})); found {
 		t.Error("CommitFile into a deleted backup succeeded")
 	}
 }
@@ -155,10 +155,7 @@ func TestDropOpenLists(t *testing.T) {
 	db, _ := open(t)
 	must(db.StartBackup("d", "n", time.Now()))
 	committed := addFile(t, db, "d", "n", "f", refs(5, 0))
-	open := must(db.NewList())
-	if err := db.PutSegment(open, 0, refs(5, 50)); err != nil {
-		t.Fatal(err)
-	}
+	open := must(db.PutSegment(0, index.Segment{Refs: refs(5, 50)}))
 	if n := must(db.DropOpenLists()); n != 1 {
 		t.Errorf("DropOpenLists dropped %d lists, want 1", n)
 	}

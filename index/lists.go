@@ -9,9 +9,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// ListID names a file's chunk list. A writer allocates one with NewList,
-// appends segments while it chunks, and hands it to CommitFile when done.
-// Lists that were never committed are "open" until dropped.
+// ListID names a file's chunk list. A writer stores the segments of its
+// file's list as it chunks (PutSegment allocates the list with the first)
+// and hands the last one to CommitFile. Lists that were never committed are
+// "open" until dropped. ListID 0 is no list: an empty one.
 type ListID uint64
 
 func (l ListID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(l)) }
@@ -29,34 +30,45 @@ const RefSize = 36
 // keeps at most one segment in memory, whatever the file's length.
 const SegmentRefs = 1024
 
-// NewList allocates an open chunk list.
-func (d *DB) NewList() (ListID, error) {
-	var id ListID
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		seq, err := tx.Bucket(bucketLists).NextSequence()
-		if err != nil {
-			return err
-		}
-		id = ListID(seq)
-		return tx.Bucket(bucketOpen).Put(id.key(), nil)
-	})
-	return id, err
+// Segment is one numbered part of a chunk list.
+type Segment struct {
+	Seq  uint32
+	Refs []Ref
 }
 
-// PutSegment stores segment seg (0, 1, ...) of a list. Every segment but the
-// last holds SegmentRefs refs.
-func (d *DB) PutSegment(list ListID, seg uint32, refs []Ref) error {
-	if len(refs) > SegmentRefs {
-		return fmt.Errorf("index: segment of %d refs, at most %d", len(refs), SegmentRefs)
+// PutSegment stores a segment of a list and returns the list. With list 0
+// it allocates an open list, in the same transaction. Every segment but
+// the last holds SegmentRefs refs.
+func (d *DB) PutSegment(list ListID, s Segment) (ListID, error) {
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		list, err = putSegment(tx, list, s)
+		return err
+	})
+	return list, err
+}
+
+func putSegment(tx *bolt.Tx, list ListID, s Segment) (ListID, error) {
+	if len(s.Refs) > SegmentRefs {
+		return 0, fmt.Errorf("index: segment of %d refs, at most %d", len(s.Refs), SegmentRefs)
 	}
-	v := make([]byte, 0, len(refs)*RefSize)
-	for _, r := range refs {
+	lists := tx.Bucket(bucketLists)
+	if list == 0 {
+		seq, err := lists.NextSequence()
+		if err != nil {
+			return 0, err
+		}
+		list = ListID(seq)
+		if err := tx.Bucket(bucketOpen).Put(list.key(), nil); err != nil {
+			return 0, err
+		}
+	}
+	v := make([]byte, 0, len(s.Refs)*RefSize)
+	for _, r := range s.Refs {
 		v = append(v, r.ID[:]...)
 		v = binary.LittleEndian.AppendUint32(v, r.Length)
 	}
-	return d.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLists).Put(binary.BigEndian.AppendUint32(list.key(), seg), v)
-	})
+	return list, lists.Put(binary.BigEndian.AppendUint32(list.key(), s.Seq), v)
 }
 
 // Segment appends the refs of segment seg of a list to dst. found is false

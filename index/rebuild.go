@@ -70,16 +70,16 @@ func (d *DB) ImportBackup(m Manifest) error {
 		return err
 	}
 	for _, f := range m.Files {
-		list, err := d.NewList()
-		if err != nil {
-			return err
-		}
-		for seg := 0; seg*SegmentRefs < len(f.Refs); seg++ {
-			if err := d.PutSegment(list, uint32(seg), f.Refs[seg*SegmentRefs:min(len(f.Refs), (seg+1)*SegmentRefs)]); err != nil {
+		var list ListID
+		n := len(f.Refs)
+		last := Segment{Seq: uint32(max(0, n-1) / SegmentRefs)}
+		for seg := uint32(0); seg < last.Seq; seg++ {
+			if list, err = d.PutSegment(list, Segment{Seq: seg, Refs: f.Refs[seg*SegmentRefs : (seg+1)*SegmentRefs]}); err != nil {
 				return err
 			}
 		}
-		if _, err := d.CommitFile(b.Dir, b.Name, File{Name: f.Name, List: list, Size: f.Size, Chunks: int64(len(f.Refs))}); err != nil {
+		last.Refs = f.Refs[last.Seq*SegmentRefs:]
+		if _, err := d.CommitFile(b.Dir, b.Name, File{Name: f.Name, List: list, Size: f.Size, Chunks: int64(n)}, last); err != nil {
 			return err
 		}
 	}

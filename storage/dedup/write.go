@@ -206,7 +206,7 @@ type writer struct {
 	closed    bool
 
 	// Owned by the chunking goroutine until loopDone is closed:
-	list   index.ListID
+	list   index.ListID // 0 until the first full segment is stored
 	seg    uint32
 	refs   []index.Ref // the current segment
 	size   int64
@@ -216,12 +216,8 @@ type writer struct {
 }
 
 func (r *repo) newWriter(ctx context.Context, dir, name, file string) (*writer, error) {
-	list, err := r.idx.NewList()
-	if err != nil {
-		return nil, err
-	}
 	pr, pw := io.Pipe()
-	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{}), list: list}
+	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{})}
 	// Cancelling the caller's context or closing the repository fails the
 	// stream at once, even while the chunker waits for input.
 	wctx, cancel := context.WithCancelCause(ctx)
@@ -255,15 +251,21 @@ func (w *writer) Close() error {
 	if err == nil {
 		err = w.commit()
 	}
+	// Committed, the last segment is in the index; failed, it is not needed.
+	w.r.release(w.refs)
+	w.refs = nil
 	if err != nil {
-		w.r.idx.DropList(w.list)
+		if w.list != 0 {
+			w.r.idx.DropList(w.list)
+		}
 		return fmt.Errorf("dedup: %s/%s: file %s: %w", w.dir, w.name, w.file, err)
 	}
 	return nil
 }
 
 // commit waits until every chunk of the file is indexed, then makes the file
-// part of the backup, rewriting the manifest if the backup had ended.
+// part of the backup, storing the last segment of its list in the same
+// transaction, and rewrites the manifest if the backup had ended.
 func (w *writer) commit() error {
 	for _, p := range w.deps {
 		if err := w.r.seal(p); err != nil {
@@ -281,7 +283,7 @@ func (w *writer) commit() error {
 		}
 	}
 	f := index.File{Name: w.file, List: w.list, Size: w.size, Chunks: w.chunks}
-	found, err := w.r.idx.CommitFile(w.dir, w.name, f)
+	found, err := w.r.idx.CommitFile(w.dir, w.name, f, index.Segment{Seq: w.seg, Refs: w.refs})
 	if err != nil {
 		return err
 	}
@@ -366,9 +368,6 @@ func (w *writer) run(pr io.Reader, buf []byte) error {
 	for len(inflight) > 0 {
 		collect()
 	}
-	if firstErr == nil && len(w.refs) > 0 {
-		firstErr = w.saveSegment()
-	}
 	if firstErr != nil {
 		r.release(w.refs)
 		w.refs = nil
@@ -379,9 +378,11 @@ func (w *writer) run(pr io.Reader, buf []byte) error {
 // saveSegment stores the current segment of the file's chunk list; from
 // then on GC's marking sees its chunks, and the writer's claims on them end.
 func (w *writer) saveSegment() error {
-	if err := w.r.idx.PutSegment(w.list, w.seg, w.refs); err != nil {
+	list, err := w.r.idx.PutSegment(w.list, index.Segment{Seq: w.seg, Refs: w.refs})
+	if err != nil {
 		return err
 	}
+	w.list = list
 	w.r.release(w.refs)
 	w.seg++
 	w.refs = w.refs[:0]
