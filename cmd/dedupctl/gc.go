@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/dedupstore/dedupstore/gc"
@@ -37,7 +38,19 @@ prints the plan and changes nothing.`,
 			out := gcJSON{DryRun: o.dryRun, Plan: gcPlanJSON{
 				DeletePacks: len(plan.Delete), RepackPacks: len(plan.Repack), OrphanPacks: len(plan.Orphans),
 				Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
+				Actions: []gcActionJSON{},
 			}}
+			for _, list := range []struct {
+				action string
+				packs  []gc.PackAction
+			}{{"delete", plan.Delete}, {"repack", plan.Repack}} {
+				for _, p := range list.packs {
+					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: list.action, Pack: p.Pack.String(), Size: p.Size, LiveChunks: p.LiveChunks, DeadChunks: p.DeadChunks, LiveBytes: p.LiveBytes})
+				}
+			}
+			for _, orphan := range plan.Orphans {
+				out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-orphan", Pack: orphan.Name, Size: orphan.Size})
+			}
 			if o.dryRun {
 				plan.Close()
 			} else {
@@ -53,6 +66,15 @@ prints the plan and changes nothing.`,
 			p := out.Plan
 			a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
 				p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+			if o.dryRun {
+				var rows [][]string
+				for _, x := range p.Actions {
+					rows = append(rows, []string{x.Action, x.Pack, size(x.Size), fmt.Sprint(x.LiveChunks), fmt.Sprint(x.DeadChunks), size(x.LiveBytes)})
+				}
+				if len(rows) > 0 {
+					a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
+				}
+			}
 			if r := out.Result; r != nil {
 				a.info("done: %d packs deleted, %d repacked, %d left for a writer that claimed them; %s freed", r.Deleted, r.Repacked, r.Skipped, size(r.FreedBytes))
 			} else {
@@ -81,6 +103,17 @@ type gcPlanJSON struct {
 	LiveChunks  int   `json:"live_chunks"`
 	DeadChunks  int   `json:"dead_chunks"`
 	FreedBytes  int64 `json:"freed_bytes"`
+	// Actions lists every pack the plan deletes or rewrites.
+	Actions []gcActionJSON `json:"actions"`
+}
+
+type gcActionJSON struct {
+	Action     string `json:"action"` // delete, repack or delete-orphan
+	Pack       string `json:"pack"`   // pack ID; object name for an orphan
+	Size       int64  `json:"size"`
+	LiveChunks int    `json:"live_chunks"`
+	DeadChunks int    `json:"dead_chunks"`
+	LiveBytes  int64  `json:"live_bytes"`
 }
 
 type gcResultJSON struct {

@@ -194,14 +194,21 @@ func TestTour(t *testing.T) {
 	var dry, real struct {
 		Plan struct {
 			FreedBytes int64 `json:"freed_bytes"`
+			Actions    []struct {
+				Action string
+				Pack   string
+			}
 		}
 		Result *struct {
 			FreedBytes int64 `json:"freed_bytes"`
 		}
 	}
 	okJSON(t, repo, &dry, "gc", "--dry-run")
+	if out := ok(t, repo, "gc", "--dry-run"); len(dry.Plan.Actions) == 0 || !strings.Contains(out, "ACTION") || !strings.Contains(out, dry.Plan.Actions[0].Pack) {
+		t.Errorf("gc --dry-run does not list the plan's packs:\n%s", out)
+	}
 	okJSON(t, repo, &real, "gc")
-	if dry.Result != nil || dry.Plan.FreedBytes == 0 || real.Result == nil || real.Result.FreedBytes != dry.Plan.FreedBytes {
+	if dry.Result != nil || dry.Plan.FreedBytes == 0 || len(dry.Plan.Actions) == 0 || real.Result == nil || real.Result.FreedBytes != dry.Plan.FreedBytes {
 		t.Errorf("gc --dry-run then gc: %+v, %+v", dry, real)
 	}
 	os.Remove(filepath.Join(repo, "index.db"))
