@@ -88,8 +88,12 @@ type PackAction struct {
 // rewrite. Its memory is the mark set: about 20 bytes per live chunk.
 // A pack's dead bytes are its bytes less its live chunks and its trailer.
 type Plan struct {
-	Delete  []PackAction            // packs with no live chunk
-	Repack  []PackAction            // packs with at least RepackThreshold dead
+	Delete []PackAction // packs with no live chunk
+	// Repack lists packs whose live chunks are copied into new packs, as
+	// many old ones into each as fill it: packs with at least
+	// RepackThreshold dead, and packs under a quarter of the pack size
+	// (sealed early by small files) when there are two or more.
+	Repack  []PackAction
 	Orphans []chunkstore.ObjectInfo // packs the index does not know, older than GracePeriod
 	Packs   int                     // packs in the index
 	Live    int                     // live chunks
@@ -162,19 +166,35 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("gc: sweep: %w", err)
 	}
+	var small []PackAction
+	packSize := int64(c.Store.Config().PackSize)
 	for _, a := range actions {
+		dead := a.Size - a.LiveBytes - trailers[a.Pack]
 		switch {
 		case a.LiveChunks == 0:
 			p.Delete = append(p.Delete, *a)
 			p.FreedBytes += a.Size
-		case a.Size-a.LiveBytes-trailers[a.Pack] > 0 && float64(a.Size-a.LiveBytes-trailers[a.Pack]) >= opts.RepackThreshold*float64(a.Size):
+		case dead > 0 && float64(dead) >= opts.RepackThreshold*float64(a.Size):
 			p.Repack = append(p.Repack, *a)
-			p.FreedBytes += a.Size - a.LiveBytes - chunkstore.TrailerSize(a.LiveChunks)
+		case a.Size < packSize/4:
+			small = append(small, *a)
 		}
+	}
+	if len(small) >= 2 { // packs sealed early by small files: merge them
+		p.Repack = append(p.Repack, small...)
 	}
 	byID := func(a, b PackAction) int { return slices.Compare(a.Pack[:], b.Pack[:]) }
 	slices.SortFunc(p.Delete, byID)
 	slices.SortFunc(p.Repack, byID)
+	for _, g := range repackGroups(p.Repack, packSize) {
+		var live, chunks int64
+		for _, a := range g {
+			p.FreedBytes += a.Size
+			live += a.LiveBytes
+			chunks += int64(a.LiveChunks)
+		}
+		p.FreedBytes -= live + chunkstore.TrailerSize(int(chunks))
+	}
 
 	cutoff := time.Now().Add(-opts.GracePeriod)
 	err = c.Store.Backend().List(ctx, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error {
@@ -225,12 +245,12 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
 	defer p.Close()
 	var res Result
 	for _, a := range p.Delete {
-		if err := c.retire(ctx, p, a.Pack, a.Size, false, &res); err != nil {
+		if err := c.retire(ctx, p, []PackAction{a}, false, &res); err != nil {
 			return res, err
 		}
 	}
-	for _, a := range p.Repack {
-		if err := c.retire(ctx, p, a.Pack, a.Size, true, &res); err != nil {
+	for _, g := range repackGroups(p.Repack, int64(c.Store.Config().PackSize)) {
+		if err := c.retire(ctx, p, g, true, &res); err != nil {
 			return res, err
 		}
 	}
@@ -256,83 +276,119 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
 	return res, nil
 }
 
-// retire removes pack old from the repository, first copying its live
-// chunks into a new pack when repack is set.
-func (c *Collector) retire(ctx context.Context, p *Plan, old chunkstore.ID, size int64, repack bool, res *Result) error {
-	entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), chunkstore.PackName(old), size)
-	if err != nil {
-		return fmt.Errorf("gc: %w", err)
+// repackGroups splits the packs to repack, in order, into groups whose live
+// bytes fill one new pack each.
+func repackGroups(packs []PackAction, packSize int64) [][]PackAction {
+	var groups [][]PackAction
+	var cur []PackAction
+	var bytes int64
+	for _, a := range packs {
+		cur = append(cur, a)
+		if bytes += a.LiveBytes; bytes >= packSize {
+			groups = append(groups, cur)
+			cur, bytes = nil, 0
+		}
 	}
-	ids := make([]chunkstore.ID, len(entries))
-	for i, e := range entries {
-		ids[i] = e.ID
+	if len(cur) > 0 {
+		groups = append(groups, cur)
+	}
+	return groups
+}
+
+// retire removes the packs of a group from the repository, first copying
+// their live chunks into one new pack when repack is set. Each old pack is
+// retired on its own: index repointed, then the pack deleted.
+func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, repack bool, res *Result) error {
+	type old struct {
+		PackAction
+		ids []chunkstore.ID
 	}
 	var (
-		newPack  *index.Pack
-		moved    []chunkstore.PackEntry
-		copied   = map[chunkstore.ID]bool{}
-		builder  *chunkstore.PackBuilder
-		newBytes int64
+		olds    []old
+		copied  = map[chunkstore.ID]bool{}
+		builder *chunkstore.PackBuilder
+		scratch []byte
+		plain   []byte
 	)
 	if repack {
-		builder = chunkstore.NewPackBuilder(int(size))
-		var scratch, plain []byte
-		for _, e := range entries {
-			loc := chunkstore.Location{Pack: old, Blob: e.Blob}
-			if !p.live.has(e.ID) || !c.indexedAt(e.ID, loc) || copied[e.ID] {
+		var live int64
+		for _, a := range group {
+			live += a.LiveBytes
+		}
+		builder = chunkstore.NewPackBuilder(int(live + chunkstore.TrailerSize(0) + 1<<16))
+	}
+	for _, a := range group {
+		entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), chunkstore.PackName(a.Pack), a.Size)
+		if err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+		o := old{PackAction: a, ids: make([]chunkstore.ID, len(entries))}
+		for i, e := range entries {
+			o.ids[i] = e.ID
+			loc := chunkstore.Location{Pack: a.Pack, Blob: e.Blob}
+			if !repack || !p.live.has(e.ID) || !c.indexedAt(e.ID, loc) || copied[e.ID] {
 				continue
 			}
 			enc, err := c.Store.CopyChunk(ctx, e.ID, loc, scratch, plain)
 			if err != nil {
-				return fmt.Errorf("gc: repack %s: %w", old, err)
+				return fmt.Errorf("gc: repack %s: %w", a.Pack, err)
 			}
 			builder.Add(enc)
 			copied[e.ID] = true
 			scratch = enc.Data
 		}
-		if builder.Count() > 0 {
-			n := builder.Count()
-			id, entries, size, err := c.Store.WritePack(ctx, builder)
-			if err != nil {
-				return fmt.Errorf("gc: repack %s: %w", old, err)
+		olds = append(olds, o)
+	}
+	var (
+		newPack *index.Pack
+		moved   []chunkstore.PackEntry
+	)
+	if builder != nil && builder.Count() > 0 {
+		n := builder.Count()
+		id, entries, size, err := c.Store.WritePack(ctx, builder)
+		if err != nil {
+			return fmt.Errorf("gc: repack: %w", err)
+		}
+		newPack, moved = &index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries
+		if len(olds) > 1 || olds[0].Pack != id {
+			res.FreedBytes -= size
+		}
+	}
+	for _, o := range olds {
+		if newPack != nil && newPack.ID == o.Pack {
+			continue // every chunk was live: the copy is the pack itself
+		}
+		skipped := false
+		err := c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
+			for _, id := range o.ids {
+				if !copied[id] && claimed(id) {
+					// Left as it is; copies of its chunks in the new
+					// pack stay unused until a later collection.
+					skipped = true
+					return nil
+				}
 			}
-			newPack, moved, newBytes = &index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries, size
-		}
-	}
-	if newPack != nil && newPack.ID == old {
-		return nil // every chunk was live: the copy is the pack itself
-	}
-	skipped := false
-	err = c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
-		for _, id := range ids {
-			if !copied[id] && claimed(id) {
-				// The new pack, if any, stays unindexed: a later
-				// collection deletes it after the grace period.
-				skipped = true
-				return nil
+			if err := c.Index.ReplacePack(o.Pack, o.ids, newPack, moved); err != nil {
+				return fmt.Errorf("gc: index: %w", err)
 			}
+			if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(o.Pack)); err != nil {
+				return fmt.Errorf("gc: delete %s: %w", o.Pack, err)
+			}
+			return nil
+		})
+		switch {
+		case err != nil:
+			return err
+		case skipped:
+			res.Skipped++
+		case repack:
+			res.Repacked++
+			res.FreedBytes += o.Size
+		default:
+			res.Deleted++
+			res.FreedBytes += o.Size
 		}
-		if err := c.Index.ReplacePack(old, ids, newPack, moved); err != nil {
-			return fmt.Errorf("gc: index: %w", err)
-		}
-		if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(old)); err != nil {
-			return fmt.Errorf("gc: delete %s: %w", old, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	if skipped {
-		res.Skipped++
-		return nil
-	}
-	if repack {
-		res.Repacked++
-	} else {
-		res.Deleted++
-	}
-	res.FreedBytes += size - newBytes
 	return nil
 }
 
