@@ -6,6 +6,7 @@ GO        ?= go
 FUZZTIME  ?= 100000x
 BENCHCOUNT ?= 5
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: demo build test vet race fuzz bench bench-realdb
 
@@ -17,11 +18,12 @@ demo:
 build:
 	$(GO) build -o bin/dedupctl ./cmd/dedupctl
 
-## test: vet, every test under the race detector, and short fuzz runs
+## test: vet and staticcheck, every test under the race detector, and short fuzz runs
 test: vet race fuzz
 
 vet:
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 race:
 	$(GO) test -race -count=1 ./...

@@ -68,7 +68,7 @@ type Options struct {
 	// ChunksInFlight bounds the chunks being hashed and compressed at once,
 	// across all writers, and the chunks prefetched at once across all
 	// readers; default 4 × Workers. With it, memory is about
-	//	(ChunksInFlight × 3 + open files × 2) × max chunk size + 3 × pack size
+	//	(ChunksInFlight × 3 + open files × 2) × max chunk size + 2 × pack size
 	// whatever the length of the streams.
 	ChunksInFlight int
 	// LockTimeout is how long opening waits for another process to release

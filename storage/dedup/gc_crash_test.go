@@ -127,9 +127,9 @@ func makeGarbage(t *testing.T, s *dedup.Storage, round int) backups {
 // back, and the next collection must reach the clean end state.
 func TestGCFaultAtEveryStep(t *testing.T) {
 	ops := []string{faulty.Put, faulty.Get, faulty.List, faulty.Delete}
-	run := func(k int, fault faulty.Fault) (calls int, failed bool, err error, s *dedup.Storage, root string, kept backups) {
+	run := func(k int, fault faulty.Fault) (s *dedup.Storage, kept backups, calls int, failed bool, err error) {
 		fb := faulty.New(chunkstore.NewLocal(filepath.Join(t.TempDir(), "objects")))
-		s, root = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20})
+		s, _ = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20})
 		kept = makeGarbage(t, s, 0)
 		fb.Arm(k, fault, ops...)
 		p, err := s.PlanGC(ctx, everything)
@@ -137,16 +137,16 @@ func TestGCFaultAtEveryStep(t *testing.T) {
 			_, err = s.ExecuteGC(ctx, p)
 		}
 		calls, failed = fb.Disarm()
-		return calls, failed, err, s, root, kept
+		return s, kept, calls, failed, err
 	}
-	steps, _, err, _, _, _ := run(1<<30, faulty.Refuse)
+	_, _, steps, _, err := run(1<<30, faulty.Refuse)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("a fault-free collection makes %d backend calls", steps)
 	for k := 1; k <= 3*steps; k++ {
 		fault := faulty.Fault((k - 1) / steps) // every call, in each way a put can fail
-		_, failed, err, s, _, kept := run((k-1)%steps+1, fault)
+		s, kept, _, failed, err := run((k-1)%steps+1, fault)
 		if !failed {
 			t.Fatalf("call %d: no call failed", k)
 		}

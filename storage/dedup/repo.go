@@ -33,8 +33,8 @@ type repo struct {
 	chunkerBufs sync.Pool     // *[]byte of the chunker's scratch size, one per writer
 	uploads     chan *pack    // sealed packs for the uploader
 	// builders holds the pack builders not in use, nil until first needed.
-	// Its capacity bounds the packs in memory: one being filled, one being
-	// written, one waiting.
+	// Its capacity bounds the packs in memory: one being filled while
+	// another is written.
 	builders chan *chunkstore.PackBuilder
 
 	mu       sync.Mutex
@@ -53,9 +53,11 @@ type repo struct {
 	workers sync.WaitGroup // workers and the uploader
 }
 
-// packsInMemory is how many packs may be filled, waiting or being written at
-// once.
-const packsInMemory = 3
+// packsInMemory is how many packs may be filled or written at once. Two
+// keep a 4 x 1 GiB ingest at 97 MiB of peak heap (47 MiB live); three
+// measured 127 MiB (63 MiB live) for 16 % more speed on incompressible
+// parallel streams, too close to the 128 MiB budget.
+const packsInMemory = 2
 
 // pack is a pack being filled, sealed, or written.
 type pack struct {
