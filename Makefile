@@ -7,6 +7,10 @@ FUZZTIME  ?= 100000x
 BENCHCOUNT ?= 5
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The S3 tests run against a real server, the Versity gateway, built once
+# into .tools (about a minute the first time).
+TOOLS     := $(CURDIR)/.tools
+VERSITYGW := $(TOOLS)/versitygw
 
 .PHONY: demo build test vet race fuzz bench bench-realdb
 
@@ -25,8 +29,11 @@ vet:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-race:
-	$(GO) test -race -count=1 ./...
+race: $(VERSITYGW)
+	DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 ./...
+
+$(VERSITYGW):
+	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
 fuzz:
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzParsePackTrailer$$' -fuzztime $(FUZZTIME)

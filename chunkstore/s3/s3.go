@@ -1,0 +1,210 @@
+// Package s3 is a chunkstore.Backend on S3-compatible object storage, through
+// minio-go (which retries failed requests and uploads large objects in
+// parts). It passes chunkstore/backendtest against a real server.
+package s3
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Config locates a repository on an S3 server.
+type Config struct {
+	Endpoint  string // host:port
+	Secure    bool   // https
+	Bucket    string
+	Prefix    string // "" or ends in "/"
+	AccessKey string
+	SecretKey string
+	// Transport, if set, carries the requests (tests inject faults here).
+	Transport http.RoundTripper
+}
+
+// ParseLocation reads a location such as s3:http://127.0.0.1:7070/bucket/prefix,
+// with credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+func ParseLocation(loc string) (Config, error) {
+	rest, ok := strings.CutPrefix(loc, "s3:")
+	u, err := url.Parse(rest)
+	if !ok || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Config{}, fmt.Errorf("s3: location %q: want s3:http(s)://HOST:PORT/BUCKET[/PREFIX]", loc)
+	}
+	bucket, prefix, _ := strings.Cut(strings.Trim(u.Path, "/"), "/")
+	if bucket == "" {
+		return Config{}, fmt.Errorf("s3: location %q names no bucket", loc)
+	}
+	if prefix != "" {
+		prefix += "/"
+	}
+	return Config{
+		Endpoint: u.Host, Secure: u.Scheme == "https", Bucket: bucket, Prefix: prefix,
+		AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"),
+	}, nil
+}
+
+// Backend implements chunkstore.Backend. Objects are named Prefix + name.
+type Backend struct {
+	client *minio.Client
+	bucket string
+	prefix string
+}
+
+// New connects to the server in cfg. It does not create the bucket.
+func New(cfg Config) (*Backend, error) {
+	client, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    cfg.Secure,
+		Transport: cfg.Transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	return &Backend{client: client, bucket: cfg.Bucket, prefix: cfg.Prefix}, nil
+}
+
+// Client is the minio client, for tests that create buckets.
+func (b *Backend) Client() *minio.Client { return b.client }
+
+func (b *Backend) key(name string) (string, error) {
+	if err := chunkstore.CheckObjectName(name); err != nil {
+		return "", err
+	}
+	return b.prefix + name, nil
+}
+
+func notExist(err error) bool {
+	code := minio.ToErrorResponse(err).Code
+	return code == "NoSuchKey" || code == "NotFound"
+}
+
+// Put implements chunkstore.Backend. An object of known length (a
+// *bytes.Reader, as packs are) goes up in one request or in parts; S3 makes
+// it visible whole or not at all.
+func (b *Backend) Put(ctx context.Context, name string, r io.Reader) error {
+	key, err := b.key(name)
+	if err != nil {
+		return err
+	}
+	size := int64(-1)
+	if br, ok := r.(*bytes.Reader); ok {
+		size = int64(br.Len())
+	}
+	_, err = b.client.PutObject(ctx, b.bucket, key, r, size, minio.PutObjectOptions{PartSize: 16 << 20, SendContentMd5: true})
+	if err != nil {
+		return fmt.Errorf("s3: put %s: %w", name, err)
+	}
+	return nil
+}
+
+// Get implements chunkstore.Backend.
+func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	key, err := b.key(name)
+	if err != nil {
+		return nil, err
+	}
+	if length == 0 { // no range request can ask for nothing: check the object and the offset
+		info, err := b.client.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
+		if err != nil {
+			return nil, b.getErr(name, err)
+		}
+		if offset > info.Size {
+			return nil, fmt.Errorf("s3: get %s: offset %d past the end (%d bytes)", name, offset, info.Size)
+		}
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	var opts minio.GetObjectOptions
+	switch {
+	case length > 0:
+		err = opts.SetRange(offset, offset+length-1)
+	case offset > 0:
+		err = opts.SetRange(offset, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("s3: get %s: %w", name, err)
+	}
+	obj, err := b.client.GetObject(ctx, b.bucket, key, opts)
+	if err == nil {
+		_, err = obj.Stat() // sends the request, so a missing object shows here
+	}
+	if err != nil {
+		if obj != nil {
+			obj.Close()
+		}
+		return nil, b.getErr(name, err)
+	}
+	if length < 0 {
+		return obj, nil
+	}
+	return &exact{obj: obj, left: length, name: name}, nil
+}
+
+func (b *Backend) getErr(name string, err error) error {
+	if notExist(err) {
+		return fmt.Errorf("s3: get %s: %w", name, chunkstore.ErrNotExist)
+	}
+	return fmt.Errorf("s3: get %s: %w", name, err)
+}
+
+// exact reports a range that ends early as an error: S3 answers a range
+// past the end of an object with the bytes it has.
+type exact struct {
+	obj  *minio.Object
+	left int64
+	name string
+}
+
+func (e *exact) Read(p []byte) (int, error) {
+	if e.left == 0 {
+		return 0, io.EOF
+	}
+	n, err := e.obj.Read(p[:min(int64(len(p)), e.left)])
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		err = fmt.Errorf("s3: get %s: object shorter than requested range: %w", e.name, io.ErrUnexpectedEOF)
+	}
+	if err == nil && e.left == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (e *exact) Close() error { return e.obj.Close() }
+
+// List implements chunkstore.Backend.
+func (b *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for obj := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return fmt.Errorf("s3: list %q: %w", prefix, obj.Err)
+		}
+		if err := fn(chunkstore.ObjectInfo{Name: strings.TrimPrefix(obj.Key, b.prefix), Size: obj.Size, ModTime: obj.LastModified}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Delete implements chunkstore.Backend. S3 deletes a missing object without
+// complaint.
+func (b *Backend) Delete(ctx context.Context, name string) error {
+	key, err := b.key(name)
+	if err != nil {
+		return err
+	}
+	if err := b.client.RemoveObject(ctx, b.bucket, key, minio.RemoveObjectOptions{}); err != nil && !notExist(err) {
+		return fmt.Errorf("s3: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+var _ chunkstore.Backend = (*Backend)(nil)
