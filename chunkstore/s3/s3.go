@@ -74,6 +74,9 @@ func New(cfg Config) (*Backend, error) {
 // Client is the minio client, for tests that create buckets.
 func (b *Backend) Client() *minio.Client { return b.client }
 
+// Bucket is the bucket the backend stores into.
+func (b *Backend) Bucket() string { return b.bucket }
+
 func (b *Backend) key(name string) (string, error) {
 	if err := chunkstore.CheckObjectName(name); err != nil {
 		return "", err

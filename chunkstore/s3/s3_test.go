@@ -129,3 +129,12 @@ func TestDedupOnS3(t *testing.T) {
 		return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20})
 	})
 }
+
+func mustList(t *testing.T, s *dedup.Storage) []storage.BackupHandle {
+	t.Helper()
+	bhs, err := s.ListBackups(context.Background(), "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bhs
+}

@@ -1,0 +1,138 @@
+package s3_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/dedupstore/dedupstore/check"
+	"github.com/dedupstore/dedupstore/chunkstore/s3"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+// faultyTransport breaks every n-th request on the wire: a 503 answer, a
+// connection reset, or a response body cut in half.
+type faultyTransport struct {
+	base  http.RoundTripper
+	mode  string
+	every int64
+	calls atomic.Int64
+	hits  atomic.Int64
+}
+
+func (f *faultyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if f.calls.Add(1)%f.every != 0 {
+		return f.base.RoundTrip(req)
+	}
+	f.hits.Add(1)
+	switch f.mode {
+	case "503":
+		body := "<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+		return &http.Response{StatusCode: 503, Status: "503 Slow Down", Header: http.Header{"Content-Type": {"application/xml"}},
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: req, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}, nil
+	case "reset":
+		return nil, fmt.Errorf("injected: %w", syscall.ECONNRESET)
+	default: // truncate
+		resp, err := f.base.RoundTrip(req)
+		if err == nil && resp.ContentLength > 1 {
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(resp.Body, resp.ContentLength/2), resp.Body}
+		}
+		return resp, err
+	}
+}
+
+// TestFaultsOnTheWire backs up and reads back through a connection that
+// breaks every few requests. Each operation either succeeds, with exact
+// bytes, or fails with an error; afterwards, over a clean connection, the
+// repository checks clean and every backup that ended reads back exactly.
+func TestFaultsOnTheWire(t *testing.T) {
+	data := map[string][]byte{"a": dataset.Pages(300, 100), "b": dataset.Random(301, 1<<20)}
+	for _, mode := range []string{"503", "reset", "truncate"} {
+		t.Run(mode, func(t *testing.T) {
+			clean := newBackend(t, "repo")
+			ft := &faultyTransport{base: http.DefaultTransport, mode: mode, every: 7}
+			cfg, _ := s3.ParseLocation(fmt.Sprintf("s3:http://%s/%s/repo", endpoint, clean.Bucket()))
+			cfg.AccessKey, cfg.SecretKey, cfg.Transport = access, secret, ft
+			faulty, err := s3.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := t.TempDir()
+			ctx := context.Background()
+			s := dedup.New(root, dedup.Options{Backend: faulty, PackSize: 1 << 20})
+			var ended []string
+			for i := range 2 {
+				name := fmt.Sprintf("b%d", i)
+				bh, err := s.StartBackup(ctx, "d", name)
+				if err != nil {
+					t.Logf("start %s: %v", name, err)
+					continue
+				}
+				ok := true
+				for file, content := range data {
+					w, err := bh.AddFile(ctx, file)
+					if err == nil {
+						_, err = w.Write(content)
+						if cerr := w.Close(); err == nil {
+							err = cerr
+						}
+					}
+					ok = ok && err == nil
+				}
+				if ok && bh.EndBackup(ctx) == nil {
+					ended = append(ended, name)
+				} else {
+					bh.AbortBackup(ctx)
+				}
+				// Reads through the faults: exact bytes or an error.
+				for _, bh := range mustList(t, s) {
+					for file, want := range data {
+						rc, err := bh.ReadFile(ctx, file)
+						if err != nil {
+							continue
+						}
+						got, err := io.ReadAll(rc)
+						rc.Close()
+						if err == nil && !bytes.Equal(got, want) {
+							t.Fatalf("%s/%s: wrong bytes without an error", bh.Name(), file)
+						}
+					}
+				}
+			}
+			s.Close()
+			t.Logf("%s: %d of %d requests broken; %d of 2 backups ended", mode, ft.hits.Load(), ft.calls.Load(), len(ended))
+			if ft.hits.Load() == 0 {
+				t.Fatal("no fault was injected")
+			}
+			// Over a clean connection everything that ended is intact.
+			s = dedup.New(root, dedup.Options{Backend: clean})
+			defer s.Close()
+			if r, err := s.Check(ctx, check.Options{ReadData: true}); err != nil || !r.OK() {
+				t.Fatalf("check after the faults: %v %+v", err, r.Problems)
+			}
+			for _, bh := range mustList(t, s) {
+				for file, want := range data {
+					rc, err := bh.ReadFile(ctx, file)
+					if err != nil {
+						t.Fatalf("%s/%s: %v", bh.Name(), file, err)
+					}
+					got, _ := io.ReadAll(rc)
+					rc.Close()
+					if !bytes.Equal(got, want) {
+						t.Fatalf("%s/%s differs after the faults", bh.Name(), file)
+					}
+				}
+			}
+		})
+	}
+}
