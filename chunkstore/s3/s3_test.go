@@ -53,7 +53,11 @@ func TestMain(m *testing.M) {
 	endpoint = l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin, "--access", access, "--secret", secret, "--port", endpoint, "posix", dir)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	log, err := os.Create(dir + ".log") // the gateway logs every request
+	if err != nil {
+		panic(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		panic(err)
 	}
@@ -71,6 +75,7 @@ func TestMain(m *testing.M) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	os.RemoveAll(dir)
+	os.Remove(log.Name())
 	os.Exit(code)
 }
 
