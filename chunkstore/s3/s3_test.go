@@ -2,80 +2,42 @@ package s3_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/backendtest"
 	"github.com/dedupstore/dedupstore/chunkstore/s3"
+	"github.com/dedupstore/dedupstore/internal/s3test"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/dedupstore/dedupstore/storage/storagetest"
 	"github.com/minio/minio-go/v7"
 )
 
-// The tests run against a real S3 server: the Versity gateway on a posix
-// directory, started once for the package on a free loopback port. make
-// installs it (DEDUP_VERSITYGW names the binary); only DEDUP_SKIP_S3=1
-// skips these tests.
+// The tests run against a real S3 server, started once for the package.
 
-const access, secret = "dedupstore", "dedupstore-secret"
+const access, secret = s3test.Access, s3test.Secret
 
 var endpoint string
 
 func TestMain(m *testing.M) {
-	if os.Getenv("DEDUP_SKIP_S3") == "1" {
-		fmt.Println("DEDUP_SKIP_S3=1: S3 tests skipped")
+	var stop func()
+	var err error
+	endpoint, stop, err = s3test.Start("../..")
+	if errors.Is(err, s3test.ErrSkip) {
+		fmt.Println(err)
 		os.Exit(0)
 	}
-	bin := os.Getenv("DEDUP_VERSITYGW")
-	if bin == "" {
-		bin, _ = filepath.Abs("../../.tools/versitygw")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		fmt.Fprintf(os.Stderr, "no S3 server to test against: %v (make test installs versitygw; DEDUP_SKIP_S3=1 skips)\n", err)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "versitygw-")
-	if err != nil {
-		panic(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	endpoint = l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "--access", access, "--secret", secret, "--port", endpoint, "posix", dir)
-	log, err := os.Create(dir + ".log") // the gateway logs every request
-	if err != nil {
-		panic(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		panic(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", endpoint); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			panic("versitygw did not start")
-		}
-	}
 	code := m.Run()
-	cmd.Process.Kill()
-	cmd.Wait()
-	os.RemoveAll(dir)
-	os.Remove(log.Name())
+	stop()
 	os.Exit(code)
 }
 

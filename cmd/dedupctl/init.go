@@ -1,9 +1,8 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/storage/dedup"
@@ -54,18 +53,20 @@ func parseSize(flag, v string) (int, error) {
 }
 
 func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
-	if a.repo == "" {
-		return usagef("no repository: pass --repo or set DEDUP_REPO")
+	root, backend, err := a.location()
+	if err != nil {
+		return err
 	}
-	if _, err := os.Stat(filepath.Join(a.repo, "config")); err == nil {
+	if _, err := chunkstore.ReadConfig(cmd.Context(), backend); err == nil {
 		return fmt.Errorf("a repository already exists at %s", a.repo)
+	} else if !errors.Is(err, chunkstore.ErrNotExist) {
+		return err
 	}
 	kind, ok := chunkerKinds[o.chunker]
 	if !ok {
 		return usagef("--chunker %q: want fastcdc or restic", o.chunker)
 	}
-	var opts dedup.Options
-	var err error
+	opts := dedup.Options{Backend: backend}
 	opts.Chunker.Kind = kind
 	for _, s := range []struct {
 		flag, v string
@@ -79,12 +80,12 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 	if _, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize); err != nil {
 		return usageError{err}
 	}
-	s := dedup.New(a.repo, opts)
+	s := dedup.New(root, opts)
 	defer s.Close()
 	if _, err := s.Stats(cmd.Context()); err != nil { // opening creates it
 		return err
 	}
-	cfg, err := chunkstore.ReadConfig(cmd.Context(), chunkstore.NewLocal(a.repo))
+	cfg, err := chunkstore.ReadConfig(cmd.Context(), backend)
 	if err != nil {
 		return err
 	}

@@ -10,12 +10,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/dedupstore/dedupstore/storage"
-	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -37,13 +35,14 @@ func main() {
 
 // app is what every command shares: the global flags and the streams.
 type app struct {
-	repo   string
-	json   bool
-	quiet  bool
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	ran    bool // a command's RunE started: later errors are not usage errors
+	repo     string
+	cacheDir string
+	json     bool
+	quiet    bool
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
+	ran      bool // a command's RunE started: later errors are not usage errors
 }
 
 // usageError marks errors in how dedupctl was called.
@@ -90,7 +89,11 @@ const helpText = `dedupctl backs up files and streams into a deduplicating repos
 and restores them exactly.
 
 The repository is the directory given by --repo or the DEDUP_REPO
-environment variable. dedupctl init creates it.
+environment variable, or an S3 location such as
+s3:http://127.0.0.1:7070/bucket/prefix with credentials from
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; an S3 repository keeps its
+index in --cache-dir and rebuilds it from the objects when it is missing.
+dedupctl init creates a repository.
 
 Exit codes:
   0  success
@@ -118,7 +121,8 @@ func (a *app) rootCommand() *cobra.Command {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&a.repo, "repo", "", "repository directory (default $DEDUP_REPO)")
+	root.PersistentFlags().StringVar(&a.repo, "repo", "", "repository: a directory, or s3:http(s)://HOST:PORT/BUCKET[/PREFIX] (default $DEDUP_REPO)")
+	root.PersistentFlags().StringVar(&a.cacheDir, "cache-dir", "", "where an s3: repository keeps its index (default the user cache directory)")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
@@ -128,17 +132,6 @@ func (a *app) rootCommand() *cobra.Command {
 		a.checkCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
 	)
 	return root
-}
-
-// open opens the existing repository.
-func (a *app) open() (*dedup.Storage, error) {
-	if a.repo == "" {
-		return nil, usagef("no repository: pass --repo or set DEDUP_REPO")
-	}
-	if _, err := os.Stat(filepath.Join(a.repo, "config")); err != nil {
-		return nil, fmt.Errorf("no repository at %s (dedupctl init creates one): %w", a.repo, storage.ErrNotFound)
-	}
-	return dedup.New(a.repo, dedup.Options{}), nil
 }
 
 // splitBackup splits "DIR/NAME" at its last slash.

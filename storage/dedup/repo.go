@@ -133,8 +133,11 @@ func createRepo(ctx context.Context, root string, backend chunkstore.Backend, op
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	if len(entries) > 0 {
-		return nil, fmt.Errorf("%s is not empty and has no config: not a dedupstore repository", root)
+	for _, e := range entries {
+		// A temporary file is what a creation that crashed leaves.
+		if !chunkstore.IsTemp(e.Name()) {
+			return nil, fmt.Errorf("%s is not empty and has no config: not a dedupstore repository", root)
+		}
 	}
 	cfg, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize)
 	if err != nil {

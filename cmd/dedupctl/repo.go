@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/s3"
+	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+// location resolves --repo: a local directory holds its objects and its
+// index; an s3: location keeps its objects on the server and its index in
+// a cache directory, rebuilt from the objects when missing.
+func (a *app) location() (root string, backend chunkstore.Backend, err error) {
+	if a.repo == "" {
+		return "", nil, usagef("no repository: pass --repo or set DEDUP_REPO")
+	}
+	if !strings.HasPrefix(a.repo, "s3:") {
+		return a.repo, chunkstore.NewLocal(a.repo), nil
+	}
+	cfg, err := s3.ParseLocation(a.repo)
+	if err != nil {
+		return "", nil, usageError{err}
+	}
+	b, err := s3.New(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	cache := a.cacheDir
+	if cache == "" {
+		if cache, err = os.UserCacheDir(); err != nil {
+			return "", nil, err
+		}
+		cache = filepath.Join(cache, "dedupstore")
+	}
+	sum := sha256.Sum256([]byte(a.repo))
+	return filepath.Join(cache, hex.EncodeToString(sum[:8])), b, nil
+}
+
+// open opens the existing repository.
+func (a *app) open() (*dedup.Storage, error) {
+	root, b, err := a.location()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := chunkstore.ReadConfig(context.Background(), b); errors.Is(err, chunkstore.ErrNotExist) {
+		return nil, fmt.Errorf("no repository at %s (dedupctl init creates one): %w", a.repo, storage.ErrNotFound)
+	} else if err != nil {
+		return nil, err
+	}
+	return dedup.New(root, dedup.Options{Backend: b}), nil
+}
