@@ -12,20 +12,12 @@ func (a *app) catCommand() *cobra.Command {
 		Short: "Write one file of a backup to standard output",
 		Args:  exactArgs(2, "DIR/NAME and FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, name, err := splitBackup(args[0])
-			if err != nil {
-				return err
-			}
-			s, err := a.open()
+			ctx := cmd.Context()
+			s, bh, all, err := a.openBackup(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			ctx := cmd.Context()
-			bh, all, err := backupFiles(ctx, s, dir, name)
-			if err != nil {
-				return err
-			}
 			chosen, err := selectEntries(all, args[1:])
 			if err != nil {
 				return err

@@ -51,14 +51,24 @@ func findBackup(ctx context.Context, s *dedup.Storage, dir, name string) (storag
 	return nil, fmt.Errorf("no backup %s/%s: %w", dir, name, storage.ErrNotFound)
 }
 
-// backupFiles finds backup DIR/NAME and lists its files.
-func backupFiles(ctx context.Context, s *dedup.Storage, dir, name string) (storage.BackupHandle, []CatalogEntry, error) {
-	bh, err := findBackup(ctx, s, dir, name)
+// openBackup opens the repository, finds the backup DIR/NAME named by arg
+// and lists its files. The caller closes s.
+func (a *app) openBackup(ctx context.Context, arg string) (s *dedup.Storage, bh storage.BackupHandle, files []CatalogEntry, err error) {
+	dir, name, err := splitBackup(arg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	all, err := entries(ctx, s, bh)
-	return bh, all, err
+	if s, err = a.open(); err != nil {
+		return nil, nil, nil, err
+	}
+	if bh, err = findBackup(ctx, s, dir, name); err == nil {
+		files, err = entries(ctx, s, bh)
+	}
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return s, bh, files, nil
 }
 
 // entries lists a backup's files: from its catalog, or, for a backup

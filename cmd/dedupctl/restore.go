@@ -36,22 +36,15 @@ are never overwritten unless --overwrite is given.`,
 }
 
 func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) error {
-	dir, name, err := splitBackup(args[0])
-	if err != nil {
-		return err
-	}
 	if o.target == "" {
 		return usagef("restore needs --target PATH")
 	}
-	s, err := a.open()
+	s, bh, all, err := a.openBackup(ctx, args[0])
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	bh, all, err := backupFiles(ctx, s, dir, name)
-	if err != nil {
-		return err
-	}
+	dir, name := bh.Directory(), bh.Name()
 	chosen, err := selectEntries(all, args[1:])
 	if err != nil {
 		return err

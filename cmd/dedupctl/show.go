@@ -16,20 +16,13 @@ distinct chunks, and the part of that no other backup uses (NEW): what the
 file cost the repository beyond what was already there.`,
 		Args: exactArgs(1, "one DIR/NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, name, err := splitBackup(args[0])
-			if err != nil {
-				return err
-			}
-			s, err := a.open()
+			ctx := cmd.Context()
+			s, bh, catalog, err := a.openBackup(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			ctx := cmd.Context()
-			_, catalog, err := backupFiles(ctx, s, dir, name)
-			if err != nil {
-				return err
-			}
+			dir, name := bh.Directory(), bh.Name()
 			paths := map[string]string{}
 			for _, e := range catalog {
 				paths[e.File] = e.Path
