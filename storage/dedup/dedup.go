@@ -1,9 +1,12 @@
 // Package dedup is the deduplicating storage.BackupStorage. Every file added
 // to a backup is cut into content-defined chunks; each chunk is named by its
 // keyed BLAKE3 hash, compressed with zstd and stored once, in pack files, in
-// a repository on local disk. A bbolt index maps chunks to packs and records
+// a repository on local disk (or on any chunkstore.Backend, such as S3,
+// given in Options.Backend). A bbolt index maps chunks to packs and records
 // every backup's files; a manifest object per ended backup makes the index
-// rebuildable.
+// rebuildable, and it is rebuilt when missing. PlanGC and ExecuteGC reclaim
+// the space of removed backups while others keep running; Check verifies
+// the repository; Stats and Files say what it holds.
 //
 // Importing the package registers it as "dedup" in storage.BackupStorageMap,
 // with its repository at the flag -dedup_backup_storage_root, read whenever
@@ -14,7 +17,7 @@
 //
 //	config                  format version, chunker, BLAKE3 key, compression, pack size
 //	data/<2 hex>/<pack id>  pack files
-//	manifests/<dir>/<name>  one object per ended backup
+//	manifests/<dir>/<name>  one object per ended backup (<dir> path-escaped)
 //	index.db                bbolt index, derived from the above
 //
 // Guarantees. When a writer's Close returns nil, the file's chunks are
@@ -22,7 +25,9 @@
 // the backup's manifest is durable. Writes go in the order pack, index,
 // manifest, so a crash at any point loses nothing that had ended; backups
 // still in progress when a process dies are dropped the next time the
-// repository opens. One process owns a repository at a time: another gets
+// repository opens. IMPORTANT: one process owns a repository at a time
+// (for a local index; on S3, one agent per repository until leases exist):
+// another gets
 // an error wrapping storage.ErrInUse after Options.LockTimeout. Within the
 // process every method is safe for concurrent use.
 package dedup
