@@ -98,12 +98,9 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 	r.claimLocked(id)
 	j.pack = p
 	full := p.b.Len() >= r.store.Config().PackSize
-	if full {
-		r.cur = nil
-	}
 	r.mu.Unlock()
 	if full {
-		return r.sendUpload(p)
+		return r.seal(p)
 	}
 	return nil
 }
@@ -133,7 +130,9 @@ func (r *repo) lookupLocked(id chunkstore.ID) (p *pack, known bool, err error) {
 	return nil, known, err
 }
 
-// seal hands p to the uploader if it is still being filled.
+// seal hands p to the uploader if it is still being filled: when it is
+// full, and when a writer closing needs its chunks durable. Whoever seals
+// first sends it; the others find it already gone.
 func (r *repo) seal(p *pack) error {
 	r.mu.Lock()
 	open := r.cur == p
