@@ -25,8 +25,7 @@ var ErrNotExist = errors.New("object does not exist")
 // version this build cannot read.
 var ErrUnsupportedVersion = errors.New("unsupported repository format version")
 
-// ID names a chunk (keyed BLAKE3-256 of its plain bytes) or a pack (BLAKE3-256
-// of its stored bytes).
+// ID names a chunk (keyed BLAKE3-256 of its plain bytes) or a pack (random).
 type ID [32]byte
 
 // String returns the ID as 64 lower-case hex digits.

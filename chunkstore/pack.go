@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-
-	"github.com/zeebo/blake3"
 )
 
 // Pack format. A pack is the stored chunks back to back, then a trailer that
@@ -18,8 +16,9 @@ import (
 //	footer: crc32c of the entries u32 | entry count u32 | magic "DDSPACK" | version u8
 //
 // All integers are little-endian. The footer makes a pack self-describing:
-// the index can be rebuilt from packs alone. A pack is named by the BLAKE3-256
-// of all its bytes.
+// the index can be rebuilt from packs alone. A pack is named by a random ID,
+// so no two packs ever share a name: a pack one agent or a collection is
+// deleting can never be written again under its name by another.
 const (
 	entrySize   = 32 + 4 + 4 + 4 + 1
 	footerSize  = 4 + 4 + 8
@@ -110,9 +109,9 @@ func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
 	return e
 }
 
-// Finish appends the trailer and returns the pack's ID, its bytes and its
-// entries. The builder must not be used again until Reset.
-func (p *PackBuilder) Finish() (ID, []byte, []PackEntry) {
+// Finish appends the trailer and returns the pack's bytes and its entries.
+// The builder must not be used again until Reset.
+func (p *PackBuilder) Finish() ([]byte, []PackEntry) {
 	start := len(p.data)
 	for _, e := range p.entries {
 		p.data = append(p.data, e.ID[:]...)
@@ -125,7 +124,7 @@ func (p *PackBuilder) Finish() (ID, []byte, []PackEntry) {
 	p.data = binary.LittleEndian.AppendUint32(p.data, uint32(len(p.entries)))
 	p.data = append(p.data, packMagic...)
 	p.data = append(p.data, packVersion)
-	return blake3.Sum256(p.data), p.data, p.entries
+	return p.data, p.entries
 }
 
 // ParsePackFooter checks a pack's last footerSize bytes and returns how many

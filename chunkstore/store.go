@@ -3,6 +3,7 @@ package chunkstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -105,10 +106,13 @@ func (s *Store) Encode(dst []byte, id ID, plain []byte) EncodedChunk {
 	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
 }
 
-// WritePack finishes p and stores it. When it returns nil the pack is durable
-// under PackName(id) and its entries may be indexed.
+// WritePack finishes p and stores it under a new random ID. When it returns
+// nil the pack is durable under PackName(id) and its entries may be indexed.
 func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries []PackEntry, size int64, err error) {
-	id, data, entries := p.Finish()
+	data, entries := p.Finish()
+	if _, err := rand.Read(id[:]); err != nil {
+		return ID{}, nil, 0, err
+	}
 	if err := s.backend.Put(ctx, PackName(id), bytes.NewReader(data)); err != nil {
 		return ID{}, nil, 0, fmt.Errorf("chunkstore: write pack %s: %w", id, err)
 	}

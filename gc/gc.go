@@ -50,11 +50,9 @@ type Claims interface {
 	// Begin starts recording every chunk claimed or released from now on,
 	// until the returned function is called.
 	Begin() (end func())
-	// Commit runs fn while no writer can claim a chunk or store a pack.
-	// claimed reports whether a chunk was claimed or released since Begin,
-	// or is claimed now. Index changes fn makes are what writers see next,
-	// and a pack fn deletes cannot be written again meanwhile (packs are
-	// named by content, so a writer can produce a deleted pack's name).
+	// Commit runs fn while no writer can claim a chunk. claimed reports
+	// whether a chunk was claimed or released since Begin, or is claimed
+	// now. Index changes fn makes are what writers see next.
 	Commit(fn func(claimed func(chunkstore.ID) bool) error) error
 }
 
@@ -350,14 +348,9 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 			return fmt.Errorf("gc: repack: %w", err)
 		}
 		newPack, moved = &index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries
-		if len(olds) > 1 || olds[0].Pack != id {
-			res.FreedBytes -= size
-		}
+		res.FreedBytes -= size
 	}
 	for _, o := range olds {
-		if newPack != nil && newPack.ID == o.Pack {
-			continue // every chunk was live: the copy is the pack itself
-		}
 		skipped := false
 		err := c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
 			for _, id := range o.ids {

@@ -53,8 +53,6 @@ func (c repoClaims) Begin() func() {
 }
 
 func (c repoClaims) Commit(fn func(claimed func(chunkstore.ID) bool) error) error {
-	c.r.uploadMu.Lock()
-	defer c.r.uploadMu.Unlock()
 	c.r.mu.Lock()
 	defer c.r.mu.Unlock()
 	return fn(func(id chunkstore.ID) bool {

@@ -43,8 +43,7 @@ type repo struct {
 	claims   map[chunkstore.ID]int      // chunks on writers' unsaved list segments
 	gcClaims map[chunkstore.ID]struct{} // while a collection runs: chunks claimed or released since it began
 
-	gcMu     sync.Mutex // held from a collection's plan to its end
-	uploadMu sync.Mutex // held while a pack is written and indexed, and while GC deletes packs
+	gcMu sync.Mutex // held from a collection's plan to its end
 
 	backupLocks [64]sync.Mutex // serialize manifest writes and removal per backup
 	seed        maphash.Seed

@@ -171,12 +171,10 @@ func (r *repo) uploader() {
 
 func (r *repo) upload(p *pack) {
 	n := p.b.Count()
-	r.uploadMu.Lock()
 	id, entries, size, err := r.store.WritePack(r.ctx, p.b)
 	if err == nil {
 		err = r.idx.AddPack(index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries)
 	}
-	r.uploadMu.Unlock()
 	// Indexed or failed, the chunks leave the pending set: a failed pack's
 	// chunks are stored again by the next writer that meets them.
 	r.mu.Lock()
