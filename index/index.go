@@ -23,13 +23,15 @@ import (
 var ErrInUse = errors.New("repository in use by another process")
 
 var (
-	bucketChunks  = []byte("chunks")  // chunk ID → location
-	bucketPacks   = []byte("packs")   // pack ID → size, count, created
-	bucketBackups = []byte("backups") // dir \x00 name → bucket {meta, files}
-	bucketLists   = []byte("lists")   // list ID, segment → refs
-	bucketOpen    = []byte("open")    // list ID → nothing: lists of writers not yet committed
-	keyMeta       = []byte("meta")
-	bucketFiles   = []byte("files")
+	bucketChunks    = []byte("chunks")    // chunk ID → location
+	bucketPacks     = []byte("packs")     // pack ID → size, count, created
+	bucketBackups   = []byte("backups")   // dir \x00 name → bucket {meta, files}
+	bucketLists     = []byte("lists")     // list ID, segment → refs
+	bucketOpen      = []byte("open")      // list ID → nothing: lists of writers not yet committed
+	bucketCopies    = []byte("copies")    // chunk ID, pack ID → location: more copies of indexed chunks
+	bucketCondemned = []byte("condemned") // pack ID → nothing: packs a shared collection is deleting
+	keyMeta         = []byte("meta")
+	bucketFiles     = []byte("files")
 )
 
 // DB is an open index.db. It is safe for concurrent use.
@@ -71,29 +73,6 @@ type Pack struct {
 	Size    int64
 	Chunks  int
 	Created time.Time
-}
-
-// AddPack records a durable pack and points each of its chunks at it. A
-// chunk that is already indexed keeps its first location.
-//
-// IMPORTANT: call it only after the pack is durable (Store.WritePack
-// returned nil); an indexed chunk is one that writers deduplicate against.
-func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketPacks).Put(p.ID[:], encodePack(p)); err != nil {
-			return err
-		}
-		chunks := tx.Bucket(bucketChunks)
-		for _, e := range entries {
-			if chunks.Get(e.ID[:]) != nil {
-				continue
-			}
-			if err := chunks.Put(e.ID[:], encodeLocation(chunkstore.Location{Pack: p.ID, Blob: e.Blob})); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 func encodePack(p Pack) []byte {

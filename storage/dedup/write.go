@@ -119,14 +119,14 @@ func (r *repo) takeBuilder() (*chunkstore.PackBuilder, error) {
 	}
 }
 
-// lookupLocked reports whether the repository has chunk id: pending in pack
-// p, or indexed (p nil). The caller holds r.mu, so the answer cannot change
+// lookupLocked reports whether the repository has chunk id for a writer to
+// deduplicate against: pending in pack p, or indexed (p nil) and usable. The caller holds r.mu, so the answer cannot change
 // between a pack's indexing and its chunks leaving the pending set.
 func (r *repo) lookupLocked(id chunkstore.ID) (p *pack, known bool, err error) {
 	if p, ok := r.pending[id]; ok {
 		return p, true, nil
 	}
-	_, known, err = r.idx.Lookup(id)
+	known, err = r.idx.Usable(id)
 	return nil, known, err
 }
 

@@ -1,0 +1,256 @@
+package index
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Where chunks are. Every chunk the index knows has one location, the one
+// Lookup returns, in the chunks bucket; any further copies (two agents that
+// stored the same chunk at once, or a collection that copied it) are kept in
+// the copies bucket, so that when a pack goes, its chunks move to a copy
+// instead of leaving the index. A chunk's location is in a pack that is not
+// condemned whenever one of its copies is.
+
+// AddPack records a durable pack and its chunks. A chunk already indexed in
+// a pack that is not condemned keeps that location; the new one is kept as
+// a copy.
+//
+// IMPORTANT: call it only after the pack is durable (Store.WritePack
+// returned nil); an indexed chunk is one that writers deduplicate against.
+func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
+	return d.db.Update(func(tx *bolt.Tx) error { return addPack(tx, p, entries) })
+}
+
+func addPack(tx *bolt.Tx, p Pack, entries []chunkstore.PackEntry) error {
+	if err := tx.Bucket(bucketPacks).Put(p.ID[:], encodePack(p)); err != nil {
+		return err
+	}
+	chunks, copies, condemned := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies), tx.Bucket(bucketCondemned)
+	for _, e := range entries {
+		loc := chunkstore.Location{Pack: p.ID, Blob: e.Blob}
+		if v := chunks.Get(e.ID[:]); v != nil {
+			cur, err := decodeLocation(v)
+			if err != nil || cur.Pack == p.ID {
+				return err
+			}
+			if condemned.Get(cur.Pack[:]) == nil {
+				if err := copies.Put(copyKey(e.ID, p.ID), encodeLocation(loc)); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := copies.Put(copyKey(e.ID, cur.Pack), v); err != nil {
+				return err
+			}
+		}
+		if err := chunks.Put(e.ID[:], encodeLocation(loc)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyKey(chunk, pack chunkstore.ID) []byte {
+	return append(append(make([]byte, 0, 64), chunk[:]...), pack[:]...)
+}
+
+// ReplacePack retires pack old in one transaction: the replacement pack,
+// if any, is added as AddPack does, and then old is dropped: each of chunks
+// located in old moves to another copy (the replacement's, if it has one)
+// or leaves the index. With replacement nil, this drops a pack.
+//
+// IMPORTANT: the new pack must be durable before, and old may only be
+// deleted after, this returns nil.
+func (d *DB) ReplacePack(old chunkstore.ID, chunks []chunkstore.ID, replacement *Pack, entries []chunkstore.PackEntry) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if replacement != nil {
+			if err := addPack(tx, *replacement, entries); err != nil {
+				return err
+			}
+		}
+		return dropPack(tx, old, chunks)
+	})
+}
+
+// DropPacks forgets packs that are gone from the repository, as another
+// agent's collection leaves them: their chunks move to other copies or
+// leave the index. It scans the whole index to find their chunks.
+func (d *DB) DropPacks(ids []chunkstore.ID) error {
+	gone := map[chunkstore.ID][]chunkstore.ID{}
+	for _, id := range ids {
+		gone[id] = nil
+	}
+	err := d.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
+		if chunks, ok := gone[loc.Pack]; ok {
+			gone[loc.Pack] = append(chunks, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = d.scan(bucketCopies, func(k, _ []byte) error {
+		if chunks, ok := gone[chunkstore.ID(k[32:])]; ok {
+			gone[chunkstore.ID(k[32:])] = append(chunks, chunkstore.ID(k[:32]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		for pack, chunks := range gone {
+			if err := dropPack(tx, pack, chunks); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// dropPack removes pack id and, of chunks, the copies in it; a chunk
+// located in it moves to its best other copy or leaves the index.
+func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID) error {
+	b, copies := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies)
+	for _, c := range chunks {
+		if err := copies.Delete(copyKey(c, id)); err != nil {
+			return err
+		}
+		v := b.Get(c[:])
+		if v == nil {
+			continue
+		}
+		loc, err := decodeLocation(v)
+		if err != nil {
+			return err
+		}
+		if loc.Pack != id {
+			continue
+		}
+		next, found, err := bestCopy(tx, c)
+		switch {
+		case err != nil:
+			return err
+		case found:
+			if err := b.Put(c[:], encodeLocation(next)); err != nil {
+				return err
+			}
+			err = copies.Delete(copyKey(c, next.Pack))
+		default:
+			err = b.Delete(c[:])
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bucketCondemned).Delete(id[:]); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketPacks).Delete(id[:])
+}
+
+// bestCopy returns a copy of chunk c from the copies bucket, one in a pack
+// that is not condemned if there is one.
+func bestCopy(tx *bolt.Tx, c chunkstore.ID) (best chunkstore.Location, found bool, err error) {
+	condemned := tx.Bucket(bucketCondemned)
+	cur := tx.Bucket(bucketCopies).Cursor()
+	for k, v := cur.Seek(c[:]); k != nil && bytes.HasPrefix(k, c[:]); k, v = cur.Next() {
+		loc, err := decodeLocation(v)
+		if err != nil {
+			return best, false, err
+		}
+		if !found || (condemned.Get(best.Pack[:]) != nil && condemned.Get(loc.Pack[:]) == nil) {
+			best, found = loc, true
+		}
+	}
+	return best, found, nil
+}
+
+// SetCondemned replaces the set of condemned packs: those a collection of a
+// shared repository has decided to delete once no agent can still depend on
+// them. Writers must not deduplicate against their chunks (see Usable);
+// reads may go on. Chunks located in a condemned pack move to a copy in a
+// pack that is not, if they have one.
+func (d *DB) SetCondemned(packs []chunkstore.ID) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketCondemned); err != nil {
+			return err
+		}
+		condemned, err := tx.CreateBucket(bucketCondemned)
+		if err != nil {
+			return err
+		}
+		for _, p := range packs {
+			if err := condemned.Put(p[:], []byte{1}); err != nil {
+				return err
+			}
+		}
+		// Copies are few: gather those to promote, then promote them.
+		var promote []chunkstore.Location
+		var ids []chunkstore.ID
+		chunks, copies := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies)
+		err = copies.ForEach(func(k, v []byte) error {
+			if condemned.Get(k[32:]) != nil {
+				return nil
+			}
+			v0 := chunks.Get(k[:32])
+			if v0 == nil {
+				return nil
+			}
+			cur, err := decodeLocation(v0)
+			if err != nil || condemned.Get(cur.Pack[:]) == nil {
+				return err
+			}
+			loc, err := decodeLocation(v)
+			promote, ids = append(promote, loc), append(ids, chunkstore.ID(k[:32]))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for i, loc := range promote {
+			c := ids[i]
+			v := chunks.Get(c[:])
+			cur, err := decodeLocation(v)
+			if err != nil {
+				return err
+			}
+			if condemned.Get(cur.Pack[:]) == nil {
+				continue // promoted already: the chunk had two good copies
+			}
+			if err := copies.Put(copyKey(c, cur.Pack), v); err != nil {
+				return err
+			}
+			if err := copies.Delete(copyKey(c, loc.Pack)); err != nil {
+				return err
+			}
+			if err := chunks.Put(c[:], encodeLocation(loc)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Usable reports whether a writer may deduplicate against chunk id: it is
+// indexed in a pack that is not condemned.
+func (d *DB) Usable(id chunkstore.ID) (bool, error) {
+	var usable bool
+	err := d.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketChunks).Get(id[:])
+		if v == nil {
+			return nil
+		}
+		loc, err := decodeLocation(v)
+		if err != nil {
+			return fmt.Errorf("index: chunk %s: %w", id, err)
+		}
+		usable = tx.Bucket(bucketCondemned).Get(loc.Pack[:]) == nil
+		return nil
+	})
+	return usable, err
+}

@@ -1,0 +1,100 @@
+package index_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/index"
+)
+
+func entry(chunk byte, off uint32) chunkstore.PackEntry {
+	return chunkstore.PackEntry{ID: id(chunk), Blob: chunkstore.Blob{Offset: off, Length: 10, PlainLength: 10}}
+}
+
+func addPack(t *testing.T, db *index.DB, pack byte, entries ...chunkstore.PackEntry) {
+	t.Helper()
+	if err := db.AddPack(index.Pack{ID: id(pack), Size: 100, Chunks: len(entries), Created: time.Now()}, entries); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantAt checks where Lookup finds a chunk (pack 0: nowhere) and whether a
+// writer may deduplicate against it.
+func wantAt(t *testing.T, db *index.DB, chunk, pack byte, usable bool) {
+	t.Helper()
+	loc, found, err := db.Lookup(id(chunk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case pack == 0 && found:
+		t.Errorf("chunk %d found in pack %x, want gone", chunk, loc.Pack[0])
+	case pack != 0 && (!found || loc.Pack != id(pack)):
+		t.Errorf("chunk %d: found %v in pack %x, want pack %d", chunk, found, loc.Pack[0], pack)
+	}
+	if got := must(db.Usable(id(chunk))); got != usable {
+		t.Errorf("chunk %d: Usable = %v, want %v", chunk, got, usable)
+	}
+}
+
+// A chunk stored twice, by two agents at once or by a collection's copy,
+// survives the loss of either pack, and writers never deduplicate against
+// a condemned pack while a good copy exists or after it is gone.
+func TestCopiesAndCondemned(t *testing.T) {
+	db, _ := open(t)
+	addPack(t, db, 100, entry(1, 0), entry(2, 10))
+	addPack(t, db, 101, entry(1, 0), entry(3, 10)) // chunk 1 again
+	wantAt(t, db, 1, 100, true)
+
+	// Condemning 100 moves chunk 1 to its copy; chunk 2 has none.
+	if err := db.SetCondemned([]chunkstore.ID{id(100)}); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 101, true)
+	wantAt(t, db, 2, 100, false)
+
+	// A new copy of a chunk whose only location is condemned takes over.
+	addPack(t, db, 102, entry(2, 0))
+	wantAt(t, db, 2, 102, true)
+
+	// Another agent deletes 101 and 102: chunk 1 falls back to condemned 100
+	// (readable, not usable), chunk 3 leaves the index.
+	if err := db.DropPacks([]chunkstore.ID{id(101), id(102)}); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 100, false)
+	wantAt(t, db, 2, 100, false)
+	wantAt(t, db, 3, 0, false)
+
+	// Spared by the collection, 100 is usable again.
+	if err := db.SetCondemned(nil); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 100, true)
+	if err := db.DropPacks([]chunkstore.ID{id(100)}); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 0, false)
+	if s := must(db.Stats()); s != (index.Stats{}) {
+		t.Errorf("Stats after dropping every pack = %+v", s)
+	}
+}
+
+// ReplacePack moves the retired pack's chunks to the new pack, and to
+// copies elsewhere when the new pack lacks them.
+func TestReplacePack(t *testing.T) {
+	db, _ := open(t)
+	addPack(t, db, 100, entry(1, 0), entry(2, 10), entry(3, 20))
+	addPack(t, db, 101, entry(3, 0))
+	next := index.Pack{ID: id(102), Size: 50, Chunks: 1}
+	if err := db.ReplacePack(id(100), []chunkstore.ID{id(1), id(2), id(3)}, &next, []chunkstore.PackEntry{entry(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 102, true)
+	wantAt(t, db, 2, 0, false)
+	wantAt(t, db, 3, 101, true)
+	if must(db.HasPack(id(100))) {
+		t.Error("retired pack still listed")
+	}
+}
