@@ -42,3 +42,13 @@ func ParseID(s string) (ID, error) {
 	}
 	return id, nil
 }
+
+// MarshalText encodes the ID as String does, so IDs read well in JSON.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText is the inverse of MarshalText.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	*id = v
+	return err
+}

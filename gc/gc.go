@@ -28,7 +28,10 @@ type Options struct {
 	RepackThreshold float64
 	// GracePeriod protects packs that the index does not know: they are
 	// left by a crash between writing a pack and indexing it, or are being
-	// written right now. Only those older than this are deleted; default 1 h.
+	// written right now. Only those older than this are deleted. On a
+	// shared repository it also protects packs younger than this, and a
+	// condemnation is carried out only once it is this old, all by the
+	// server's clock. Default 24 h.
 	GracePeriod time.Duration
 }
 
@@ -37,7 +40,7 @@ func (o Options) withDefaults() Options {
 		o.RepackThreshold = 0.25
 	}
 	if o.GracePeriod <= 0 {
-		o.GracePeriod = time.Hour
+		o.GracePeriod = 24 * time.Hour
 	}
 	return o
 }
@@ -71,6 +74,19 @@ type Collector struct {
 	Index  *index.DB
 	Claims Claims
 	Options
+	// Shared, if set, makes collections two-phase, for a repository that
+	// other agents write into; see shared.go.
+	Shared *Shared
+}
+
+// Shared configures collections on a shared repository.
+type Shared struct {
+	// LeaseTTL is how long leases and locks live unrenewed; default
+	// DefaultLeaseTTL. IMPORTANT: every agent must use the same.
+	LeaseTTL time.Duration
+	// Sync brings the index up to date with the repository's objects.
+	// Plan calls it once it holds the collection lock.
+	Sync func(context.Context) error
 }
 
 // PackAction is what a plan does with one pack.
@@ -97,11 +113,24 @@ type Plan struct {
 	Live    int                     // live chunks
 	Dead    int                     // dead chunks
 	// FreedBytes is what carrying the plan out frees: deleted packs and
-	// orphans whole, and the dead bytes of repacked packs.
+	// orphans whole, and the dead bytes of repacked packs. On a shared
+	// repository, Delete, Repack and Orphans are condemned (phase 1) and
+	// FreedBytes is what the sweep frees now.
 	FreedBytes int64
 
-	live liveSet
-	end  func()
+	// On a shared repository only:
+	Sweep          []PackAction // condemned packs deleted now (phase 2)
+	Spared         int          // condemned packs spared: they hold live chunks
+	Waiting        int          // condemnations not yet due
+	CondemnedBytes int64        // what phase 1 frees once its condemnation is carried out
+
+	live    liveSet
+	end     func()
+	due     []Condemnation  // carried out by this plan
+	unrec   []Condemnation  // whose leases were never recorded
+	condemn []chunkstore.ID // packs Execute condemns
+	heldBy  *Heartbeat      // the collection lock
+	now     time.Time       // server time the lock was taken
 }
 
 // liveSet holds the first 8 bytes of every live chunk ID. Two IDs sharing
@@ -119,7 +148,21 @@ func (s liveSet) has(id chunkstore.ID) bool { _, ok := s[key(id)]; return ok }
 // IMPORTANT: call Execute or Close on the returned plan.
 func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
 	opts := c.Options.withDefaults()
-	p := &Plan{live: liveSet{}, end: c.Claims.Begin()}
+	p := &Plan{live: liveSet{}, now: time.Now()}
+	if c.Shared != nil {
+		h, now, err := lock(ctx, c.Store.Backend(), c.Shared.ttl())
+		if err != nil {
+			return nil, err
+		}
+		p.heldBy, p.now = h, now
+	}
+	endClaims := c.Claims.Begin()
+	p.end = func() {
+		endClaims()
+		if p.heldBy != nil {
+			p.heldBy.Stop(context.Background())
+		}
+	}
 	if err := c.plan(ctx, p, opts); err != nil {
 		p.Close()
 		return nil, err
@@ -128,6 +171,19 @@ func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
 }
 
 func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
+	var condemned map[chunkstore.ID]bool
+	if c.Shared != nil {
+		// Which condemnations are due is settled before the index is
+		// synced, so that the manifests of every lease judged gone are
+		// among those the sync reads.
+		var err error
+		if condemned, err = c.dueCondemnations(ctx, p, opts); err != nil {
+			return err
+		}
+		if err := c.Shared.Sync(ctx); err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+	}
 	err := c.Index.ForEachListRef(func(r index.Ref) error {
 		p.live[key(r.ID)] = struct{}{}
 		return ctx.Err()
@@ -164,6 +220,30 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("gc: sweep: %w", err)
 	}
+	objects := map[chunkstore.ID]chunkstore.ObjectInfo{}
+	err = c.Store.Backend().List(ctx, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error {
+		if id, err := chunkstore.ParsePackName(o.Name); err == nil {
+			objects[id] = o
+		} // else not ours to judge
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: list packs: %w", err)
+	}
+	cutoff := p.now.Add(-opts.GracePeriod)
+	if c.Shared != nil {
+		// Condemned packs are phase 2's; young ones may be another
+		// agent's, for a backup whose manifest is not written yet.
+		c.planSweep(p, actions, objects)
+		for id, o := range objects {
+			if condemned[id] || o.ModTime.After(cutoff) {
+				delete(actions, id)
+			}
+		}
+		for id := range condemned {
+			delete(objects, id)
+		}
+	}
 	var small []PackAction
 	packSize := int64(c.Store.Config().PackSize)
 	for _, a := range actions {
@@ -194,22 +274,20 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		p.FreedBytes -= live + chunkstore.TrailerSize(int(chunks))
 	}
 
-	cutoff := time.Now().Add(-opts.GracePeriod)
-	err = c.Store.Backend().List(ctx, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error {
-		id, err := chunkstore.ParsePackName(o.Name)
-		if err != nil {
-			return nil // not ours to judge
-		}
-		if actions[id] == nil && o.ModTime.Before(cutoff) {
+	for id, o := range objects {
+		if _, known := trailers[id]; !known && o.ModTime.Before(cutoff) {
 			p.Orphans = append(p.Orphans, o)
 			p.FreedBytes += o.Size
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("gc: list packs: %w", err)
 	}
 	slices.SortFunc(p.Orphans, func(a, b chunkstore.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
+	if c.Shared != nil {
+		p.CondemnedBytes = p.FreedBytes
+		p.FreedBytes = 0
+		for _, a := range p.Sweep {
+			p.FreedBytes += a.Size
+		}
+	}
 	return nil
 }
 
@@ -227,6 +305,9 @@ type Result struct {
 	Repacked   int   // packs rewritten
 	Skipped    int   // packs left alone because a writer claimed one of their dead chunks meanwhile
 	FreedBytes int64 // bytes removed from the backend, less bytes written
+	// On a shared repository: Deleted counts the packs swept, and Repacked
+	// the packs copied and condemned; Condemned is all packs condemned.
+	Condemned int
 }
 
 // ErrClosed is returned by Execute on a plan already executed or closed.
@@ -242,6 +323,11 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
 	}
 	defer p.Close()
 	var res Result
+	if c.Shared != nil {
+		if err := c.sweep(ctx, p, &res); err != nil {
+			return res, err
+		}
+	}
 	for _, a := range p.Delete {
 		if err := c.retire(ctx, p, []PackAction{a}, false, &res); err != nil {
 			return res, err
@@ -254,6 +340,11 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
 	}
 	for _, o := range p.Orphans {
 		id, _ := chunkstore.ParsePackName(o.Name)
+		if c.Shared != nil {
+			p.condemn = append(p.condemn, id)
+			res.Condemned++
+			continue
+		}
 		deleted := false
 		err := c.Claims.Commit(func(func(chunkstore.ID) bool) error {
 			// Written again and indexed since the plan: no longer an orphan.
@@ -270,6 +361,9 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
 			res.Deleted++
 			res.FreedBytes += o.Size
 		}
+	}
+	if c.Shared != nil {
+		return res, c.condemn(ctx, p)
 	}
 	return res, nil
 }
@@ -361,19 +455,18 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 					return nil
 				}
 			}
-			if err := c.Index.ReplacePack(o.Pack, o.ids, newPack, moved); err != nil {
-				return fmt.Errorf("gc: index: %w", err)
-			}
-			if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(o.Pack)); err != nil {
-				return fmt.Errorf("gc: delete %s: %w", o.Pack, err)
-			}
-			return nil
+			return c.dispose(ctx, p, o.Pack, o.ids, newPack, moved)
 		})
 		switch {
 		case err != nil:
 			return err
 		case skipped:
 			res.Skipped++
+		case c.Shared != nil:
+			res.Condemned++
+			if repack {
+				res.Repacked++
+			}
 		case repack:
 			res.Repacked++
 			res.FreedBytes += o.Size
@@ -381,6 +474,28 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 			res.Deleted++
 			res.FreedBytes += o.Size
 		}
+	}
+	return nil
+}
+
+// dispose retires pack old once its live chunks are in newPack, if any. On
+// a shared repository it is condemned, and newPack indexed; otherwise the
+// index forgets it, then it is deleted.
+func (c *Collector) dispose(ctx context.Context, p *Plan, old chunkstore.ID, chunks []chunkstore.ID, newPack *index.Pack, moved []chunkstore.PackEntry) error {
+	if c.Shared != nil {
+		if newPack != nil {
+			if err := c.Index.AddPack(*newPack, moved); err != nil {
+				return fmt.Errorf("gc: index: %w", err)
+			}
+		}
+		p.condemn = append(p.condemn, old)
+		return nil
+	}
+	if err := c.Index.ReplacePack(old, chunks, newPack, moved); err != nil {
+		return fmt.Errorf("gc: index: %w", err)
+	}
+	if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(old)); err != nil {
+		return fmt.Errorf("gc: delete %s: %w", old, err)
 	}
 	return nil
 }

@@ -44,6 +44,7 @@ import (
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/storage"
 )
 
@@ -79,6 +80,17 @@ type Options struct {
 	// LockTimeout is how long opening waits for another process to release
 	// the repository; default 1 s.
 	LockTimeout time.Duration
+
+	// Shared says that other agents, on this host or others, write into
+	// the repository on Backend at the same time. root then holds only
+	// this agent's index caches, brought up to date from the objects when
+	// the storage opens, before ListBackups and when a backup starts.
+	// Backups hold leases, and collections are two-phase (see package gc).
+	Shared bool
+	// LeaseTTL is how long a lease lives unrenewed on a shared repository;
+	// default gc.DefaultLeaseTTL. IMPORTANT: every agent of a repository,
+	// and its collections, must use the same.
+	LeaseTTL time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -90,6 +102,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = time.Second
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = gc.DefaultLeaseTTL
 	}
 	return o
 }
@@ -153,6 +168,11 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	if err != nil {
 		return nil, err
 	}
+	if r.opts.Shared {
+		if _, err := r.sync(ctx); err != nil {
+			return nil, asStorageErr(err)
+		}
+	}
 	backups, err := r.idx.Backups(dir, false)
 	if err != nil {
 		return nil, err
@@ -173,14 +193,27 @@ func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.Ba
 	if err != nil {
 		return nil, err
 	}
-	created, err := r.idx.StartBackup(dir, name, time.Now())
+	l, err := r.holdLease(ctx)
 	if err != nil {
+		return nil, asStorageErr(err)
+	}
+	created, err := r.idx.StartBackup(dir, name, time.Now())
+	if err == nil && created && r.opts.Shared {
+		// Another agent's backup of that name, ended since the sync.
+		var exists bool
+		if exists, err = objectExists(ctx, r.store.Backend(), index.ManifestName(dir, name)); err == nil && exists {
+			err = r.idx.DeleteBackup(dir, name)
+			created = false
+		}
+	}
+	if err == nil && !created {
+		err = fmt.Errorf("dedup: start %s/%s: %w", dir, name, storage.ErrExists)
+	}
+	if err != nil {
+		r.releaseLease(l)
 		return nil, err
 	}
-	if !created {
-		return nil, fmt.Errorf("dedup: start %s/%s: %w", dir, name, storage.ErrExists)
-	}
-	return &handle{r: r, dir: dir, name: name}, nil
+	return &handle{r: r, dir: dir, name: name, lease: l}, nil
 }
 
 // RemoveBackup implements storage.BackupStorage. It deletes the backup's

@@ -62,12 +62,22 @@ func (c repoClaims) Commit(fn func(claimed func(chunkstore.ID) bool) error) erro
 }
 
 func (r *repo) collector(opts gc.Options) *gc.Collector {
-	return &gc.Collector{Store: r.store, Index: r.idx, Claims: repoClaims{r}, Options: opts}
+	c := &gc.Collector{Store: r.store, Index: r.idx, Claims: repoClaims{r}, Options: opts}
+	if r.opts.Shared {
+		c.Shared = &gc.Shared{LeaseTTL: r.opts.LeaseTTL, Sync: func(ctx context.Context) error {
+			_, err := r.sync(ctx)
+			return err
+		}}
+	}
+	return c
 }
 
 // PlanGC marks the repository and returns what a collection would delete and
 // rewrite. Backups may go on meanwhile. One collection runs at a time: a
-// second PlanGC waits until the first plan is executed or closed.
+// second PlanGC waits until the first plan is executed or closed. On a
+// shared repository the collection is two-phase (see package gc), and
+// PlanGC fails with an error wrapping storage.ErrInUse while another
+// agent's collection holds the lock.
 //
 // IMPORTANT: call ExecuteGC or the plan's Close.
 func (s *Storage) PlanGC(ctx context.Context, opts gc.Options) (*gc.Plan, error) {
@@ -75,7 +85,8 @@ func (s *Storage) PlanGC(ctx context.Context, opts gc.Options) (*gc.Plan, error)
 	if err != nil {
 		return nil, err
 	}
-	return r.collector(opts).Plan(ctx)
+	p, err := r.collector(opts).Plan(ctx)
+	return p, asStorageErr(err)
 }
 
 // ExecuteGC carries out a plan from PlanGC. Chunks that backups running

@@ -179,8 +179,8 @@ func TestGCOrphansAfterGracePeriod(t *testing.T) {
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		os.WriteFile(path, []byte("left by a crash"), 0o644)
 	}
-	twoHoursAgo := time.Now().Add(-2 * time.Hour)
-	os.Chtimes(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(oldID))), twoHoursAgo, twoHoursAgo)
+	pastGrace := time.Now().Add(-25 * time.Hour) // the default grace period is 24 h
+	os.Chtimes(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(oldID))), pastGrace, pastGrace)
 	p, res := collect(t, s, gc.Options{})
 	if len(p.Orphans) != 1 || p.Orphans[0].Name != chunkstore.PackName(oldID) || res.Deleted != 1 {
 		t.Fatalf("orphans = %+v, result %+v; want only the old one", p.Orphans, res)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/dedupstore/dedupstore/storage"
 )
@@ -14,6 +15,18 @@ type handle struct {
 	r         *repo
 	dir, name string
 	readOnly  bool
+
+	mu    sync.Mutex
+	lease *lease // held from StartBackup until EndBackup succeeds or AbortBackup
+}
+
+// dropLease releases the handle's lease, once.
+func (h *handle) dropLease() {
+	h.mu.Lock()
+	l := h.lease
+	h.lease = nil
+	h.mu.Unlock()
+	h.r.releaseLease(l)
 }
 
 func (h *handle) Directory() string { return h.dir }
@@ -51,7 +64,14 @@ func (h *handle) EndBackup(ctx context.Context) error {
 	if err := h.writable("end"); err != nil {
 		return err
 	}
-	return h.r.endBackup(ctx, h.dir, h.name)
+	h.mu.Lock()
+	l := h.lease
+	h.mu.Unlock()
+	if err := h.r.endBackup(ctx, h.dir, h.name, l); err != nil {
+		return err
+	}
+	h.dropLease()
+	return nil
 }
 
 // AbortBackup implements storage.BackupHandle. The backup disappears; writers
@@ -60,6 +80,7 @@ func (h *handle) AbortBackup(ctx context.Context) error {
 	if err := h.writable("abort"); err != nil {
 		return err
 	}
+	defer h.dropLease()
 	return h.r.removeBackup(ctx, h.dir, h.name)
 }
 

@@ -139,6 +139,7 @@ func (rd *reader) loadSegment() error {
 // load fetches and verifies one chunk.
 func (r *repo) load(ctx context.Context, f *fetch) {
 	defer close(f.done)
+	synced := r.syncs.Load()
 	loc, found, err := r.idx.Lookup(f.ref.ID)
 	if err == nil && !found {
 		err = fmt.Errorf("dedup: chunk %s is not in the index: %w", f.ref.ID, chunkstore.ErrCorrupt)
@@ -152,7 +153,13 @@ func (r *repo) load(ctx context.Context, f *fetch) {
 	f.buf = r.chunkBufs.Get().(*[]byte)
 	f.data, f.err = r.store.LoadChunk(ctx, f.ref.ID, loc, *scratch, *f.buf)
 	if f.err != nil && ctx.Err() == nil {
-		// A collection may have moved the chunk since it was looked up.
+		// A collection may have moved the chunk since it was looked up:
+		// on a shared repository, one the index has not heard of yet.
+		if r.opts.Shared {
+			if err := r.syncAfter(ctx, synced); err != nil {
+				f.err = err
+			}
+		}
 		if moved, found, err := r.idx.Lookup(f.ref.ID); err == nil && found && moved != loc {
 			f.data, f.err = r.store.LoadChunk(ctx, f.ref.ID, moved, *scratch, *f.buf)
 		}

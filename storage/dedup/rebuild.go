@@ -5,16 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 )
 
-// RebuildResult is what an index rebuild found.
+// RebuildResult is what an index rebuild, or a sync of a shared
+// repository's index, found and changed.
 type RebuildResult struct {
 	Packs            int      // packs indexed
-	Chunks           int      // chunks indexed
+	DroppedPacks     int      // packs forgotten: gone from the repository
+	Chunks           int      // chunks in the index afterwards
 	Backups          int      // backups imported from manifests
+	RemovedBackups   int      // backups forgotten: their manifests are gone
 	DamagedPacks     []string // packs whose trailer does not parse: their chunks stay unindexed
 	DamagedManifests []string // manifests that do not parse: their backups stay missing
 }
@@ -34,63 +39,218 @@ func (s *Storage) RebuildIndex(ctx context.Context) (RebuildResult, error) {
 }
 
 func (r *repo) rebuildIndex(ctx context.Context) (RebuildResult, error) {
-	var res RebuildResult
 	if err := r.idx.Reset(); err != nil {
+		return RebuildResult{}, err
+	}
+	res, err := r.sync(ctx)
+	if err != nil {
 		return res, err
 	}
+	return res, r.idx.SetReady(true)
+}
+
+// sync brings the index up to date with the repository's objects: it
+// indexes packs it does not know, forgets packs that are gone (deleted by a
+// collection of another agent), takes the condemned packs from the
+// condemnations, imports backups whose manifests it does not know and
+// forgets ended backups whose manifests are gone. From an empty index this
+// is a rebuild.
+func (r *repo) sync(ctx context.Context) (RebuildResult, error) {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	defer r.syncs.Add(1)
+	var res RebuildResult
 	b := r.store.Backend()
-	var objects []chunkstore.ObjectInfo
-	err := b.List(ctx, "", func(o chunkstore.ObjectInfo) error {
-		objects = append(objects, o)
+	known, err := r.idx.Packs() // before listing: any of these not listed is gone
+	if err != nil {
+		return res, err
+	}
+	listed := map[chunkstore.ID]chunkstore.ObjectInfo{}
+	var manifests []string
+	err = b.List(ctx, "", func(o chunkstore.ObjectInfo) error {
+		if id, err := chunkstore.ParsePackName(o.Name); err == nil {
+			listed[id] = o
+		} else if strings.HasPrefix(o.Name, index.ManifestPrefix) {
+			manifests = append(manifests, o.Name)
+		}
 		return nil
 	})
 	if err != nil {
-		return res, fmt.Errorf("dedup: rebuild index: %w", err)
+		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
-	for _, o := range objects {
-		id, err := chunkstore.ParsePackName(o.Name)
-		if err != nil {
-			continue
+	if err := r.syncPacks(ctx, listed, &res); err != nil {
+		return res, fmt.Errorf("dedup: sync index: %w", err)
+	}
+	var gone []chunkstore.ID
+	for _, p := range known {
+		if _, ok := listed[p.ID]; !ok {
+			gone = append(gone, p.ID)
 		}
-		entries, err := chunkstore.ReadPackTrailer(ctx, b, o.Name, o.Size)
-		if errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion) {
-			res.DamagedPacks = append(res.DamagedPacks, o.Name)
-			continue
-		}
-		if err != nil {
-			return res, fmt.Errorf("dedup: rebuild index: %w", err)
-		}
-		if err := r.idx.AddPack(index.Pack{ID: id, Size: o.Size, Chunks: len(entries), Created: o.ModTime}, entries); err != nil {
+	}
+	if len(gone) > 0 {
+		if err := r.idx.DropPacks(gone); err != nil {
 			return res, err
 		}
-		res.Packs++
+		res.DroppedPacks = len(gone)
 	}
-	for _, o := range objects {
-		if !strings.HasPrefix(o.Name, index.ManifestPrefix) {
+	if err := gc.SyncCondemned(ctx, b, r.idx); err != nil {
+		return res, fmt.Errorf("dedup: sync index: %w", err)
+	}
+	if err := r.syncManifests(ctx, manifests, &res); err != nil {
+		return res, fmt.Errorf("dedup: sync index: %w", err)
+	}
+	st, err := r.idx.Stats()
+	res.Chunks = st.Chunks
+	return res, err
+}
+
+// syncPacks indexes the listed packs the index does not know, reading
+// their trailers a few at a time.
+func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstore.ObjectInfo, res *RebuildResult) error {
+	todo := make(chan chunkstore.ObjectInfo)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for o := range todo {
+				entries, err := chunkstore.ReadPackTrailer(ctx, r.store.Backend(), o.Name, o.Size)
+				damaged := errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion)
+				if err == nil {
+					id, _ := chunkstore.ParsePackName(o.Name)
+					err = r.idx.AddPack(index.Pack{ID: id, Size: o.Size, Chunks: len(entries), Created: o.ModTime}, entries)
+				}
+				mu.Lock()
+				switch {
+				case damaged:
+					res.DamagedPacks = append(res.DamagedPacks, o.Name)
+				case errors.Is(err, chunkstore.ErrNotExist):
+					// deleted since it was listed
+				case err != nil:
+					if firstErr == nil {
+						firstErr = err
+						cancel()
+					}
+				default:
+					res.Packs++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for id, o := range listed {
+		known, err := r.idx.HasPack(id)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		if known {
 			continue
 		}
-		rc, err := b.Get(ctx, o.Name, 0, -1)
+		select {
+		case todo <- o:
+		case <-ctx.Done():
+		}
+	}
+	close(todo)
+	wg.Wait()
+	return firstErr
+}
+
+// syncManifests imports the backups of manifests the index does not know,
+// and forgets ended backups whose manifests are gone. Each change is made
+// under the backup's lock, after checking the object again, so that a
+// backup this process ends or removes meanwhile is left as it is.
+func (r *repo) syncManifests(ctx context.Context, manifests []string, res *RebuildResult) error {
+	b := r.store.Backend()
+	backups, err := r.idx.Backups("", true)
+	if err != nil {
+		return err
+	}
+	local := map[string]index.Backup{}
+	for _, bk := range backups {
+		local[index.ManifestName(bk.Dir, bk.Name)] = bk
+	}
+	listed := map[string]bool{}
+	for _, name := range manifests {
+		listed[name] = true
+		if _, ok := local[name]; ok {
+			continue
+		}
+		rc, err := b.Get(ctx, name, 0, -1)
+		if errors.Is(err, chunkstore.ErrNotExist) {
+			continue // removed since it was listed
+		}
 		if err != nil {
-			return res, fmt.Errorf("dedup: rebuild index: %w", err)
+			return err
 		}
 		m, err := index.DecodeManifest(rc)
 		rc.Close()
-		if err == nil && index.ManifestName(m.Backup.Dir, m.Backup.Name) != o.Name {
-			err = fmt.Errorf("manifest of %s/%s stored as %s", m.Backup.Dir, m.Backup.Name, o.Name)
+		if err == nil && index.ManifestName(m.Backup.Dir, m.Backup.Name) != name {
+			err = fmt.Errorf("manifest of %s/%s stored as %s", m.Backup.Dir, m.Backup.Name, name)
 		}
 		if err != nil {
-			res.DamagedManifests = append(res.DamagedManifests, o.Name)
+			res.DamagedManifests = append(res.DamagedManifests, name)
 			continue
 		}
-		if err := r.idx.ImportBackup(m); err != nil {
-			return res, err
+		imported, err := r.underBackupLock(m.Backup.Dir, m.Backup.Name, func() (bool, error) {
+			if _, found, err := r.idx.Backup(m.Backup.Dir, m.Backup.Name); err != nil || found {
+				return false, err
+			}
+			if exists, err := objectExists(ctx, b, name); err != nil || !exists {
+				return false, err
+			}
+			return true, r.idx.ImportBackup(m)
+		})
+		if err != nil {
+			return err
 		}
-		res.Backups++
+		if imported {
+			res.Backups++
+		}
 	}
-	st, err := r.idx.Stats()
+	for name, bk := range local {
+		if listed[name] || bk.State != index.Ended {
+			continue
+		}
+		removed, err := r.underBackupLock(bk.Dir, bk.Name, func() (bool, error) {
+			if exists, err := objectExists(ctx, b, name); err != nil || exists {
+				return false, err
+			}
+			return true, r.idx.DeleteBackup(bk.Dir, bk.Name)
+		})
+		if err != nil {
+			return err
+		}
+		if removed {
+			res.RemovedBackups++
+		}
+	}
+	return nil
+}
+
+func (r *repo) underBackupLock(dir, name string, fn func() (bool, error)) (bool, error) {
+	l := r.backupLock(dir, name)
+	l.Lock()
+	defer l.Unlock()
+	return fn()
+}
+
+// objectExists asks the backend whether an object exists now.
+func objectExists(ctx context.Context, b chunkstore.Backend, name string) (bool, error) {
+	rc, err := b.Get(ctx, name, 0, 0)
+	if errors.Is(err, chunkstore.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		return res, err
+		return false, err
 	}
-	res.Chunks = st.Chunks
-	return res, r.idx.SetReady(true)
+	rc.Close()
+	return true, nil
 }

@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/storage"
 )
@@ -44,6 +46,13 @@ type repo struct {
 	gcClaims map[chunkstore.ID]struct{} // while a collection runs: chunks claimed or released since it began
 
 	gcMu sync.Mutex // held from a collection's plan to its end
+
+	syncMu sync.Mutex   // one sync at a time
+	syncs  atomic.Int64 // syncs completed
+
+	leaseMu sync.Mutex
+	lease   *lease              // the lease new backups take, nil if none
+	leases  map[*lease]struct{} // every lease held
 
 	backupLocks [64]sync.Mutex // serialize manifest writes and removal per backup
 	seed        maphash.Seed
@@ -83,7 +92,12 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		store.Close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
-	idx, err := index.Open(filepath.Join(root, "index.db"), opts.LockTimeout)
+	var idx *index.DB
+	if opts.Shared {
+		idx, err = openSharedIndex(root, store.Config())
+	} else {
+		idx, err = index.Open(filepath.Join(root, "index.db"), opts.LockTimeout)
+	}
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
@@ -99,6 +113,7 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		builders:  make(chan *chunkstore.PackBuilder, packsInMemory),
 		pending:   map[chunkstore.ID]*pack{},
 		claims:    map[chunkstore.ID]int{},
+		leases:    map[*lease]struct{}{},
 		seed:      maphash.MakeSeed(),
 	}
 	params := store.Config().Chunker
@@ -115,6 +130,12 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 	if err := r.recover(ctx); err != nil {
 		r.close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
+	}
+	if opts.Shared && !created {
+		if _, err := r.sync(ctx); err != nil {
+			r.close()
+			return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
+		}
 	}
 	for range opts.Workers {
 		r.workers.Add(1)
@@ -188,6 +209,7 @@ func (r *repo) close() error {
 	r.cancel()
 	r.writers.Wait()
 	r.workers.Wait()
+	r.stopLeases()
 	r.store.Close()
 	return r.idx.Close()
 }
@@ -207,10 +229,16 @@ func (r *repo) backupLock(dir, name string) *sync.Mutex {
 // endBackup writes the backup's manifest, then marks it ended. It runs at
 // EndBackup and again whenever a file is committed to an ended backup, so the
 // manifest always lists every committed file.
-func (r *repo) endBackup(ctx context.Context, dir, name string) error {
+//
+// On a shared repository it refuses, with storage.ErrAborted, to write the
+// manifest once the lease the caller's chunk references depend on is lost.
+func (r *repo) endBackup(ctx context.Context, dir, name string, ls *lease) error {
 	l := r.backupLock(dir, name)
 	l.Lock()
 	defer l.Unlock()
+	if err := ls.valid(); err != nil {
+		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, err)
+	}
 	if _, found, err := r.idx.Backup(dir, name); err != nil {
 		return err
 	} else if !found {
@@ -254,7 +282,7 @@ func asStorageErr(err error) error {
 	switch {
 	case errors.Is(err, chunkstore.ErrCorrupt):
 		return fmt.Errorf("%w: %w", storage.ErrCorrupt, err)
-	case errors.Is(err, index.ErrInUse):
+	case errors.Is(err, index.ErrInUse), errors.Is(err, gc.ErrLocked):
 		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
 	}
 	return err

@@ -201,6 +201,7 @@ type writer struct {
 	loopDone  chan struct{}
 	stop      func() bool // unregisters the context watch
 	closed    bool
+	lease     *lease // held until Close
 
 	// Owned by the chunking goroutine until loopDone is closed:
 	list   index.ListID // 0 until the first full segment is stored
@@ -213,8 +214,12 @@ type writer struct {
 }
 
 func (r *repo) newWriter(ctx context.Context, dir, name, file string) (*writer, error) {
+	l, err := r.holdLease(ctx)
+	if err != nil {
+		return nil, asStorageErr(err)
+	}
 	pr, pw := io.Pipe()
-	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{})}
+	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{}), lease: l}
 	// Cancelling the caller's context or closing the repository fails the
 	// stream at once, even while the chunker waits for input.
 	wctx, cancel := context.WithCancelCause(ctx)
@@ -244,6 +249,7 @@ func (w *writer) Close() error {
 	w.pw.Close()
 	<-w.loopDone
 	defer w.stop()
+	defer w.r.releaseLease(w.lease)
 	err := w.err
 	if err == nil {
 		err = w.commit()
@@ -291,7 +297,7 @@ func (w *writer) commit() error {
 	if err != nil || b.State != index.Ended {
 		return err
 	}
-	return w.r.endBackup(w.ctx, w.dir, w.name)
+	return w.r.endBackup(w.ctx, w.dir, w.name, w.lease)
 }
 
 // chunkLoop runs the writer's goroutine. On failure it closes the pipe with

@@ -1,0 +1,427 @@
+package gc
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/index"
+)
+
+// Collections on a shared repository: one that agents on many hosts write
+// into at once, each with its own index, which is a cache of the objects.
+// Another agent's writers may deduplicate against any chunk their index
+// holds, and this collection cannot see what they hold, so nothing is
+// deleted at once. The protocol:
+//
+//   - Every agent holds a lease object, leases/<random>, while it has a
+//     backup running, and rewrites it every LeaseTTL/4. Just after writing a
+//     new lease it brings its index up to date, condemned packs included.
+//     It never deduplicates against a chunk in a condemned pack. It refuses
+//     to write a manifest when its lease was last rewritten LeaseTTL/2 ago
+//     or more, and once a rewrite comes that late the lease is lost for good.
+//   - A collection holds the exclusive lock object locks/<random>, written,
+//     then checked against every other lock younger than LeaseTTL.
+//   - Phase 1 (condemn): a collection marks, copies the live chunks of the
+//     packs it would rewrite into new packs, then writes a condemnation
+//     object, condemned/<random>, listing the packs to delete; then it
+//     lists the leases and records their names in the condemnation.
+//   - Phase 2 (sweep), in a later collection: a condemnation is carried
+//     out once it is older than the grace period and none of the leases it
+//     records is alive (rewritten within LeaseTTL, by the server's clock).
+//     The collection marks again, deletes the condemned packs that hold no
+//     live chunk, and spares the rest.
+//
+// Why it is safe. A writer can deduplicate against a chunk of a condemned
+// pack P only if its index did not know P was condemned, that is, if it
+// synced before the condemnation was written, under a lease written before
+// that too. Such a lease was listed after the condemnation was written, so
+// it is recorded; phase 2 waits until it is gone or expired. A writer
+// deletes its lease only after its manifests are stored, and stops
+// writing manifests before its lease can expire, so by phase 2 every
+// manifest that could refer to P is stored and the second mark sees it.
+// Pack names are random, so a pack can never be deleted under a writer
+// that stored the same bytes again. Clocks: the lease and condemnation ages
+// are measured by the server's object times only; the agents' clocks only
+// time their own lease rewrites.
+
+// Object name prefixes of the protocol.
+const (
+	LeasePrefix     = "leases/"
+	LockPrefix      = "locks/"
+	CondemnedPrefix = "condemned/"
+)
+
+// DefaultLeaseTTL is how long a lease or lock lives without being rewritten.
+const DefaultLeaseTTL = 10 * time.Minute
+
+var (
+	// ErrLocked is returned when another agent's collection holds the lock.
+	ErrLocked = errors.New("gc: another collection is running on the repository")
+	// ErrLeaseLost is returned by Heartbeat.Valid once the heartbeat could
+	// not be rewritten in time: the agent must not rely on it any more.
+	ErrLeaseLost = errors.New("gc: lease lost: it was not renewed in time")
+)
+
+// Heartbeat is an object an agent rewrites every TTL/4 while it works, so
+// others can tell from the server's times whether it still does: a lease
+// while backups run, the lock while a collection does.
+type Heartbeat struct {
+	b    chunkstore.Backend
+	name string
+	ttl  time.Duration
+
+	mu   sync.Mutex
+	last time.Time // when the last successful write was sent (monotonic)
+	lost error
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// StartHeartbeat writes a new object under prefix and keeps rewriting it
+// until Stop.
+func StartHeartbeat(ctx context.Context, b chunkstore.Backend, prefix string, ttl time.Duration) (*Heartbeat, error) {
+	var r [12]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return nil, err
+	}
+	h := &Heartbeat{b: b, name: prefix + hex.EncodeToString(r[:]), ttl: ttl, done: make(chan struct{})}
+	if err := h.write(ctx); err != nil {
+		return nil, err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	h.stop = stop
+	go h.run(bg)
+	return h, nil
+}
+
+// Name is the heartbeat's object name.
+func (h *Heartbeat) Name() string { return h.name }
+
+// write rewrites the object. A write sent TTL/2 or more after the last
+// good one, or taking TTL/4 or more, loses the heartbeat for good: others
+// may have judged it dead meanwhile. Either way, a write that counts
+// reached the server before anyone could judge it dead.
+func (h *Heartbeat) write(ctx context.Context) error {
+	host, _ := os.Hostname()
+	body := fmt.Sprintf(`{"host":%q,"pid":%d}`, host, os.Getpid())
+	sent := time.Now()
+	if err := h.Valid(); err != nil {
+		return err
+	}
+	if err := h.b.Put(ctx, h.name, strings.NewReader(body)); err != nil {
+		return fmt.Errorf("gc: write %s: %w", h.name, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Since(sent) >= h.ttl/4 {
+		h.lost = ErrLeaseLost
+	}
+	if h.lost != nil {
+		return fmt.Errorf("%s: %w", h.name, h.lost)
+	}
+	h.last = sent
+	return nil
+}
+
+func (h *Heartbeat) run(ctx context.Context) {
+	defer close(h.done)
+	t := time.NewTicker(h.ttl / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if errors.Is(h.write(ctx), ErrLeaseLost) {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Valid returns nil while the object was rewritten less than TTL/2 ago, and
+// an error wrapping ErrLeaseLost otherwise.
+func (h *Heartbeat) Valid() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lost == nil && !h.last.IsZero() && time.Since(h.last) >= h.ttl/2 {
+		h.lost = ErrLeaseLost
+	}
+	if h.lost != nil {
+		return fmt.Errorf("%s: %w", h.name, h.lost)
+	}
+	return nil
+}
+
+// Stop ends the rewrites and deletes the object.
+func (h *Heartbeat) Stop(ctx context.Context) error {
+	h.stop()
+	<-h.done
+	return h.b.Delete(ctx, h.name)
+}
+
+// listHeartbeats returns the objects under prefix by name.
+func listHeartbeats(ctx context.Context, b chunkstore.Backend, prefix string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := b.List(ctx, prefix, func(o chunkstore.ObjectInfo) error {
+		out[o.Name] = o.ModTime
+		return nil
+	})
+	return out, err
+}
+
+// lock takes the collection lock: it writes a lock object, then gives up
+// with ErrLocked if any other lock is alive. Two agents racing both give
+// up; neither can think it holds the lock alone. It returns the server's
+// time at which the lock was written.
+func lock(ctx context.Context, b chunkstore.Backend, ttl time.Duration) (*Heartbeat, time.Time, error) {
+	h, err := StartHeartbeat(ctx, b, LockPrefix, ttl)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	locks, err := listHeartbeats(ctx, b, LockPrefix)
+	now, ok := locks[h.name]
+	if err == nil && !ok {
+		err = fmt.Errorf("gc: lock %s not listed after it was written", h.name)
+	}
+	for name, t := range locks {
+		if err != nil {
+			break
+		}
+		if name != h.name && now.Sub(t) < ttl {
+			err = fmt.Errorf("%w (lock %s, written %s before ours)", ErrLocked, name, now.Sub(t).Round(time.Second))
+		}
+	}
+	if err != nil {
+		h.Stop(context.WithoutCancel(ctx))
+		return nil, time.Time{}, err
+	}
+	return h, now, nil
+}
+
+// Condemnation is a phase-1 decision: packs to delete once no agent can
+// depend on them.
+type Condemnation struct {
+	Name  string          `json:"-"` // object name
+	Time  time.Time       `json:"-"` // when the object was last written, by the server's clock
+	Packs []chunkstore.ID `json:"packs"`
+	// Leases alive when the condemnation was written; nil until recorded.
+	Leases []string `json:"leases"`
+}
+
+// Condemnations reads every condemnation in the repository.
+func Condemnations(ctx context.Context, b chunkstore.Backend) ([]Condemnation, error) {
+	var out []Condemnation
+	err := b.List(ctx, CondemnedPrefix, func(o chunkstore.ObjectInfo) error {
+		out = append(out, Condemnation{Name: o.Name, Time: o.ModTime})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc: list condemnations: %w", err)
+	}
+	for i := range out {
+		rc, err := b.Get(ctx, out[i].Name, 0, -1)
+		if err != nil {
+			return nil, fmt.Errorf("gc: read condemnation: %w", err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err == nil {
+			err = json.Unmarshal(data, &out[i])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gc: read condemnation %s: %w: %w", out[i].Name, chunkstore.ErrCorrupt, err)
+		}
+	}
+	return out, nil
+}
+
+func putCondemnation(ctx context.Context, b chunkstore.Backend, c Condemnation) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(ctx, c.Name, bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("gc: write condemnation: %w", err)
+	}
+	return nil
+}
+
+// SyncCondemned sets the index's condemned packs to those of the
+// repository's condemnations.
+func SyncCondemned(ctx context.Context, b chunkstore.Backend, idx *index.DB) error {
+	cs, err := Condemnations(ctx, b)
+	if err != nil {
+		return err
+	}
+	var packs []chunkstore.ID
+	for _, c := range cs {
+		packs = append(packs, c.Packs...)
+	}
+	return idx.SetCondemned(packs)
+}
+
+func (s *Shared) ttl() time.Duration {
+	if s.LeaseTTL <= 0 {
+		return DefaultLeaseTTL
+	}
+	return s.LeaseTTL
+}
+
+// dueCondemnations reads the condemnations and picks those phase 2 carries
+// out now: older than the grace period, with every lease they record gone
+// or expired. It returns every condemned pack.
+func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options) (map[chunkstore.ID]bool, error) {
+	b := c.Store.Backend()
+	conds, err := Condemnations(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := listHeartbeats(ctx, b, LeasePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("gc: list leases: %w", err)
+	}
+	condemned := map[chunkstore.ID]bool{}
+	for _, cd := range conds {
+		for _, id := range cd.Packs {
+			condemned[id] = true
+		}
+		due := cd.Leases != nil && p.now.Sub(cd.Time) >= opts.GracePeriod
+		for _, name := range cd.Leases {
+			if t, ok := leases[name]; ok && p.now.Sub(t) < c.Shared.ttl() {
+				due = false
+			}
+		}
+		switch {
+		case due:
+			p.due = append(p.due, cd)
+		case cd.Leases == nil:
+			p.unrec = append(p.unrec, cd)
+			p.Waiting++
+		default:
+			p.Waiting++
+		}
+	}
+	return condemned, nil
+}
+
+// planSweep picks, from the due condemnations, the packs to delete: those
+// holding no live chunk. The others are spared.
+func (c *Collector) planSweep(p *Plan, actions map[chunkstore.ID]*PackAction, objects map[chunkstore.ID]chunkstore.ObjectInfo) {
+	seen := map[chunkstore.ID]bool{}
+	for _, cd := range p.due {
+		for _, id := range cd.Packs {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			a, o := actions[id], objects[id]
+			switch {
+			case a != nil && a.LiveChunks > 0:
+				p.Spared++
+			case a != nil:
+				p.Sweep = append(p.Sweep, *a)
+			case o.Name != "": // a pack the index cannot read
+				p.Sweep = append(p.Sweep, PackAction{Pack: id, Size: o.Size})
+			}
+		}
+	}
+}
+
+// sweep is phase 2: it deletes the packs of the due condemnations, then the
+// condemnations, whose spared packs are no longer condemned.
+func (c *Collector) sweep(ctx context.Context, p *Plan, res *Result) error {
+	if len(p.due) == 0 {
+		return nil
+	}
+	if err := p.heldBy.Valid(); err != nil {
+		return err
+	}
+	b := c.Store.Backend()
+	ids := make([]chunkstore.ID, len(p.Sweep))
+	for i, a := range p.Sweep {
+		if err := b.Delete(ctx, chunkstore.PackName(a.Pack)); err != nil {
+			return fmt.Errorf("gc: sweep: %w", err)
+		}
+		ids[i] = a.Pack
+		res.Deleted++
+		res.FreedBytes += a.Size
+	}
+	if err := c.Index.DropPacks(ids); err != nil {
+		return fmt.Errorf("gc: sweep: %w", err)
+	}
+	for _, cd := range p.due {
+		if err := b.Delete(ctx, cd.Name); err != nil {
+			return fmt.Errorf("gc: sweep: %w", err)
+		}
+	}
+	return nil
+}
+
+// condemn is phase 1: it writes a condemnation of the packs the plan
+// retired, then records in it (and in any condemnation a crash left
+// without) the leases alive now. Then it removes leases and locks long
+// expired, and brings the index's condemned packs up to date.
+func (c *Collector) condemn(ctx context.Context, p *Plan) error {
+	b := c.Store.Backend()
+	var todo []Condemnation
+	if len(p.condemn) > 0 {
+		var r [12]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return err
+		}
+		cd := Condemnation{Name: CondemnedPrefix + hex.EncodeToString(r[:]), Packs: p.condemn}
+		if err := p.heldBy.Valid(); err != nil {
+			return err
+		}
+		if err := putCondemnation(ctx, b, cd); err != nil {
+			return err
+		}
+		todo = append(todo, cd)
+	}
+	todo = append(todo, p.unrec...)
+	if len(todo) > 0 {
+		leases, err := listHeartbeats(ctx, b, LeasePrefix)
+		if err != nil {
+			return fmt.Errorf("gc: list leases: %w", err)
+		}
+		names := make([]string, 0, len(leases))
+		for name := range leases {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, cd := range todo {
+			cd.Leases = names
+			if err := putCondemnation(ctx, b, cd); err != nil {
+				return err
+			}
+		}
+	}
+	for _, prefix := range []string{LeasePrefix, LockPrefix} {
+		objs, err := listHeartbeats(ctx, b, prefix)
+		if err != nil {
+			return err
+		}
+		for name, t := range objs {
+			if p.now.Sub(t) > 2*c.Shared.ttl() {
+				if err := b.Delete(ctx, name); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return SyncCondemned(ctx, b, c.Index)
+}

@@ -1,0 +1,132 @@
+package dedup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/storage"
+)
+
+// Shared repositories (Options.Shared): objects on a backend that agents
+// on many hosts write into at once. Each agent's index is a cache in its
+// own directory; sync brings it up to date. Backups hold leases, and
+// collections are two-phase: see package gc for the protocol and why it is
+// safe.
+
+// maxCaches is how many processes on one host can use one shared repository
+// at once with the same cache root, each with its own index.
+const maxCaches = 8
+
+// openSharedIndex opens an index cache of the repository under root: the
+// first of root/<repository id>/index.db, index-1.db, ... that no other
+// process holds.
+func openSharedIndex(root string, cfg chunkstore.Config) (*index.DB, error) {
+	sum := sha256.Sum256(cfg.Key)
+	dir := filepath.Join(root, hex.EncodeToString(sum[:8]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for i := range maxCaches {
+		name := "index.db"
+		if i > 0 {
+			name = fmt.Sprintf("index-%d.db", i)
+		}
+		idx, err := index.Open(filepath.Join(dir, name), 10*time.Millisecond)
+		if !errors.Is(err, index.ErrInUse) {
+			return idx, err
+		}
+	}
+	return nil, fmt.Errorf("all %d index caches in %s are in use: %w", maxCaches, dir, index.ErrInUse)
+}
+
+// lease is one gc.Heartbeat under leases/, shared by the backups and
+// writers of this process that started while it was valid.
+type lease struct {
+	hb   *gc.Heartbeat
+	refs int
+}
+
+// valid returns nil if l is nil (a repository of one process) or still
+// valid: a manifest may be written.
+func (l *lease) valid() error {
+	if l == nil {
+		return nil
+	}
+	if err := l.hb.Valid(); err != nil {
+		return fmt.Errorf("dedup: %w: %w", storage.ErrAborted, err)
+	}
+	return nil
+}
+
+// holdLease returns the process's lease, taking a new one if there is none
+// or it was lost; a new lease is followed by a sync, so that the index
+// knows every pack condemned before it. It returns nil on a repository
+// that is not shared. IMPORTANT: pair with releaseLease.
+func (r *repo) holdLease(ctx context.Context) (*lease, error) {
+	if !r.opts.Shared {
+		return nil, nil
+	}
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	if r.lease == nil || r.lease.hb.Valid() != nil {
+		hb, err := gc.StartHeartbeat(ctx, r.store.Backend(), gc.LeasePrefix, r.opts.LeaseTTL)
+		if err != nil {
+			return nil, fmt.Errorf("dedup: take lease: %w", err)
+		}
+		if _, err := r.sync(ctx); err != nil {
+			hb.Stop(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		r.lease = &lease{hb: hb}
+		r.leases[r.lease] = struct{}{}
+	}
+	r.lease.refs++
+	return r.lease, nil
+}
+
+// releaseLease drops a reference taken by holdLease; the last one deletes
+// the lease object.
+func (r *repo) releaseLease(l *lease) {
+	if l == nil {
+		return
+	}
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	if l.refs--; l.refs > 0 {
+		return
+	}
+	l.hb.Stop(context.Background())
+	delete(r.leases, l)
+	if r.lease == l {
+		r.lease = nil
+	}
+}
+
+// stopLeases deletes every lease object at close.
+func (r *repo) stopLeases() {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	for l := range r.leases {
+		l.hb.Stop(context.Background())
+	}
+	r.leases, r.lease = nil, nil
+}
+
+// syncAfter syncs the index unless a sync began after the caller read
+// r.syncs as seen, so that many readers failing at once sync once.
+func (r *repo) syncAfter(ctx context.Context, seen int64) error {
+	if r.syncs.Load() > seen {
+		return nil
+	}
+	_, err := r.sync(ctx)
+	return err
+}
