@@ -232,21 +232,26 @@ func Condemnations(ctx context.Context, b chunkstore.Backend) ([]Condemnation, e
 	if err != nil {
 		return nil, fmt.Errorf("gc: list condemnations: %w", err)
 	}
-	for i := range out {
-		rc, err := b.Get(ctx, out[i].Name, 0, -1)
+	read := out[:0]
+	for _, c := range out {
+		rc, err := b.Get(ctx, c.Name, 0, -1)
+		var data []byte
+		if err == nil {
+			data, err = io.ReadAll(rc)
+			rc.Close()
+		}
+		if errors.Is(err, chunkstore.ErrNotExist) {
+			continue // swept since it was listed
+		}
 		if err != nil {
 			return nil, fmt.Errorf("gc: read condemnation: %w", err)
 		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err == nil {
-			err = json.Unmarshal(data, &out[i])
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("gc: read condemnation %s: %w: %w", c.Name, chunkstore.ErrCorrupt, err)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("gc: read condemnation %s: %w: %w", out[i].Name, chunkstore.ErrCorrupt, err)
-		}
+		read = append(read, c)
 	}
-	return out, nil
+	return read, nil
 }
 
 func putCondemnation(ctx context.Context, b chunkstore.Backend, c Condemnation) error {

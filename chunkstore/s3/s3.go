@@ -144,9 +144,6 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		}
 		return nil, b.getErr(name, err)
 	}
-	if length < 0 {
-		return obj, nil
-	}
 	return &exact{obj: obj, left: length, name: name}, nil
 }
 
@@ -158,10 +155,11 @@ func (b *Backend) getErr(name string, err error) error {
 }
 
 // exact reports a range that ends early as an error: S3 answers a range
-// past the end of an object with the bytes it has.
+// past the end of an object with the bytes it has. It also reports an
+// object deleted while it was read as ErrNotExist.
 type exact struct {
 	obj  *minio.Object
-	left int64
+	left int64 // negative: read to the end
 	name string
 }
 
@@ -169,13 +167,20 @@ func (e *exact) Read(p []byte) (int, error) {
 	if e.left == 0 {
 		return 0, io.EOF
 	}
-	n, err := e.obj.Read(p[:min(int64(len(p)), e.left)])
-	e.left -= int64(n)
-	if err == io.EOF && e.left > 0 {
-		err = fmt.Errorf("s3: get %s: object shorter than requested range: %w", e.name, io.ErrUnexpectedEOF)
+	if e.left > 0 {
+		p = p[:min(int64(len(p)), e.left)]
 	}
-	if err == nil && e.left == 0 {
+	n, err := e.obj.Read(p)
+	if e.left > 0 {
+		e.left -= int64(n)
+	}
+	switch {
+	case err == io.EOF && e.left > 0:
+		err = fmt.Errorf("s3: get %s: object shorter than requested range: %w", e.name, io.ErrUnexpectedEOF)
+	case err == nil && e.left == 0:
 		err = io.EOF
+	case err != nil && err != io.EOF && notExist(err):
+		err = fmt.Errorf("s3: get %s: %w", e.name, chunkstore.ErrNotExist)
 	}
 	return n, err
 }

@@ -22,7 +22,14 @@ func (a *app) gcCommand() *cobra.Command {
 		Long: `Mark every chunk a backup uses, then delete packs with nothing live, rewrite
 packs with at least --repack-threshold dead bytes, and delete packs the
 index does not know once older than --grace (left by a crash). --dry-run
-prints the plan and changes nothing.`,
+prints the plan and changes nothing.
+
+On a shared (s3:) repository, other agents may be backing up meanwhile, so
+collection is two-phase: this run condemns the packs it would delete
+(phase 1), and a later run deletes them (phase 2, the "sweep") once the
+condemnation is older than --grace and every agent that held a lease
+when it was written has finished. Condemned packs that a backup started
+to use meanwhile are spared. One collection runs at a time.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := a.open()
@@ -40,10 +47,13 @@ prints the plan and changes nothing.`,
 				Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
 				Actions: []gcActionJSON{},
 			}}
+			if a.shared() {
+				out.Plan.Shared = &gcSharedJSON{SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
+			}
 			for _, list := range []struct {
 				action string
 				packs  []gc.PackAction
-			}{{"delete", plan.Delete}, {"repack", plan.Repack}} {
+			}{{"sweep", plan.Sweep}, {"delete", plan.Delete}, {"repack", plan.Repack}} {
 				for _, p := range list.packs {
 					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: list.action, Pack: p.Pack.String(), Size: p.Size, LiveChunks: p.LiveChunks, DeadChunks: p.DeadChunks, LiveBytes: p.LiveBytes})
 				}
@@ -58,14 +68,21 @@ prints the plan and changes nothing.`,
 				if err != nil {
 					return err
 				}
-				out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, FreedBytes: res.FreedBytes}
+				out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, FreedBytes: res.FreedBytes}
 			}
 			if a.json {
 				return a.printJSON(out)
 			}
 			p := out.Plan
-			a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
-				p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+			if sh := p.Shared; sh != nil {
+				a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
+					sh.SweepPacks, sh.SparedPacks, sh.Waiting, size(p.FreedBytes))
+				a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later",
+					p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(sh.CondemnedBytes))
+			} else {
+				a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
+					p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+			}
 			if o.dryRun {
 				var rows [][]string
 				for _, x := range p.Actions {
@@ -75,7 +92,9 @@ prints the plan and changes nothing.`,
 					a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
 				}
 			}
-			if r := out.Result; r != nil {
+			if r := out.Result; r != nil && p.Shared != nil {
+				a.info("done: %d packs deleted, %d condemned (%d of them repacked), %d left for a writer that claimed them; %s freed", r.Deleted, r.Condemned, r.Repacked, r.Skipped, size(r.FreedBytes))
+			} else if r != nil {
 				a.info("done: %d packs deleted, %d repacked, %d left for a writer that claimed them; %s freed", r.Deleted, r.Repacked, r.Skipped, size(r.FreedBytes))
 			} else {
 				a.info("dry run: nothing changed")
@@ -85,7 +104,7 @@ prints the plan and changes nothing.`,
 	}
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the plan, change nothing")
 	cmd.Flags().Float64Var(&o.threshold, "repack-threshold", 0.25, "dead fraction of a pack at which it is rewritten")
-	cmd.Flags().DurationVar(&o.grace, "grace", time.Hour, "age below which unindexed packs are kept")
+	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "age below which unindexed packs are kept; on s3:, also new packs and condemnations")
 	return cmd
 }
 
@@ -103,12 +122,22 @@ type gcPlanJSON struct {
 	LiveChunks  int   `json:"live_chunks"`
 	DeadChunks  int   `json:"dead_chunks"`
 	FreedBytes  int64 `json:"freed_bytes"`
-	// Actions lists every pack the plan deletes or rewrites.
+	// Actions lists every pack the plan deletes, condemns or rewrites.
 	Actions []gcActionJSON `json:"actions"`
+	// Shared is set on a shared (s3:) repository, where delete, repack and
+	// orphan actions condemn packs and sweep actions delete them.
+	Shared *gcSharedJSON `json:"shared,omitempty"`
+}
+
+type gcSharedJSON struct {
+	SweepPacks     int   `json:"sweep_packs"`
+	SparedPacks    int   `json:"spared_packs"`
+	Waiting        int   `json:"waiting_condemnations"`
+	CondemnedBytes int64 `json:"condemned_bytes"`
 }
 
 type gcActionJSON struct {
-	Action     string `json:"action"` // delete, repack or delete-orphan
+	Action     string `json:"action"` // sweep, delete, repack or delete-orphan
 	Pack       string `json:"pack"`   // pack ID; object name for an orphan
 	Size       int64  `json:"size"`
 	LiveChunks int    `json:"live_chunks"`
@@ -120,5 +149,6 @@ type gcResultJSON struct {
 	Deleted    int   `json:"deleted_packs"`
 	Repacked   int   `json:"repacked_packs"`
 	Skipped    int   `json:"skipped_packs"`
+	Condemned  int   `json:"condemned_packs"`
 	FreedBytes int64 `json:"freed_bytes"`
 }

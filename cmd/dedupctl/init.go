@@ -66,7 +66,7 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 	if !ok {
 		return usagef("--chunker %q: want fastcdc or restic", o.chunker)
 	}
-	opts := dedup.Options{Backend: backend}
+	opts := dedup.Options{Backend: backend, Shared: a.shared()}
 	opts.Chunker.Kind = kind
 	for _, s := range []struct {
 		flag, v string

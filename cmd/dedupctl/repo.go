@@ -23,7 +23,7 @@ func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 	if a.repo == "" {
 		return "", nil, usagef("no repository: pass --repo or set DEDUP_REPO")
 	}
-	if !strings.HasPrefix(a.repo, "s3:") {
+	if !a.shared() {
 		return a.repo, chunkstore.NewLocal(a.repo), nil
 	}
 	cfg, err := s3.ParseLocation(a.repo)
@@ -56,5 +56,9 @@ func (a *app) open() (*dedup.Storage, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	return dedup.New(root, dedup.Options{Backend: b}), nil
+	return dedup.New(root, dedup.Options{Backend: b, Shared: a.shared()}), nil
 }
+
+// shared reports whether --repo is a repository that other agents may
+// write into at the same time: one on S3.
+func (a *app) shared() bool { return strings.HasPrefix(a.repo, "s3:") }
