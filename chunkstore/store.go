@@ -119,17 +119,47 @@ func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries [
 	return id, entries, int64(len(data)), nil
 }
 
-// LoadChunk reads chunk id from loc, decompresses it into dst's spare
-// capacity and checks its hash. It never returns bytes that do not hash to
+// LoadChunk reads chunk id from loc, decompresses it into dst's capacity
+// and checks its hash. It never returns bytes that do not hash to
 // id: a mismatch, an undecodable blob or a missing or short pack all give an
 // error wrapping ErrCorrupt that names the chunk and the pack. scratch is
 // space for the stored bytes.
 func (s *Store) LoadChunk(ctx context.Context, id ID, loc Location, scratch, dst []byte) ([]byte, error) {
-	stored, err := s.readStored(ctx, id, loc, scratch)
+	plain, err := s.LoadChunks(ctx, []ID{id}, []Location{loc}, scratch, dst)
 	if err != nil {
 		return nil, err
 	}
-	return s.verify(id, loc, stored, dst)
+	return plain[0], nil
+}
+
+// LoadChunks loads chunks stored back to back in one pack with a single
+// read: each of locs must start where the one before ends. Each chunk is
+// decompressed into dst's capacity after the one before, and checked as
+// LoadChunk checks it.
+func (s *Store) LoadChunks(ctx context.Context, ids []ID, locs []Location, scratch, dst []byte) ([][]byte, error) {
+	first := locs[0]
+	end := first.Offset
+	for _, l := range locs {
+		if l.Pack != first.Pack || l.Offset != end {
+			return nil, fmt.Errorf("chunkstore: LoadChunks: chunks not stored back to back")
+		}
+		end += l.Length
+	}
+	stored, err := s.readStored(ctx, ids[0], Location{Pack: first.Pack, Blob: Blob{Offset: first.Offset, Length: end - first.Offset}}, scratch)
+	if err != nil {
+		return nil, err
+	}
+	plain := make([][]byte, len(ids))
+	rest := dst[:0]
+	for i, l := range locs {
+		off := l.Offset - first.Offset
+		if plain[i], err = s.verify(ids[i], l, stored[off:off+l.Length], rest); err != nil {
+			return nil, err
+		}
+		rest = rest[:cap(rest)]
+		rest = rest[min(len(plain[i]), len(rest)):][:0]
+	}
+	return plain, nil
 }
 
 // CopyChunk reads chunk id from loc and checks it as LoadChunk does, and

@@ -28,7 +28,8 @@ func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 
 // BenchmarkBackends ingests and restores 128 MiB of database pages with the
 // dedup storage on the local directory and on the S3 server, side by side,
-// and reports the PUT requests per GiB ingested.
+// and reports the PUT requests per GiB ingested. The S3 repository is
+// shared, as dedupctl opens it.
 func BenchmarkBackends(b *testing.B) {
 	data := dataset.Pages(400, 8192)
 	for _, backend := range []string{"local", "s3"} {
@@ -44,7 +45,7 @@ func BenchmarkBackends(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			return dedup.New(root, dedup.Options{Backend: chunkstore.Backend(be)})
+			return dedup.New(root, dedup.Options{Backend: chunkstore.Backend(be), Shared: true})
 		}
 		b.Run("backend="+backend+"/op=ingest", func(b *testing.B) {
 			b.SetBytes(int64(len(data)))

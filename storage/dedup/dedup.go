@@ -72,9 +72,11 @@ type Options struct {
 	// default GOMAXPROCS.
 	Workers int
 	// ChunksInFlight bounds the chunks being hashed and compressed at once,
-	// across all writers, and the chunks prefetched at once across all
-	// readers; default 4 × Workers. With it, memory is about
-	//	(ChunksInFlight × 3 + open files × 2) × max chunk size + 2 × pack size
+	// across all writers, and the runs of chunks (up to 1 MiB each)
+	// prefetched at once across all readers; default 4 × Workers. With it,
+	// memory is about
+	//	(ChunksInFlight × 3 + files being written × 2) × max chunk size
+	//	+ 2 × pack size + (ChunksInFlight + files being read) × 2 MiB
 	// whatever the length of the streams.
 	ChunksInFlight int
 	// LockTimeout is how long opening waits for another process to release

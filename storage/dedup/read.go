@@ -11,13 +11,18 @@ import (
 	"github.com/dedupstore/dedupstore/storage"
 )
 
-// maxReadAhead bounds the chunks one reader fetches ahead of its consumer.
+// maxReadAhead bounds the fetches one reader runs ahead of its consumer.
 const maxReadAhead = 8
 
+// runBytes bounds the plain bytes of one fetch: consecutive chunks of a
+// file stored back to back in one pack, as a first backup stores them, are
+// read with one request, which matters on object storage.
+const runBytes = 1 << 20
+
 // reader streams a file's chunks in order. It fetches ahead in goroutines:
-// the next chunk always, up to maxReadAhead more while the repository's read
-// slots allow. Every chunk is verified against its ID before a byte of it is
-// returned.
+// the next run of chunks always, up to maxReadAhead more while the
+// repository's read slots allow. Every chunk is verified against its ID
+// before a byte of it is returned.
 type reader struct {
 	r      *repo
 	h      *handle
@@ -31,18 +36,22 @@ type reader struct {
 	next  int         // refs[next] is the next chunk to fetch
 	last  bool        // no segment after the current one
 	queue []*fetch    // fetches in file order
-	cur   *fetch      // the chunk being returned
+	cur   *fetch      // the run being returned
+	part  int         // cur.parts[part] is the chunk being returned
 	off   int
 	err   error
 }
 
+// fetch loads a run of chunks, stored back to back in one pack as far as
+// the index knew when the run was planned.
 type fetch struct {
-	ref  index.Ref
-	done chan struct{}
-	buf  *[]byte
-	data []byte
-	slot bool // holds a read slot
-	err  error
+	refs  []index.Ref
+	locs  []chunkstore.Location // as looked up; shorter than refs if a lookup failed
+	done  chan struct{}
+	buf   *[]byte  // from runBufs: the plain chunks
+	parts [][]byte // each chunk's plain bytes, in buf
+	slot  bool     // holds a read slot
+	err   error
 }
 
 func (r *repo) newReader(ctx context.Context, h *handle, f index.File) *reader {
@@ -53,10 +62,14 @@ func (r *repo) newReader(ctx context.Context, h *handle, f index.File) *reader {
 
 func (rd *reader) Read(p []byte) (int, error) {
 	for rd.err == nil {
-		if rd.cur != nil && rd.off < len(rd.cur.data) {
-			n := copy(p, rd.cur.data[rd.off:])
-			rd.off += n
-			return n, nil
+		if rd.cur != nil && rd.part < len(rd.cur.parts) {
+			if d := rd.cur.parts[rd.part]; rd.off < len(d) {
+				n := copy(p, d[rd.off:])
+				rd.off += n
+				return n, nil
+			}
+			rd.part, rd.off = rd.part+1, 0
+			continue
 		}
 		rd.release(rd.cur)
 		rd.cur = nil
@@ -69,7 +82,7 @@ func (rd *reader) Read(p []byte) (int, error) {
 			break
 		}
 		rd.cur, rd.queue = rd.queue[0], rd.queue[1:]
-		rd.off = 0
+		rd.part, rd.off = 0, 0
 		select {
 		case <-rd.cur.done:
 			if rd.cur.err != nil {
@@ -105,22 +118,43 @@ func (rd *reader) fill() error {
 			}
 			continue
 		}
-		f := &fetch{ref: rd.refs[rd.next], done: make(chan struct{})}
 		if len(rd.queue) > 0 || rd.cur != nil {
 			if len(rd.queue) >= maxReadAhead {
 				return nil
 			}
 			select {
 			case rd.r.readSlots <- struct{}{}:
-				f.slot = true
 			default:
 				return nil
 			}
 		}
-		rd.next++
+		f := rd.planRun()
+		f.slot = len(rd.queue) > 0 || rd.cur != nil
+		rd.next += len(f.refs)
 		rd.queue = append(rd.queue, f)
 		go rd.r.load(rd.ctx, f)
 	}
+}
+
+// planRun looks up the chunks from refs[next] on while they follow each
+// other in one pack, up to runBytes.
+func (rd *reader) planRun() *fetch {
+	f := &fetch{done: make(chan struct{})}
+	var plain uint32
+	for _, ref := range rd.refs[rd.next:] {
+		loc, found, err := rd.r.idx.Lookup(ref.ID)
+		if n := len(f.locs); n > 0 && (err != nil || !found || loc.Pack != f.locs[0].Pack ||
+			loc.Offset != f.locs[n-1].Offset+f.locs[n-1].Length || plain+loc.PlainLength > runBytes) {
+			break
+		}
+		f.refs = append(f.refs, ref)
+		if err != nil || !found {
+			break // load looks again, and reports it
+		}
+		f.locs = append(f.locs, loc)
+		plain += loc.PlainLength
+	}
+	return f
 }
 
 func (rd *reader) loadSegment() error {
@@ -136,38 +170,60 @@ func (rd *reader) loadSegment() error {
 	return nil
 }
 
-// load fetches and verifies one chunk.
+// load fetches and verifies a run of chunks with one read. If that fails,
+// it loads them one by one, looking each up again: a collection may have
+// moved them (on a shared repository, one the index has not heard of yet).
 func (r *repo) load(ctx context.Context, f *fetch) {
 	defer close(f.done)
 	synced := r.syncs.Load()
-	loc, found, err := r.idx.Lookup(f.ref.ID)
-	if err == nil && !found {
-		err = fmt.Errorf("dedup: chunk %s is not in the index: %w", f.ref.ID, chunkstore.ErrCorrupt)
+	scratch := r.runBufs.Get().(*[]byte)
+	defer r.runBufs.Put(scratch)
+	f.buf = r.runBufs.Get().(*[]byte)
+	f.err = errors.New("chunk not in the index")
+	if len(f.locs) == len(f.refs) {
+		ids := make([]chunkstore.ID, len(f.refs))
+		for i, ref := range f.refs {
+			ids[i] = ref.ID
+		}
+		f.parts, f.err = r.store.LoadChunks(ctx, ids, f.locs, *scratch, *f.buf)
 	}
-	if err != nil {
-		f.err = asStorageErr(err)
-		return
-	}
-	scratch := r.chunkBufs.Get().(*[]byte)
-	defer r.chunkBufs.Put(scratch)
-	f.buf = r.chunkBufs.Get().(*[]byte)
-	f.data, f.err = r.store.LoadChunk(ctx, f.ref.ID, loc, *scratch, *f.buf)
 	if f.err != nil && ctx.Err() == nil {
-		// A collection may have moved the chunk since it was looked up:
-		// on a shared repository, one the index has not heard of yet.
 		if r.opts.Shared {
 			if err := r.syncAfter(ctx, synced); err != nil {
-				f.err = err
+				f.err = asStorageErr(err)
+				return
 			}
 		}
-		if moved, found, err := r.idx.Lookup(f.ref.ID); err == nil && found && moved != loc {
-			f.data, f.err = r.store.LoadChunk(ctx, f.ref.ID, moved, *scratch, *f.buf)
+		f.parts, f.err = r.loadEach(ctx, f.refs, *scratch, *f.buf)
+	}
+	for i, part := range f.parts {
+		if f.err == nil && len(part) != int(f.refs[i].Length) {
+			f.err = fmt.Errorf("dedup: chunk %s has %d bytes, the file lists %d: %w", f.refs[i].ID, len(part), f.refs[i].Length, chunkstore.ErrCorrupt)
 		}
 	}
-	if f.err == nil && len(f.data) != int(f.ref.Length) {
-		f.err = fmt.Errorf("dedup: chunk %s has %d bytes, the file lists %d: %w", f.ref.ID, len(f.data), f.ref.Length, chunkstore.ErrCorrupt)
-	}
 	f.err = asStorageErr(f.err)
+}
+
+// loadEach looks up and loads chunks one at a time, into buf one after
+// the other.
+func (r *repo) loadEach(ctx context.Context, refs []index.Ref, scratch, buf []byte) ([][]byte, error) {
+	parts := make([][]byte, len(refs))
+	rest := buf[:0]
+	for i, ref := range refs {
+		loc, found, err := r.idx.Lookup(ref.ID)
+		if err == nil && !found {
+			err = fmt.Errorf("dedup: chunk %s is not in the index: %w", ref.ID, chunkstore.ErrCorrupt)
+		}
+		if err == nil {
+			parts[i], err = r.store.LoadChunk(ctx, ref.ID, loc, scratch, rest)
+		}
+		if err != nil {
+			return nil, err
+		}
+		rest = rest[:cap(rest)]
+		rest = rest[min(len(parts[i]), len(rest)):][:0]
+	}
+	return parts, nil
 }
 
 func (rd *reader) release(f *fetch) {
@@ -176,8 +232,8 @@ func (rd *reader) release(f *fetch) {
 	}
 	<-f.done
 	if f.buf != nil {
-		rd.r.chunkBufs.Put(f.buf)
-		f.buf, f.data = nil, nil
+		rd.r.runBufs.Put(f.buf)
+		f.buf, f.parts = nil, nil
 	}
 	if f.slot {
 		<-rd.r.readSlots

@@ -30,8 +30,9 @@ type repo struct {
 
 	jobs        chan *job     // chunks for the workers
 	slots       chan struct{} // one per chunk in flight in writers
-	readSlots   chan struct{} // one per chunk prefetched beyond each reader's first
+	readSlots   chan struct{} // one per run prefetched beyond each reader's first
 	chunkBufs   sync.Pool     // *[]byte of the max chunk size, for chunks in flight
+	runBufs     sync.Pool     // *[]byte of max(runBytes, max chunk size), for reads in flight
 	chunkerBufs sync.Pool     // *[]byte of the chunker's scratch size, one per writer
 	uploads     chan *pack    // sealed packs for the uploader
 	// builders holds the pack builders not in use, nil until first needed.
@@ -118,6 +119,7 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 	}
 	params := store.Config().Chunker
 	r.chunkBufs.New = func() any { b := make([]byte, params.MaxSize); return &b }
+	r.runBufs.New = func() any { b := make([]byte, max(runBytes, params.MaxSize)); return &b }
 	r.chunkerBufs.New = func() any { b := make([]byte, params.BufferSize()); return &b }
 	for range packsInMemory {
 		r.builders <- nil
