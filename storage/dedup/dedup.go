@@ -20,16 +20,27 @@
 //	manifests/<dir>/<name>  one object per ended backup (<dir> path-escaped)
 //	index.db                bbolt index, derived from the above
 //
+// and on a shared repository, where the root holds only index caches
+// (<repository id>/index.db, index-1.db, ...):
+//
+//	leases/<random>         one per agent with backups running
+//	locks/<random>          the collection lock
+//	condemned/<random>      packs a collection will delete (phase 1)
+//
 // Guarantees. When a writer's Close returns nil, the file's chunks are
 // durable and indexed and the file is readable. When EndBackup returns nil
 // the backup's manifest is durable. Writes go in the order pack, index,
 // manifest, so a crash at any point loses nothing that had ended; backups
 // still in progress when a process dies are dropped the next time the
-// repository opens. IMPORTANT: one process owns a repository at a time
-// (for a local index; on S3, one agent per repository until leases exist):
-// another gets
-// an error wrapping storage.ErrInUse after Options.LockTimeout. Within the
-// process every method is safe for concurrent use.
+// repository opens. Within the process every method is safe for
+// concurrent use.
+//
+// IMPORTANT: a repository whose index lives with its objects has one
+// process at a time: another gets an error wrapping storage.ErrInUse after
+// Options.LockTimeout. A repository that many agents write into at once
+// (on S3) must be opened with Options.Shared by every one of them; then
+// each has its own index cache, brought up to date from the objects, and
+// collections are two-phase with leases (see package gc).
 package dedup
 
 import (

@@ -125,7 +125,8 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		r.builders <- nil
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	if err := r.ensureIndex(ctx, created); err != nil {
+	rebuilt, err := r.ensureIndex(ctx, created)
+	if err != nil {
 		r.close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
@@ -133,7 +134,7 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		r.close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
-	if opts.Shared && !created {
+	if opts.Shared && !created && !rebuilt {
 		if _, err := r.sync(ctx); err != nil {
 			r.close()
 			return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
@@ -171,16 +172,16 @@ func createRepo(ctx context.Context, root string, backend chunkstore.Backend, op
 // ensureIndex makes the index ready: a new repository's empty one as it is,
 // any other that is not ready (deleted, or its rebuild interrupted) rebuilt
 // from the repository.
-func (r *repo) ensureIndex(ctx context.Context, created bool) error {
+func (r *repo) ensureIndex(ctx context.Context, created bool) (rebuilt bool, err error) {
 	ready, err := r.idx.Ready()
 	if err != nil || ready {
-		return err
+		return false, err
 	}
 	if created {
-		return r.idx.SetReady(true)
+		return false, r.idx.SetReady(true)
 	}
 	_, err = r.rebuildIndex(ctx)
-	return err
+	return err == nil, err
 }
 
 // recover undoes what a crashed process left half done: chunk lists of
