@@ -16,8 +16,10 @@ type Stats struct {
 	UniqueBytes  int64 // plain bytes of the distinct chunks those files use
 	StoredBytes  int64 // bytes of all indexed packs
 	// DeadBytes is the stored bytes of indexed chunks no committed file
-	// uses: what a collection would free, less pack trailers. Chunks of
-	// files still being written count here until their writers close.
+	// uses, and of second copies of chunks (which agents writing a shared
+	// repository at once leave): what a collection would free, less pack
+	// trailers. Chunks of files still being written count here until their
+	// writers close.
 	DeadBytes int64
 	Chunks    int
 	Packs     int
@@ -79,28 +81,28 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 	var inUse int64
 	err = idx.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
 		st.Chunks++
-		o, ok := owner[key(id)]
-		switch {
-		case !ok:
-			st.DeadBytes += int64(loc.Length)
-		case o == shared:
+		if o, ok := owner[key(id)]; ok {
 			st.UniqueBytes += int64(loc.PlainLength)
 			inUse += int64(loc.Length)
-		default:
-			st.UniqueBytes += int64(loc.PlainLength)
-			inUse += int64(loc.Length)
-			st.PerBackup[o].ExclusiveBytes += int64(loc.Length)
+			if o != shared {
+				st.PerBackup[o].ExclusiveBytes += int64(loc.Length)
+			}
 		}
 		return ctx.Err()
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("gc: stats: %w", err)
 	}
-	is, err := idx.Stats()
+	packs, err := idx.Packs()
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, fmt.Errorf("gc: stats: %w", err)
 	}
-	st.StoredBytes, st.Packs = is.StoredBytes, is.Packs
+	st.DeadBytes = -inUse
+	for _, p := range packs {
+		st.StoredBytes += p.Size
+		st.DeadBytes += p.Size - chunkstore.TrailerSize(p.Chunks)
+	}
+	st.Packs = len(packs)
 	if st.UniqueBytes > 0 {
 		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
 	}

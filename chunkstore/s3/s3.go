@@ -84,9 +84,23 @@ func (b *Backend) key(name string) (string, error) {
 	return b.prefix + name, nil
 }
 
+// notExist reports an error for a missing object; in a missing bucket,
+// every object is missing.
 func notExist(err error) bool {
 	code := minio.ToErrorResponse(err).Code
-	return code == "NoSuchKey" || code == "NotFound"
+	return code == "NoSuchKey" || code == "NotFound" || code == "NoSuchBucket"
+}
+
+// MakeBucket creates the bucket unless it exists, as dedupctl init does.
+func (b *Backend) MakeBucket(ctx context.Context) error {
+	exists, err := b.client.BucketExists(ctx, b.bucket)
+	if err == nil && !exists {
+		err = b.client.MakeBucket(ctx, b.bucket, minio.MakeBucketOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("s3: create bucket %s: %w", b.bucket, err)
+	}
+	return nil
 }
 
 // Put implements chunkstore.Backend. An object of known length (a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/s3"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -28,7 +29,8 @@ func (a *app) initCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a repository",
-		Long: `Create a repository in the --repo directory, which must be missing or empty.
+		Long: `Create a repository in the --repo directory, which must be missing or empty,
+or at an s3: location (creating the bucket if it is missing).
 The chunker, its sizes, the compression and the pack size are fixed for the
 repository's life; dedupctl bench chunker helps choose them.`,
 		Args: exactArgs(0, "no arguments"),
@@ -65,6 +67,11 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 	kind, ok := chunkerKinds[o.chunker]
 	if !ok {
 		return usagef("--chunker %q: want fastcdc or restic", o.chunker)
+	}
+	if b, ok := backend.(*s3.Backend); ok {
+		if err := b.MakeBucket(cmd.Context()); err != nil {
+			return err
+		}
 	}
 	opts := dedup.Options{Backend: backend, Shared: a.shared()}
 	opts.Chunker.Kind = kind

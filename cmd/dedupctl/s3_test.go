@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,14 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dedupstore/dedupstore/chunkstore/s3"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/internal/s3test"
-	"github.com/minio/minio-go/v7"
 )
 
-// s3Repo starts an S3 server and returns a repository location on a new
-// bucket of it, with the credentials set.
+// s3Repo starts an S3 server and returns a repository location on it,
+// with the credentials set. The bucket does not exist: init creates it.
 func s3Repo(t *testing.T) string {
 	endpoint, stop, err := s3test.Start("../..")
 	if errors.Is(err, s3test.ErrSkip) {
@@ -34,16 +31,7 @@ func s3Repo(t *testing.T) string {
 	t.Cleanup(stop)
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.Access)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.Secret)
-	repo := fmt.Sprintf("s3:http://%s/backups/prod", endpoint)
-	cfg, _ := s3.ParseLocation(repo)
-	b, err := s3.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Client().MakeBucket(context.Background(), "backups", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return repo
+	return fmt.Sprintf("s3:http://%s/backups/prod", endpoint)
 }
 
 // TestS3Repository runs dedupctl on a repository on a real S3 server, and

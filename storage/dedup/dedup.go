@@ -172,7 +172,9 @@ func (s *Storage) Close() error {
 }
 
 // ListBackups implements storage.BackupStorage. Backups in progress are
-// listed too; ReadFile serves their files whose writers have closed.
+// listed too; ReadFile serves their files whose writers have closed. On a
+// shared repository ListBackups, Check and Stats first bring the index up
+// to date, so they see what every agent has ended or removed.
 func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.BackupHandle, error) {
 	if err := storage.ValidateDir(dir); err != nil {
 		return nil, err
@@ -181,10 +183,8 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	if err != nil {
 		return nil, err
 	}
-	if r.opts.Shared {
-		if _, err := r.sync(ctx); err != nil {
-			return nil, asStorageErr(err)
-		}
+	if err := r.syncShared(ctx); err != nil {
+		return nil, err
 	}
 	backups, err := r.idx.Backups(dir, false)
 	if err != nil {
@@ -267,6 +267,9 @@ func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, 
 	if err != nil {
 		return check.Report{}, err
 	}
+	if err := r.syncShared(ctx); err != nil {
+		return check.Report{}, err
+	}
 	return check.Run(ctx, r.store, r.idx, opts)
 }
 
@@ -275,6 +278,9 @@ func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, 
 func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
 	r, err := s.open(ctx)
 	if err != nil {
+		return gc.Stats{}, err
+	}
+	if err := r.syncShared(ctx); err != nil {
 		return gc.Stats{}, err
 	}
 	return gc.ComputeStats(ctx, r.idx)

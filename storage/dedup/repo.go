@@ -134,8 +134,8 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 		r.close()
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
-	if opts.Shared && !created && !rebuilt {
-		if _, err := r.sync(ctx); err != nil {
+	if !created && !rebuilt {
+		if err := r.syncShared(ctx); err != nil {
 			r.close()
 			return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 		}

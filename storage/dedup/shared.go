@@ -130,3 +130,13 @@ func (r *repo) syncAfter(ctx context.Context, seen int64) error {
 	_, err := r.sync(ctx)
 	return err
 }
+
+// syncShared syncs the index of a shared repository, and does nothing on
+// one that is not.
+func (r *repo) syncShared(ctx context.Context) error {
+	if !r.opts.Shared {
+		return nil
+	}
+	_, err := r.sync(ctx)
+	return asStorageErr(err)
+}

@@ -3,6 +3,7 @@ package dedup_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -227,4 +228,50 @@ func TestSharedLeaseExpiresAndLock(t *testing.T) {
 		t.Fatalf("collection after the lock was released: %v", err)
 	}
 	p.Close()
+}
+
+// Agents that store the same new data at once, before either sees the
+// other's packs, leave two copies; stats count one as dead, and the two
+// phases of a collection reclaim it without losing either backup.
+func TestSharedConcurrentCopiesReclaimed(t *testing.T) {
+	as, objects := agents(t, 2, smallPacks)
+	data := dataset.Random(5, 4<<20)
+	bhs := make([]storage.BackupHandle, 2)
+	for i, s := range as { // both synced while the repository was empty
+		bh, err := s.StartBackup(ctx, "d", fmt.Sprint("agent", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bhs[i] = bh
+	}
+	for _, bh := range bhs {
+		w, err := bh.AddFile(ctx, "f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(data)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := bh.EndBackup(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := stats(t, as[0])
+	if _, stored := countObjects(t, objects, chunkstore.PackPrefix); stored < 2*int64(len(data)) || st.DeadBytes < int64(len(data)) {
+		t.Fatalf("stored %d bytes with %d dead, want two copies of %d, one dead", stored, st.DeadBytes, len(data))
+	}
+	noGrace := gc.Options{GracePeriod: time.Nanosecond}
+	collect(t, as[0], noGrace)
+	collect(t, as[1], noGrace)
+	if _, stored := countObjects(t, objects, chunkstore.PackPrefix); stored > int64(len(data))*11/10 {
+		t.Errorf("after both phases %d bytes stored, want one copy of %d", stored, len(data))
+	}
+	if st := stats(t, as[1]); st.DeadBytes != 0 {
+		t.Errorf("dead bytes after collecting: %d", st.DeadBytes)
+	}
+	for _, s := range as {
+		wantContent(t, s, "d", "agent0", data)
+		wantContent(t, s, "d", "agent1", data)
+	}
 }
