@@ -15,10 +15,6 @@ import (
 // are never listed; a crash can leave them behind.
 const tempPrefix = ".tmp-"
 
-// IsTemp reports whether a file name in a Local backend's directory is a
-// temporary file of an unfinished Put (left by a crash).
-func IsTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
-
 // Local is a Backend on a local directory: one file per object.
 //
 // Put writes a temporary file in the target directory, fsyncs it, renames it

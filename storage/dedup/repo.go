@@ -149,18 +149,17 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 	return r, nil
 }
 
-// createRepo writes the config of a new repository in root, which must be
-// missing or empty: dedup never writes into a directory it does not own.
+// createRepo writes the config of a new repository, whose objects must be
+// missing or empty: dedup never writes into a directory (or a bucket
+// prefix) it does not own.
 func createRepo(ctx context.Context, root string, backend chunkstore.Backend, opts Options) (*chunkstore.Store, error) {
-	entries, err := os.ReadDir(root)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	// Backends do not list temporary files, which is what a creation that
+	// crashed leaves.
+	err := backend.List(ctx, "", func(o chunkstore.ObjectInfo) error {
+		return fmt.Errorf("%s is not empty and has no config (it holds %s): not a dedupstore repository", root, o.Name)
+	})
+	if err != nil {
 		return nil, err
-	}
-	for _, e := range entries {
-		// A temporary file is what a creation that crashed leaves.
-		if !chunkstore.IsTemp(e.Name()) {
-			return nil, fmt.Errorf("%s is not empty and has no config: not a dedupstore repository", root)
-		}
 	}
 	cfg, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,5 +274,25 @@ func TestSharedConcurrentCopiesReclaimed(t *testing.T) {
 	for _, s := range as {
 		wantContent(t, s, "d", "agent0", data)
 		wantContent(t, s, "d", "agent1", data)
+	}
+}
+
+// A repository on a backend is created when the backend is empty, whatever
+// the local cache root holds (such as caches of an earlier repository at
+// the same location), and refused when the backend holds other objects.
+func TestCreateChecksTheBackend(t *testing.T) {
+	cache := t.TempDir()
+	os.WriteFile(filepath.Join(cache, "left-over"), []byte("x"), 0o644)
+	objects := t.TempDir()
+	s := dedup.New(cache, dedup.Options{Backend: chunkstore.NewLocal(objects), Shared: true})
+	backup(t, s, "d", "a", map[string][]byte{"f": []byte("hello")})
+	s.Close()
+
+	foreign := t.TempDir()
+	os.WriteFile(filepath.Join(foreign, "photo.jpg"), []byte("x"), 0o644)
+	s = dedup.New(t.TempDir(), dedup.Options{Backend: chunkstore.NewLocal(foreign), Shared: true})
+	defer s.Close()
+	if _, err := s.ListBackups(ctx, "d"); err == nil || !strings.Contains(err.Error(), "not a dedupstore repository") {
+		t.Errorf("opening a foreign bucket: %v", err)
 	}
 }
