@@ -141,7 +141,7 @@ func TestS3ManyAgents(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(a), 42))
-			prev := ""
+			prev, prevData := "", []byte(nil)
 			for i := range rounds {
 				name := fmt.Sprintf("db/%d/b%02d", a, i)
 				data := versions[rng.IntN(len(versions))]
@@ -154,8 +154,8 @@ func TestS3ManyAgents(t *testing.T) {
 				mu.Unlock()
 				if prev != "" {
 					// Collections ran all the while: it must still be whole.
-					if r := run(nil, "cat", prev, "stream"); r.code != 0 || r.stdout != string(kept[prev]) {
-						t.Errorf("writer %d: cat %s: exit %d, %d bytes, want %d exactly: %s", a, prev, r.code, len(r.stdout), len(kept[prev]), r.stderr)
+					if r := run(nil, "cat", prev, "stream"); r.code != 0 || r.stdout != string(prevData) {
+						t.Errorf("writer %d: cat %s: exit %d, %d bytes, want %d exactly: %s", a, prev, r.code, len(r.stdout), len(prevData), r.stderr)
 						return
 					}
 					if r := run(nil, "rm", prev); r.code != 0 {
@@ -166,7 +166,7 @@ func TestS3ManyAgents(t *testing.T) {
 					delete(kept, prev)
 					mu.Unlock()
 				}
-				prev = name
+				prev, prevData = name, data
 			}
 		}()
 	}
