@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +16,7 @@ import (
 
 // location resolves --repo: a local directory holds its objects and its
 // index; an s3: location keeps its objects on the server and its index in
-// a cache directory, rebuilt from the objects when missing.
+// the cache directory, rebuilt from the objects when missing.
 func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 	if a.repo == "" {
 		return "", nil, usagef("no repository: pass --repo or set DEDUP_REPO")
@@ -41,8 +39,7 @@ func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 		}
 		cache = filepath.Join(cache, "dedupstore")
 	}
-	sum := sha256.Sum256([]byte(a.repo))
-	return filepath.Join(cache, hex.EncodeToString(sum[:8])), b, nil
+	return cache, b, nil // the storage keeps each repository's index caches apart, by its ID
 }
 
 // open opens the existing repository.

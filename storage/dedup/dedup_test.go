@@ -38,6 +38,12 @@ func backup(t *testing.T, s storage.BackupStorage, dir, name string, files map[s
 	if err != nil {
 		t.Fatal(err)
 	}
+	finish(t, bh, files)
+}
+
+// finish adds files (name → content) to a started backup and ends it.
+func finish(t *testing.T, bh storage.BackupHandle, files map[string][]byte) {
+	t.Helper()
 	for file, data := range files {
 		w, err := bh.AddFile(ctx, file)
 		if err != nil {

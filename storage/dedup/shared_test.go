@@ -130,17 +130,7 @@ func TestSharedGCTwoPhase(t *testing.T) {
 	if p, res := collect(t, a, noGrace); p.Waiting != 1 || res.Deleted != 0 {
 		t.Fatalf("phase 2 with a lease alive: waiting %d, result %+v; want it to wait", p.Waiting, res)
 	}
-	w, err := bh.AddFile(ctx, "f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write(x)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := bh.EndBackup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	finish(t, bh, map[string][]byte{"f": x})
 
 	// Now phase 2 is due; the mark sees z and spares x's packs.
 	p, res = collect(t, a, noGrace)
@@ -246,17 +236,7 @@ func TestSharedConcurrentCopiesReclaimed(t *testing.T) {
 		bhs[i] = bh
 	}
 	for _, bh := range bhs {
-		w, err := bh.AddFile(ctx, "f")
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(data)
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := bh.EndBackup(ctx); err != nil {
-			t.Fatal(err)
-		}
+		finish(t, bh, map[string][]byte{"f": data})
 	}
 	st := stats(t, as[0])
 	if _, stored := countObjects(t, objects, chunkstore.PackPrefix); stored < 2*int64(len(data)) || st.DeadBytes < int64(len(data)) {
