@@ -125,7 +125,7 @@ type Plan struct {
 	CondemnedBytes int64        // what phase 1 frees once its condemnation is carried out
 
 	live    liveSet
-	end     func()
+	end     func() error
 	due     []Condemnation  // carried out by this plan
 	unrec   []Condemnation  // whose leases were never recorded
 	condemn []chunkstore.ID // packs Execute condemns
@@ -157,11 +157,15 @@ func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
 		p.heldBy, p.now = h, now
 	}
 	endClaims := c.Claims.Begin()
-	p.end = func() {
+	p.end = func() error {
 		endClaims()
-		if p.heldBy != nil {
-			p.heldBy.Stop(context.Background())
+		if p.heldBy == nil {
+			return nil
 		}
+		if err := p.heldBy.Stop(context.Background()); err != nil {
+			return fmt.Errorf("gc: release the lock (the next collection waits until it expires): %w", err)
+		}
+		return nil
 	}
 	if err := c.plan(ctx, p, opts); err != nil {
 		p.Close()
@@ -291,12 +295,15 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 	return nil
 }
 
-// Close ends the plan's recording of claims without carrying it out.
-func (p *Plan) Close() {
-	if p.end != nil {
-		p.end()
-		p.end = nil
+// Close ends the plan without carrying it out: it stops recording claims
+// and, on a shared repository, releases the collection lock.
+func (p *Plan) Close() error {
+	if p.end == nil {
+		return nil
 	}
+	err := p.end()
+	p.end = nil
+	return err
 }
 
 // Result is what Execute did.
@@ -317,11 +324,19 @@ var ErrClosed = errors.New("gc: plan already executed or closed")
 // durable, index, old pack deleted; a crash between any two steps leaves at
 // most a pack the index does not know, which a later collection deletes
 // once it is older than the grace period. It closes the plan.
-func (c *Collector) Execute(ctx context.Context, p *Plan) (Result, error) {
+func (c *Collector) Execute(ctx context.Context, p *Plan) (res Result, err error) {
 	if p.end == nil {
 		return Result{}, ErrClosed
 	}
-	defer p.Close()
+	defer func() {
+		if cerr := p.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	return c.execute(ctx, p)
+}
+
+func (c *Collector) execute(ctx context.Context, p *Plan) (Result, error) {
 	var res Result
 	if c.Shared != nil {
 		if err := c.sweep(ctx, p, &res); err != nil {

@@ -94,8 +94,8 @@ s3:http://127.0.0.1:7070/bucket/prefix with credentials from
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; an S3 repository keeps its
 index in --cache-dir, brings it up to date with what other agents wrote,
 and rebuilds it from the objects when it is missing. Many agents may back
-up into one S3 repository at once; dedupctl gc help says how collection
-works there. dedupctl init creates a repository.
+up into one S3 repository at once; see how collection
+works there (dedupctl help gc). dedupctl init creates a repository.
 
 Exit codes:
   0  success

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/internal/faulty"
+	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
 
@@ -123,18 +125,52 @@ func makeGarbage(t *testing.T, s *dedup.Storage, round int) backups {
 }
 
 // TestGCFaultAtEveryStep fails the backend at each call of a collection in
-// turn. The error must reach the caller, every backup must still read
-// back, and the next collection must reach the clean end state.
+// turn (on a shared repository, of the two collections that condemn and
+// then sweep). The error must reach the caller, every backup must still
+// read back, and the next collections must reach the clean end state.
 func TestGCFaultAtEveryStep(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprint("shared=", shared), func(t *testing.T) { gcFaultAtEveryStep(t, shared) })
+	}
+}
+
+func gcFaultAtEveryStep(t *testing.T, shared bool) {
 	ops := []string{faulty.Put, faulty.Get, faulty.List, faulty.Delete}
+	const leaseTTL = 2 * time.Second
+	phases := 1
+	if shared {
+		phases = 2
+	}
+	// collectAll runs collections until the repository is clean: on a
+	// shared one, a collection that failed may leave its lock for the TTL.
+	collectAll := func(s *dedup.Storage) {
+		for range phases + 1 {
+			p, err := s.PlanGC(ctx, everything)
+			for deadline := time.Now().Add(3 * leaseTTL); errors.Is(err, storage.ErrInUse) && time.Now().Before(deadline); {
+				time.Sleep(leaseTTL / 4)
+				p, err = s.PlanGC(ctx, everything)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ExecuteGC(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	run := func(k int, fault faulty.Fault) (s *dedup.Storage, kept backups, calls int, failed bool, err error) {
 		fb := faulty.New(chunkstore.NewLocal(filepath.Join(t.TempDir(), "objects")))
-		s, _ = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20})
+		s, _ = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20, Shared: shared, LeaseTTL: leaseTTL})
 		kept = makeGarbage(t, s, 0)
 		fb.Arm(k, fault, ops...)
-		p, err := s.PlanGC(ctx, everything)
-		if err == nil {
-			_, err = s.ExecuteGC(ctx, p)
+		for range phases {
+			var p *gc.Plan
+			if p, err = s.PlanGC(ctx, everything); err == nil {
+				_, err = s.ExecuteGC(ctx, p)
+			}
+			if err != nil {
+				break
+			}
 		}
 		calls, failed = fb.Disarm()
 		return s, kept, calls, failed, err
@@ -150,19 +186,25 @@ func TestGCFaultAtEveryStep(t *testing.T) {
 		if !failed {
 			t.Fatalf("call %d: no call failed", k)
 		}
-		if !errors.Is(err, faulty.ErrInjected) {
+		// A collection that could not delete its lock succeeded, but the
+		// lock stops the next one until it expires.
+		if !errors.Is(err, faulty.ErrInjected) && !(shared && errors.Is(err, storage.ErrInUse)) {
 			t.Fatalf("call %d failed, but the collection returned %v", k, err)
 		}
 		kept.verify(t, s, fmt.Sprintf("after fault at call %d", k))
-		collect(t, s, everything)
-		kept.verify(t, s, fmt.Sprintf("after the collection following fault %d", k))
+		collectAll(s)
+		kept.verify(t, s, fmt.Sprintf("after the collections following fault %d", k))
 		p, err := s.PlanGC(ctx, everything)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.Close()
-		if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans) != 0 {
-			t.Errorf("fault at call %d: the next collection left %d dead chunks, plan %d/%d/%d", k, p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans))
+		if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans)+len(p.Sweep)+p.Waiting != 0 {
+			t.Errorf("fault at call %d: the next collections left %d dead chunks, plan %d/%d/%d, sweep %d, waiting %d",
+				k, p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans), len(p.Sweep), p.Waiting)
+		}
+		if st := stats(t, s); st.DeadBytes != 0 {
+			t.Errorf("fault at call %d: %d dead bytes left", k, st.DeadBytes)
 		}
 	}
 }
