@@ -197,7 +197,13 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	return out, nil
 }
 
-// StartBackup implements storage.BackupStorage.
+// StartBackup implements storage.BackupStorage. On a shared repository it
+// fails with storage.ErrExists also when another agent has ended a backup
+// of that name (two agents starting the same name at the same moment are
+// not detected: the last manifest written wins), and the backup holds this
+// process's lease until EndBackup succeeds or AbortBackup is called.
+// IMPORTANT: end or abort every backup you start; while one is left open,
+// collections on every agent keep what they condemned meanwhile.
 func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.BackupHandle, error) {
 	if err := storage.ValidateBackupName(dir, name); err != nil {
 		return nil, err
