@@ -35,14 +35,16 @@ func main() {
 
 // app is what every command shares: the global flags and the streams.
 type app struct {
-	repo     string
-	cacheDir string
-	json     bool
-	quiet    bool
-	stdin    io.Reader
-	stdout   io.Writer
-	stderr   io.Writer
-	ran      bool // a command's RunE started: later errors are not usage errors
+	repo      string
+	cacheDir  string
+	accessKey string // overrides AWS_ACCESS_KEY_ID
+	secretKey string // overrides AWS_SECRET_ACCESS_KEY
+	json      bool
+	quiet     bool
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
+	ran       bool // a command's RunE started: later errors are not usage errors
 }
 
 // usageError marks errors in how dedupctl was called.
@@ -125,6 +127,8 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&a.repo, "repo", "", "repository: a directory, or s3:http(s)://HOST:PORT/BUCKET[/PREFIX] (default $DEDUP_REPO)")
 	root.PersistentFlags().StringVar(&a.cacheDir, "cache-dir", "", "where an s3: repository keeps its index (default the user cache directory)")
+	root.PersistentFlags().StringVar(&a.accessKey, "s3-access-key-id", "", "S3 access key (default $AWS_ACCESS_KEY_ID)")
+	root.PersistentFlags().StringVar(&a.secretKey, "s3-secret-access-key", "", "S3 secret key (default $AWS_SECRET_ACCESS_KEY; the variable keeps it out of the process list)")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,8 @@ func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 	if err != nil {
 		return "", nil, usageError{err}
 	}
+	cfg.AccessKey = cmp.Or(a.accessKey, cfg.AccessKey)
+	cfg.SecretKey = cmp.Or(a.secretKey, cfg.SecretKey)
 	b, err := s3.New(cfg)
 	if err != nil {
 		return "", nil, err

@@ -69,6 +69,15 @@ func TestS3Repository(t *testing.T) {
 	if r := run(nil, "cat", "db/0/b1", "xbstream"); r.stdout != string(data) {
 		t.Fatal("cat after the rebuild differs")
 	}
+	// Credentials by flag instead of the environment.
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	if r := run(nil, "ls"); r.code == 0 {
+		t.Error("ls without credentials succeeded")
+	}
+	if r := run(nil, "--s3-access-key-id", s3test.Access, "--s3-secret-access-key", s3test.Secret, "ls"); r.code != 0 || !strings.Contains(r.stdout, "db/0/b1") {
+		t.Errorf("ls with credentials by flag: exit %d: %s", r.code, r.stderr)
+	}
 }
 
 // TestS3ManyAgents runs agents as separate dedupctl processes against one
