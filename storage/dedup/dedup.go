@@ -97,7 +97,8 @@ type Options struct {
 	// Shared says that other agents, on this host or others, write into
 	// the repository on Backend at the same time. root then holds only
 	// this agent's index caches, brought up to date from the objects when
-	// the storage opens, before ListBackups and when a backup starts.
+	// the storage opens, before ListBackups, Check and Stats, when a
+	// backup starts, and every LeaseTTL/4 while backups run.
 	// Backups hold leases, and collections are two-phase (see package gc).
 	Shared bool
 	// LeaseTTL is how long a lease lives unrenewed on a shared repository;

@@ -49,10 +49,14 @@ func openSharedIndex(root string, cfg chunkstore.Config) (*index.DB, error) {
 }
 
 // lease is one gc.Heartbeat under leases/, shared by the backups and
-// writers of this process that started while it was valid.
+// writers of this process that started while it was valid. While it is
+// held, the index is synced every LeaseTTL/4 too, so that backups running
+// beside other agents' deduplicate against what those stored meanwhile.
 type lease struct {
-	hb   *gc.Heartbeat
-	refs int
+	hb      *gc.Heartbeat
+	refs    int
+	stop    context.CancelFunc // ends the syncs
+	stopped chan struct{}
 }
 
 // valid returns nil if l is nil (a repository of one process) or still
@@ -86,8 +90,12 @@ func (r *repo) holdLease(ctx context.Context) (*lease, error) {
 			hb.Stop(context.WithoutCancel(ctx))
 			return nil, err
 		}
-		r.lease = &lease{hb: hb}
-		r.leases[r.lease] = struct{}{}
+		l := &lease{hb: hb, stopped: make(chan struct{})}
+		var lctx context.Context
+		lctx, l.stop = context.WithCancel(r.ctx)
+		go r.syncWhileHeld(lctx, l)
+		r.lease = l
+		r.leases[l] = struct{}{}
 	}
 	r.lease.refs++
 	return r.lease, nil
@@ -104,7 +112,7 @@ func (r *repo) releaseLease(l *lease) {
 	if l.refs--; l.refs > 0 {
 		return
 	}
-	l.hb.Stop(context.Background())
+	l.end()
 	delete(r.leases, l)
 	if r.lease == l {
 		r.lease = nil
@@ -116,9 +124,33 @@ func (r *repo) stopLeases() {
 	r.leaseMu.Lock()
 	defer r.leaseMu.Unlock()
 	for l := range r.leases {
-		l.hb.Stop(context.Background())
+		l.end()
 	}
 	r.leases, r.lease = nil, nil
+}
+
+// end stops the syncs, then the heartbeat, deleting the lease object.
+func (l *lease) end() {
+	l.stop()
+	<-l.stopped
+	l.hb.Stop(context.Background())
+}
+
+// syncWhileHeld syncs the index every LeaseTTL/4 until ctx ends. A sync
+// that fails is not retried before the next: a stale index costs only
+// duplicate chunks.
+func (r *repo) syncWhileHeld(ctx context.Context, l *lease) {
+	defer close(l.stopped)
+	t := time.NewTicker(r.opts.LeaseTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			r.sync(ctx)
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // syncAfter syncs the index unless a sync began after the caller read

@@ -276,3 +276,24 @@ func TestCreateChecksTheBackend(t *testing.T) {
 		t.Errorf("opening a foreign bucket: %v", err)
 	}
 }
+
+// A backup that runs beside another agent's deduplicates against what that
+// agent stored after it started: the index is synced while a lease is held.
+func TestSharedSyncWhileBackingUp(t *testing.T) {
+	const ttl = 2 * time.Second // syncs every 500 ms
+	as, objects := agents(t, 2, dedup.Options{PackSize: 1 << 20, LeaseTTL: ttl})
+	a, b := as[0], as[1]
+	bh, err := a.StartBackup(ctx, "d", "long") // a synced now, before b stores x
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := dataset.Random(6, 4<<20)
+	backup(t, b, "d", "x", map[string][]byte{"f": x})
+	_, before := countObjects(t, objects, chunkstore.PackPrefix)
+	time.Sleep(ttl / 2)
+	finish(t, bh, map[string][]byte{"f": x})
+	if _, after := countObjects(t, objects, chunkstore.PackPrefix); after != before {
+		t.Errorf("a backup running beside the one that stored its data stored %d bytes more", after-before)
+	}
+	wantContent(t, b, "d", "long", x)
+}
