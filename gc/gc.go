@@ -5,7 +5,10 @@
 // pack durable, then the index, then the old pack deleted.
 //
 // GC may run in the process that is taking backups: the Claims it is given
-// let it spare every chunk a writer deduplicated against while it ran.
+// let it spare every chunk a writer deduplicated against while it ran. On a
+// repository that other agents write into (Collector.Shared), collection is
+// two-phase, with leases and a lock object: see shared.go, which also owns
+// those objects.
 package gc
 
 import (

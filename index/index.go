@@ -1,10 +1,10 @@
 // Package index owns index.db, the bbolt database that maps chunk IDs to
-// their place in packs and records every backup, its files and each file's
-// ordered chunk list. It also owns the manifest format, the repository object
+// their places in packs (every copy, and which packs are condemned) and
+// records every backup, its files and each file's ordered chunk list. It also owns the manifest format, the repository object
 // that lets the backup records be rebuilt.
 //
-// Everything in index.db is derived: packs (through their trailers) and
-// manifest objects hold the same facts. Transactions are short and never
+// Everything in index.db is derived: packs (through their trailers),
+// manifest objects and condemnations hold the same facts. Transactions are short and never
 // span I/O outside the database.
 package index
 
