@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/check"
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -33,10 +34,22 @@ func crashFiles(i int) map[string][]byte {
 
 func crashName(i int) string { return fmt.Sprintf("b%04d", i) }
 
+// openCrashRepo opens the repository of TestBackupKilled: at root, or on
+// a shared one, with its objects in root/objects and the index caches of
+// the agent named cache in root/cache.
+func openCrashRepo(root string, shared bool, cache string) *dedup.Storage {
+	opts := dedup.Options{PackSize: 256 << 10}
+	if !shared {
+		return dedup.New(root, opts)
+	}
+	opts.Shared, opts.Backend = true, chunkstore.NewLocal(filepath.Join(root, "objects"))
+	return dedup.New(filepath.Join(root, cache), opts)
+}
+
 // writeHelper writes backups crashName(start), crashName(start+1), ... with
 // their files in parallel, printing "ended N" after each, until killed.
-func writeHelper(root string, start int) {
-	s := dedup.New(root, dedup.Options{PackSize: 256 << 10})
+func writeHelper(root string, shared bool, start int) {
+	s := openCrashRepo(root, shared, "writer")
 	for i := start; ; i++ {
 		bh, err := s.StartBackup(ctx, "d", crashName(i))
 		if err != nil {
@@ -73,14 +86,21 @@ func writeHelper(root string, start int) {
 // TestBackupKilled kills a process writing backups at random moments, many
 // times on one repository. After every kill the repository opens, check
 // finds nothing wrong, every backup that had ended reads back exactly, the
-// interrupted one is gone, and its name can be used again.
+// interrupted one is gone, and its name can be used again. On a shared
+// repository, an agent with a cache of its own sees the same.
 func TestBackupKilled(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprint("shared=", shared), func(t *testing.T) { backupKilled(t, shared) })
+	}
+}
+
+func backupKilled(t *testing.T, shared bool) {
 	root := filepath.Join(t.TempDir(), "repo")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	var ended []int
 	next := 0
 	for round := range *writeKills {
-		cmd, lines, stderr := startHelper(t, "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next))
+		cmd, lines, stderr := startHelper(t, "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next), fmt.Sprint("DEDUP_WRITE_HELPER_SHARED=", shared))
 		var thisRound []int
 		readEnded := func() bool {
 			if !lines.Scan() {
@@ -106,7 +126,7 @@ func TestBackupKilled(t *testing.T) {
 		ended = append(ended, thisRound...)
 		interrupted := next + len(thisRound)
 
-		s := dedup.New(root, dedup.Options{})
+		s := openCrashRepo(root, shared, "writer")
 		if r, err := s.Check(ctx, check.Options{}); err != nil || !r.OK() {
 			t.Fatalf("round %d: check after the kill: %v %+v", round, err, r.Problems)
 		}
@@ -139,15 +159,21 @@ func TestBackupKilled(t *testing.T) {
 		next = interrupted + 1
 		s.Close()
 	}
-	s := dedup.New(root, dedup.Options{})
-	defer s.Close()
 	all := backups{}
 	for _, i := range ended {
 		all[crashName(i)] = crashFiles(i)
 	}
-	all.verify(t, s, "at the end")
-	if r, err := s.Check(ctx, check.Options{ReadData: true}); err != nil || !r.OK() {
-		t.Fatalf("final check --read-data: %v %+v", err, r.Problems)
+	agents := []string{"writer"}
+	if shared {
+		agents = append(agents, "another agent")
+	}
+	for _, agent := range agents {
+		s := openCrashRepo(root, shared, agent)
+		defer s.Close()
+		all.verify(t, s, "at the end, for "+agent)
+		if r, err := s.Check(ctx, check.Options{ReadData: true}); err != nil || !r.OK() {
+			t.Fatalf("final check --read-data by %s: %v %+v", agent, err, r.Problems)
+		}
 	}
 	t.Logf("%d kills; %d backups ended, %d of them by the killed processes", *writeKills, len(ended), len(ended)-*writeKills)
 }

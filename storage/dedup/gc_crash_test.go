@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	if root := os.Getenv("DEDUP_WRITE_HELPER_ROOT"); root != "" {
 		start, _ := strconv.Atoi(os.Getenv("DEDUP_WRITE_HELPER_START"))
-		writeHelper(root, start)
+		writeHelper(root, os.Getenv("DEDUP_WRITE_HELPER_SHARED") == "true", start)
 		return
 	}
 	os.Exit(m.Run())
