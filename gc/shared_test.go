@@ -26,7 +26,7 @@ func (b *slowPuts) Put(ctx context.Context, name string, r io.Reader) error {
 // A heartbeat whose rewrites come too slowly is lost for good, and stops
 // rewriting its object, so no collection can see it alive again.
 func TestHeartbeatLost(t *testing.T) {
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	ctx := context.Background()
 	b := &slowPuts{Backend: chunkstore.NewLocal(t.TempDir())}
 	h, err := gc.StartHeartbeat(ctx, b, gc.LeasePrefix, ttl)

@@ -280,7 +280,7 @@ func TestCreateChecksTheBackend(t *testing.T) {
 // A backup that runs beside another agent's deduplicates against what that
 // agent stored after it started: the index is synced while a lease is held.
 func TestSharedSyncWhileBackingUp(t *testing.T) {
-	const ttl = 2 * time.Second // syncs every 500 ms
+	const ttl = 4 * time.Second // syncs every second; leaves room for a slow, loaded machine
 	as, objects := agents(t, 2, dedup.Options{PackSize: 1 << 20, LeaseTTL: ttl})
 	a, b := as[0], as[1]
 	bh, err := a.StartBackup(ctx, "d", "long") // a synced now, before b stores x
