@@ -27,8 +27,9 @@ import (
 //
 //   - Every agent holds a lease object, leases/<random>, while it has a
 //     backup running, and rewrites it every LeaseTTL/4. Just after writing a
-//     new lease it brings its index up to date, condemned packs included.
-//     It never deduplicates against a chunk in a condemned pack. It refuses
+//     new lease it brings its index up to date, condemned packs included
+//     (later syncs only make it fresher). It never deduplicates against a
+//     chunk in a condemned pack. It refuses
 //     to write a manifest when its lease was last rewritten LeaseTTL/2 ago
 //     or more, and once a rewrite comes that late the lease is lost for good.
 //   - A collection holds the exclusive lock object locks/<random>, written,
@@ -40,8 +41,9 @@ import (
 //   - Phase 2 (sweep), in a later collection: a condemnation is carried
 //     out once it is older than the grace period and none of the leases it
 //     records is alive (rewritten within LeaseTTL, by the server's clock).
-//     The collection marks again, deletes the condemned packs that hold no
-//     live chunk, and spares the rest.
+//     Which are due is settled first; then the collection syncs its index,
+//     marks again, deletes the condemned packs that hold no live chunk, and
+//     spares the rest.
 //
 // Why it is safe. A writer can deduplicate against a chunk of a condemned
 // pack P only if its index did not know P was condemned, that is, if it
