@@ -128,7 +128,11 @@ func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) err
 	if a.json {
 		return a.printJSON(backupJSON{Backup: dir + "/" + name, Files: len(sources), Bytes: written, AddedBytes: added, Seconds: elapsed.Seconds()})
 	}
-	a.info("backup %s/%s: %d files, %s in %s (%s); the repository grew by %s", dir, name, len(sources), size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), size(added))
+	grew := "the repository grew by " + size(added)
+	if a.shared() {
+		grew += " (with what other agents wrote meanwhile)"
+	}
+	a.info("backup %s/%s: %d files, %s in %s (%s); %s", dir, name, len(sources), size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
 	return nil
 }
 
