@@ -139,17 +139,24 @@ func BenchmarkReingest(b *testing.B) {
 	for _, st := range storages {
 		b.Run("data=pages/store="+st.name, func(b *testing.B) {
 			d := input("pages")
-			s := st.open(filepath.Join(b.TempDir(), "repo"))
-			defer s.Close()
-			writeBackup(b, s, "first", &bytesReader{d})
-			b.SetBytes(int64(len(d)))
-			b.ReportAllocs()
-			b.ResetTimer()
+			s := holding(b, st.open, "first", d)
 			for i := 0; i < b.N; i++ {
 				writeBackup(b, s, fmt.Sprintf("again-%d", i), &bytesReader{d})
 			}
 		})
 	}
+}
+
+// holding opens a storage on a new repository that holds d as backup
+// name, then starts timing, with d's length as the bytes of one op.
+func holding(b *testing.B, open func(root string) storage.BackupStorage, name string, d []byte) storage.BackupStorage {
+	s := open(filepath.Join(b.TempDir(), "repo"))
+	b.Cleanup(func() { s.Close() })
+	writeBackup(b, s, name, &bytesReader{d})
+	b.SetBytes(int64(len(d)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	return s
 }
 
 // BenchmarkRestore: reading a backed-up file back in full.
@@ -158,12 +165,7 @@ func BenchmarkRestore(b *testing.B) {
 		for _, st := range storages {
 			b.Run("data="+kind+"/store="+st.name, func(b *testing.B) {
 				d := input(kind)
-				s := st.open(filepath.Join(b.TempDir(), "repo"))
-				defer s.Close()
-				writeBackup(b, s, "b", &bytesReader{d})
-				b.SetBytes(int64(len(d)))
-				b.ReportAllocs()
-				b.ResetTimer()
+				s := holding(b, st.open, "b", d)
 				for i := 0; i < b.N; i++ {
 					if n := readBackup(b, s, "b"); n != int64(len(d)) {
 						b.Fatalf("read %d bytes, want %d", n, len(d))

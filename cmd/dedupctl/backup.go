@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -78,11 +79,11 @@ func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) err
 	if o.concurrency < 1 {
 		return usagef("--concurrency must be at least 1")
 	}
-	s, err := a.open()
-	if err != nil {
-		return err
-	}
-	defer s.Close()
+	return a.withStorage(func(s *dedup.Storage) error { return a.store(ctx, s, dir, name, sources, o) })
+}
+
+// store writes sources as backup dir/name and reports what it cost.
+func (a *app) store(ctx context.Context, s *dedup.Storage, dir, name string, sources []source, o backupOptions) error {
 	before, err := s.Stats(ctx)
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package main
 import (
 	"io"
 
+	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -13,25 +15,22 @@ func (a *app) catCommand() *cobra.Command {
 		Args:  exactArgs(2, "DIR/NAME and FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			s, bh, all, err := a.openBackup(ctx, args[0])
-			if err != nil {
+			return a.withBackup(ctx, args[0], func(_ *dedup.Storage, bh storage.BackupHandle, all []CatalogEntry) error {
+				chosen, err := selectEntries(all, args[1:])
+				if err != nil {
+					return err
+				}
+				if len(chosen) != 1 {
+					return usagef("%s names %d files; cat writes one", args[1], len(chosen))
+				}
+				rc, err := bh.ReadFile(ctx, chosen[0].File)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				_, err = io.CopyBuffer(a.stdout, rc, make([]byte, 1<<20))
 				return err
-			}
-			defer s.Close()
-			chosen, err := selectEntries(all, args[1:])
-			if err != nil {
-				return err
-			}
-			if len(chosen) != 1 {
-				return usagef("%s names %d files; cat writes one", args[1], len(chosen))
-			}
-			rc, err := bh.ReadFile(ctx, chosen[0].File)
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			_, err = io.CopyBuffer(a.stdout, rc, make([]byte, 1<<20))
-			return err
+			})
 		},
 	}
 }

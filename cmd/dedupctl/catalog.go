@@ -51,24 +51,24 @@ func findBackup(ctx context.Context, s *dedup.Storage, dir, name string) (storag
 	return nil, fmt.Errorf("no backup %s/%s: %w", dir, name, storage.ErrNotFound)
 }
 
-// openBackup opens the repository, finds the backup DIR/NAME named by arg
-// and lists its files. The caller closes s.
-func (a *app) openBackup(ctx context.Context, arg string) (s *dedup.Storage, bh storage.BackupHandle, files []CatalogEntry, err error) {
+// withBackup opens the repository, finds the backup DIR/NAME named by arg,
+// lists its files, and runs fn on them.
+func (a *app) withBackup(ctx context.Context, arg string, fn func(s *dedup.Storage, bh storage.BackupHandle, files []CatalogEntry) error) error {
 	dir, name, err := splitBackup(arg)
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
-	if s, err = a.open(); err != nil {
-		return nil, nil, nil, err
-	}
-	if bh, err = findBackup(ctx, s, dir, name); err == nil {
-		files, err = entries(ctx, s, bh)
-	}
-	if err != nil {
-		s.Close()
-		return nil, nil, nil, err
-	}
-	return s, bh, files, nil
+	return a.withStorage(func(s *dedup.Storage) error {
+		bh, err := findBackup(ctx, s, dir, name)
+		if err != nil {
+			return err
+		}
+		files, err := entries(ctx, s, bh)
+		if err != nil {
+			return err
+		}
+		return fn(s, bh, files)
+	})
 }
 
 // entries lists a backup's files: from its catalog, or, for a backup

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/dedupstore/dedupstore/check"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -32,39 +33,36 @@ affected backup file, and exits with code 5.`,
 				}
 				opts.Subset = pct / 100
 			}
-			s, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			r, err := s.Check(cmd.Context(), opts)
-			if err != nil {
-				return err
-			}
-			if a.json {
-				if r.Problems == nil {
-					r.Problems = []check.Problem{}
-				}
-				if r.Affected == nil {
-					r.Affected = []check.File{}
-				}
-				if err := a.printJSON(r); err != nil {
+			return a.withStorage(func(s *dedup.Storage) error {
+				r, err := s.Check(cmd.Context(), opts)
+				if err != nil {
 					return err
 				}
-			} else {
-				a.info("checked %d backups, %d packs, %d chunks (%d read)", r.Backups, r.Packs, r.Chunks, r.ChunksRead)
-				for _, p := range r.Problems {
-					a.info("damage: %s", describe(p))
+				if a.json {
+					if r.Problems == nil {
+						r.Problems = []check.Problem{}
+					}
+					if r.Affected == nil {
+						r.Affected = []check.File{}
+					}
+					if err := a.printJSON(r); err != nil {
+						return err
+					}
+				} else {
+					a.info("checked %d backups, %d packs, %d chunks (%d read)", r.Backups, r.Packs, r.Chunks, r.ChunksRead)
+					for _, p := range r.Problems {
+						a.info("damage: %s", describe(p))
+					}
+					for _, f := range r.Affected {
+						a.info("affected: backup %s/%s file %s", f.Dir, f.Name, f.File)
+					}
 				}
-				for _, f := range r.Affected {
-					a.info("affected: backup %s/%s file %s", f.Dir, f.Name, f.File)
+				if !r.OK() {
+					return errDamage
 				}
-			}
-			if !r.OK() {
-				return errDamage
-			}
-			a.info("no errors found")
-			return nil
+				a.info("no errors found")
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&o.readData, "read-data", false, "read and verify every chunk")

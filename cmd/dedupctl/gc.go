@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"time"
 
 	"github.com/dedupstore/dedupstore/gc"
@@ -32,74 +33,71 @@ when it was written has finished. Condemned packs that a backup started
 to use meanwhile are spared. One collection runs at a time.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx := cmd.Context()
-			plan, err := s.PlanGC(ctx, gc.Options{RepackThreshold: o.threshold, GracePeriod: o.grace})
-			if err != nil {
-				return err
-			}
-			out := gcJSON{DryRun: o.dryRun, Plan: gcPlanJSON{
-				DeletePacks: len(plan.Delete), RepackPacks: len(plan.Repack), OrphanPacks: len(plan.Orphans),
-				Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
-				Actions: []gcActionJSON{},
-			}}
-			if a.shared() {
-				out.Plan.Shared = &gcSharedJSON{SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
-			}
-			for _, list := range []struct {
-				action string
-				packs  []gc.PackAction
-			}{{"sweep", plan.Sweep}, {"delete", plan.Delete}, {"repack", plan.Repack}} {
-				for _, p := range list.packs {
-					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: list.action, Pack: p.Pack.String(), Size: p.Size, LiveChunks: p.LiveChunks, DeadChunks: p.DeadChunks, LiveBytes: p.LiveBytes})
-				}
-			}
-			for _, orphan := range plan.Orphans {
-				out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-orphan", Pack: orphan.Name, Size: orphan.Size})
-			}
-			if o.dryRun {
-				plan.Close()
-			} else {
-				res, err := s.ExecuteGC(ctx, plan)
+			return a.withStorage(func(s *dedup.Storage) error {
+				ctx := cmd.Context()
+				plan, err := s.PlanGC(ctx, gc.Options{RepackThreshold: o.threshold, GracePeriod: o.grace})
 				if err != nil {
 					return err
 				}
-				out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, FreedBytes: res.FreedBytes}
-			}
-			if a.json {
-				return a.printJSON(out)
-			}
-			p := out.Plan
-			if sh := p.Shared; sh != nil {
-				a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
-					sh.SweepPacks, sh.SparedPacks, sh.Waiting, size(p.FreedBytes))
-				a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later",
-					p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(sh.CondemnedBytes))
-			} else {
-				a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
-					p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
-			}
-			if o.dryRun {
-				var rows [][]string
-				for _, x := range p.Actions {
-					rows = append(rows, []string{x.Action, x.Pack, size(x.Size), fmt.Sprint(x.LiveChunks), fmt.Sprint(x.DeadChunks), size(x.LiveBytes)})
+				out := gcJSON{DryRun: o.dryRun, Plan: gcPlanJSON{
+					DeletePacks: len(plan.Delete), RepackPacks: len(plan.Repack), OrphanPacks: len(plan.Orphans),
+					Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
+					Actions: []gcActionJSON{},
+				}}
+				if a.shared() {
+					out.Plan.Shared = &gcSharedJSON{SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
 				}
-				if len(rows) > 0 {
-					a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
+				for _, list := range []struct {
+					action string
+					packs  []gc.PackAction
+				}{{"sweep", plan.Sweep}, {"delete", plan.Delete}, {"repack", plan.Repack}} {
+					for _, p := range list.packs {
+						out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: list.action, Pack: p.Pack.String(), Size: p.Size, LiveChunks: p.LiveChunks, DeadChunks: p.DeadChunks, LiveBytes: p.LiveBytes})
+					}
 				}
-			}
-			if r := out.Result; r != nil && p.Shared != nil {
-				a.info("done: %d packs deleted, %d condemned (%d of them repacked), %d left for a writer that claimed them; %s freed", r.Deleted, r.Condemned, r.Repacked, r.Skipped, size(r.FreedBytes))
-			} else if r != nil {
-				a.info("done: %d packs deleted, %d repacked, %d left for a writer that claimed them; %s freed", r.Deleted, r.Repacked, r.Skipped, size(r.FreedBytes))
-			} else {
-				a.info("dry run: nothing changed")
-			}
-			return nil
+				for _, orphan := range plan.Orphans {
+					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-orphan", Pack: orphan.Name, Size: orphan.Size})
+				}
+				if o.dryRun {
+					plan.Close()
+				} else {
+					res, err := s.ExecuteGC(ctx, plan)
+					if err != nil {
+						return err
+					}
+					out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, FreedBytes: res.FreedBytes}
+				}
+				if a.json {
+					return a.printJSON(out)
+				}
+				p := out.Plan
+				if sh := p.Shared; sh != nil {
+					a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
+						sh.SweepPacks, sh.SparedPacks, sh.Waiting, size(p.FreedBytes))
+					a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later",
+						p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(sh.CondemnedBytes))
+				} else {
+					a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
+						p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+				}
+				if o.dryRun {
+					var rows [][]string
+					for _, x := range p.Actions {
+						rows = append(rows, []string{x.Action, x.Pack, size(x.Size), fmt.Sprint(x.LiveChunks), fmt.Sprint(x.DeadChunks), size(x.LiveBytes)})
+					}
+					if len(rows) > 0 {
+						a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
+					}
+				}
+				if r := out.Result; r != nil && p.Shared != nil {
+					a.info("done: %d packs deleted, %d condemned (%d of them repacked), %d left for a writer that claimed them; %s freed", r.Deleted, r.Condemned, r.Repacked, r.Skipped, size(r.FreedBytes))
+				} else if r != nil {
+					a.info("done: %d packs deleted, %d repacked, %d left for a writer that claimed them; %s freed", r.Deleted, r.Repacked, r.Skipped, size(r.FreedBytes))
+				} else {
+					a.info("dry run: nothing changed")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the plan, change nothing")

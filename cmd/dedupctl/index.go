@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -15,29 +16,26 @@ skipped and named. An interrupted rebuild runs again when the repository
 next opens; a deleted index.db is rebuilt the same way.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			res, err := s.RebuildIndex(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(rebuildJSON{Packs: res.Packs, Chunks: res.Chunks, Backups: res.Backups, DamagedPacks: orEmpty(res.DamagedPacks), DamagedManifests: orEmpty(res.DamagedManifests)})
-			}
-			a.info("rebuilt the index: %d packs, %d chunks, %d backups", res.Packs, res.Chunks, res.Backups)
-			for _, p := range res.DamagedPacks {
-				a.info("damaged pack skipped: %s", p)
-			}
-			for _, m := range res.DamagedManifests {
-				a.info("damaged manifest skipped: %s", m)
-			}
-			if len(res.DamagedPacks)+len(res.DamagedManifests) > 0 {
-				return errDamage
-			}
-			return nil
+			return a.withStorage(func(s *dedup.Storage) error {
+				res, err := s.RebuildIndex(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if a.json {
+					return a.printJSON(rebuildJSON{Packs: res.Packs, Chunks: res.Chunks, Backups: res.Backups, DamagedPacks: orEmpty(res.DamagedPacks), DamagedManifests: orEmpty(res.DamagedManifests)})
+				}
+				a.info("rebuilt the index: %d packs, %d chunks, %d backups", res.Packs, res.Chunks, res.Backups)
+				for _, p := range res.DamagedPacks {
+					a.info("damaged pack skipped: %s", p)
+				}
+				for _, m := range res.DamagedManifests {
+					a.info("damaged manifest skipped: %s", m)
+				}
+				if len(res.DamagedPacks)+len(res.DamagedManifests) > 0 {
+					return errDamage
+				}
+				return nil
+			})
 		},
 	})
 	return cmd

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"strings"
 	"time"
 
@@ -23,37 +24,34 @@ uses: about what removing the backup and collecting garbage would free.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			dir := ""
-			if len(args) == 1 {
-				dir = strings.TrimSuffix(args[0], "/")
-				if err := storage.ValidateDir(dir); err != nil {
+			return a.withStorage(func(s *dedup.Storage) error {
+				dir := ""
+				if len(args) == 1 {
+					dir = strings.TrimSuffix(args[0], "/")
+					if err := storage.ValidateDir(dir); err != nil {
+						return err
+					}
+				}
+				st, err := s.Stats(cmd.Context())
+				if err != nil {
 					return err
 				}
-			}
-			st, err := s.Stats(cmd.Context())
-			if err != nil {
-				return err
-			}
-			out := []lsJSON{}
-			for _, b := range st.PerBackup {
-				if dir == "" || b.Dir == dir {
-					out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started, Ended: b.Ended, Files: b.Files, LogicalBytes: b.LogicalBytes, ExclusiveBytes: b.ExclusiveBytes})
+				out := []lsJSON{}
+				for _, b := range st.PerBackup {
+					if dir == "" || b.Dir == dir {
+						out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started, Ended: b.Ended, Files: b.Files, LogicalBytes: b.LogicalBytes, ExclusiveBytes: b.ExclusiveBytes})
+					}
 				}
-			}
-			if a.json {
-				return a.printJSON(out)
-			}
-			var rows [][]string
-			for _, b := range out {
-				rows = append(rows, []string{b.Dir + "/" + b.Name, b.State, when(b.Started), fmt.Sprint(b.Files), size(b.LogicalBytes), size(b.ExclusiveBytes)})
-			}
-			a.table("BACKUP\tSTATE\tSTARTED\tFILES\tLOGICAL\tALONE HOLDS", rows)
-			return nil
+				if a.json {
+					return a.printJSON(out)
+				}
+				var rows [][]string
+				for _, b := range out {
+					rows = append(rows, []string{b.Dir + "/" + b.Name, b.State, when(b.Started), fmt.Sprint(b.Files), size(b.LogicalBytes), size(b.ExclusiveBytes)})
+				}
+				a.table("BACKUP\tSTATE\tSTARTED\tFILES\tLOGICAL\tALONE HOLDS", rows)
+				return nil
+			})
 		},
 	}
 }

@@ -59,6 +59,16 @@ func (a *app) open() (*dedup.Storage, error) {
 	return dedup.New(root, dedup.Options{Backend: b, Shared: a.shared()}), nil
 }
 
+// withStorage opens the existing repository, runs fn on it, and closes it.
+func (a *app) withStorage(fn func(*dedup.Storage) error) error {
+	s, err := a.open()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
+}
+
 // shared reports whether --repo is a repository that other agents may
 // write into at the same time: one on S3.
 func (a *app) shared() bool { return strings.HasPrefix(a.repo, "s3:") }

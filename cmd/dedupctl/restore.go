@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -39,43 +40,40 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 	if o.target == "" {
 		return usagef("restore needs --target PATH")
 	}
-	s, bh, all, err := a.openBackup(ctx, args[0])
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	dir, name := bh.Directory(), bh.Name()
-	chosen, err := selectEntries(all, args[1:])
-	if err != nil {
-		return err
-	}
-	var total int64
-	for _, e := range chosen {
-		total += e.Size
-		if !o.overwrite {
-			if _, err := os.Lstat(filepath.Join(o.target, filepath.FromSlash(e.Path))); err == nil {
-				return fmt.Errorf("refusing to overwrite %s (use --overwrite)", filepath.Join(o.target, filepath.FromSlash(e.Path)))
-			}
-		}
-	}
-	start := time.Now()
-	bar := a.progress(total, "restore")
-	var written int64
-	for _, e := range chosen {
-		n, err := restoreOne(ctx, bh, e, o.target, bar)
-		written += n
+	return a.withBackup(ctx, args[0], func(_ *dedup.Storage, bh storage.BackupHandle, all []CatalogEntry) error {
+		dir, name := bh.Directory(), bh.Name()
+		chosen, err := selectEntries(all, args[1:])
 		if err != nil {
-			bar.done()
 			return err
 		}
-	}
-	bar.done()
-	elapsed := time.Since(start)
-	if a.json {
-		return a.printJSON(restoreJSON{Backup: dir + "/" + name, Target: o.target, Files: len(chosen), Bytes: written, Seconds: elapsed.Seconds()})
-	}
-	a.info("restored %d files, %s from %s/%s into %s in %s (%s)", len(chosen), size(written), dir, name, o.target, elapsed.Round(time.Millisecond), rate(written, elapsed))
-	return nil
+		var total int64
+		for _, e := range chosen {
+			total += e.Size
+			if !o.overwrite {
+				if _, err := os.Lstat(filepath.Join(o.target, filepath.FromSlash(e.Path))); err == nil {
+					return fmt.Errorf("refusing to overwrite %s (use --overwrite)", filepath.Join(o.target, filepath.FromSlash(e.Path)))
+				}
+			}
+		}
+		start := time.Now()
+		bar := a.progress(total, "restore")
+		var written int64
+		for _, e := range chosen {
+			n, err := restoreOne(ctx, bh, e, o.target, bar)
+			written += n
+			if err != nil {
+				bar.done()
+				return err
+			}
+		}
+		bar.done()
+		elapsed := time.Since(start)
+		if a.json {
+			return a.printJSON(restoreJSON{Backup: dir + "/" + name, Target: o.target, Files: len(chosen), Bytes: written, Seconds: elapsed.Seconds()})
+		}
+		a.info("restored %d files, %s from %s/%s into %s in %s (%s)", len(chosen), size(written), dir, name, o.target, elapsed.Round(time.Millisecond), rate(written, elapsed))
+		return nil
+	})
 }
 
 type restoreJSON struct {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -17,41 +19,38 @@ file cost the repository beyond what was already there.`,
 		Args: exactArgs(1, "one DIR/NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			s, bh, catalog, err := a.openBackup(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			dir, name := bh.Directory(), bh.Name()
-			paths := map[string]string{}
-			for _, e := range catalog {
-				paths[e.File] = e.Path
-			}
-			files, err := s.Files(ctx, dir, name)
-			if err != nil {
-				return err
-			}
-			out := showJSON{Backup: dir + "/" + name, Files: []showFileJSON{}}
-			for _, f := range files {
-				if f.Name == catalogFile && len(paths) > 0 && paths[catalogFile] == "" {
-					continue // dedupctl's own bookkeeping
+			return a.withBackup(ctx, args[0], func(s *dedup.Storage, bh storage.BackupHandle, catalog []CatalogEntry) error {
+				dir, name := bh.Directory(), bh.Name()
+				paths := map[string]string{}
+				for _, e := range catalog {
+					paths[e.File] = e.Path
 				}
-				p := paths[f.Name]
-				if p == "" {
-					p = f.Name
+				files, err := s.Files(ctx, dir, name)
+				if err != nil {
+					return err
 				}
-				out.Files = append(out.Files, showFileJSON{Path: p, File: f.Name, Size: f.Size, Chunks: f.Chunks, StoredBytes: f.StoredBytes, NewBytes: f.ExclusiveBytes})
-			}
-			sort.Slice(out.Files, func(i, j int) bool { return out.Files[i].Path < out.Files[j].Path })
-			if a.json {
-				return a.printJSON(out)
-			}
-			var rows [][]string
-			for _, f := range out.Files {
-				rows = append(rows, []string{f.Path, size(f.Size), fmt.Sprint(f.Chunks), size(f.StoredBytes), size(f.NewBytes)})
-			}
-			a.table("PATH\tSIZE\tCHUNKS\tSTORED\tNEW", rows)
-			return nil
+				out := showJSON{Backup: dir + "/" + name, Files: []showFileJSON{}}
+				for _, f := range files {
+					if f.Name == catalogFile && len(paths) > 0 && paths[catalogFile] == "" {
+						continue // dedupctl's own bookkeeping
+					}
+					p := paths[f.Name]
+					if p == "" {
+						p = f.Name
+					}
+					out.Files = append(out.Files, showFileJSON{Path: p, File: f.Name, Size: f.Size, Chunks: f.Chunks, StoredBytes: f.StoredBytes, NewBytes: f.ExclusiveBytes})
+				}
+				sort.Slice(out.Files, func(i, j int) bool { return out.Files[i].Path < out.Files[j].Path })
+				if a.json {
+					return a.printJSON(out)
+				}
+				var rows [][]string
+				for _, f := range out.Files {
+					rows = append(rows, []string{f.Path, size(f.Size), fmt.Sprint(f.Chunks), size(f.StoredBytes), size(f.NewBytes)})
+				}
+				a.table("PATH\tSIZE\tCHUNKS\tSTORED\tNEW", rows)
+				return nil
+			})
 		},
 	}
 }

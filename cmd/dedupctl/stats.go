@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 
 	"github.com/spf13/cobra"
 )
@@ -12,35 +13,32 @@ func (a *app) statsCommand() *cobra.Command {
 		Short: "Show what the repository holds and what deduplication saves",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			st, err := s.Stats(cmd.Context())
-			if err != nil {
-				return err
-			}
-			out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
-				DeadBytes: st.DeadBytes, Chunks: st.Chunks, Packs: st.Packs, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
-			if st.StoredBytes > 0 {
-				out.TotalRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
-			}
-			if a.json {
-				return a.printJSON(out)
-			}
-			a.table("", [][]string{
-				{"backups", fmt.Sprint(out.Backups)},
-				{"logical", size(out.LogicalBytes) + "\tthe backups' files added up"},
-				{"unique", size(out.UniqueBytes) + "\tdistinct chunks, before compression"},
-				{"stored", size(out.StoredBytes) + "\tpack files on disk"},
-				{"dead", size(out.DeadBytes) + "\tno backup uses it: dedupctl gc reclaims it"},
-				{"chunks / packs", fmt.Sprintf("%d / %d", out.Chunks, out.Packs)},
-				{"dedup ratio", fmt.Sprintf("%.2f\tlogical ÷ unique", out.DedupRatio)},
-				{"compression ratio", fmt.Sprintf("%.2f\tunique ÷ stored in use", out.CompressionRatio)},
-				{"total ratio", fmt.Sprintf("%.2f\tlogical ÷ stored", out.TotalRatio)},
+			return a.withStorage(func(s *dedup.Storage) error {
+				st, err := s.Stats(cmd.Context())
+				if err != nil {
+					return err
+				}
+				out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
+					DeadBytes: st.DeadBytes, Chunks: st.Chunks, Packs: st.Packs, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
+				if st.StoredBytes > 0 {
+					out.TotalRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
+				}
+				if a.json {
+					return a.printJSON(out)
+				}
+				a.table("", [][]string{
+					{"backups", fmt.Sprint(out.Backups)},
+					{"logical", size(out.LogicalBytes) + "\tthe backups' files added up"},
+					{"unique", size(out.UniqueBytes) + "\tdistinct chunks, before compression"},
+					{"stored", size(out.StoredBytes) + "\tpack files on disk"},
+					{"dead", size(out.DeadBytes) + "\tno backup uses it: dedupctl gc reclaims it"},
+					{"chunks / packs", fmt.Sprintf("%d / %d", out.Chunks, out.Packs)},
+					{"dedup ratio", fmt.Sprintf("%.2f\tlogical ÷ unique", out.DedupRatio)},
+					{"compression ratio", fmt.Sprintf("%.2f\tunique ÷ stored in use", out.CompressionRatio)},
+					{"total ratio", fmt.Sprintf("%.2f\tlogical ÷ stored", out.TotalRatio)},
+				})
+				return nil
 			})
-			return nil
 		},
 	}
 }
