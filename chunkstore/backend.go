@@ -19,6 +19,13 @@ type Backend interface {
 	// returns nil the object is durable.
 	Put(ctx context.Context, name string, r io.Reader) error
 
+	// Create stores the bytes read from r under name unless an object of
+	// that name exists, and then fails with an error wrapping ErrExist and
+	// leaves that object as it is. Of many Creates of one name at once,
+	// one succeeds. A backend whose server cannot refuse an existing name
+	// says so in its documentation; callers re-read what they created.
+	Create(ctx context.Context, name string, r io.Reader) error
+
 	// Get returns length bytes of the object starting at offset; a negative
 	// length reads to the end. A missing object gives an error wrapping
 	// ErrNotExist. A range past the end gives an error from the reader.

@@ -1,7 +1,6 @@
 package chunkstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -85,15 +84,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("chunkstore: pack size %d outside 1 KiB..1 GiB", c.PackSize)
 	}
 	return nil
-}
-
-// WriteConfig stores cfg as the repository's config object.
-func WriteConfig(ctx context.Context, b Backend, cfg Config) error {
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	return b.Put(ctx, ConfigName, bytes.NewReader(data))
 }
 
 // ReadConfig loads and validates the repository's config object. A missing

@@ -21,6 +21,10 @@ var ErrCorrupt = errors.New("corrupt data")
 // ErrNotExist is wrapped by Backend errors about an object that is not there.
 var ErrNotExist = errors.New("object does not exist")
 
+// ErrExist is wrapped by Backend.Create's error when the object is already
+// there.
+var ErrExist = errors.New("object already exists")
+
 // ErrUnsupportedVersion is returned when a repository's config names a format
 // version this build cannot read.
 var ErrUnsupportedVersion = errors.New("unsupported repository format version")

@@ -11,9 +11,9 @@ import (
 	"strings"
 )
 
-// tempPrefix marks files that Local.Put has not yet renamed into place. They
-// are never listed; a crash can leave them behind.
-const tempPrefix = ".tmp-"
+// TempPrefix marks files that Local.Put has not yet renamed into place. They
+// are not listed as objects; a crash can leave them behind.
+const TempPrefix = ".tmp-"
 
 // Local is a Backend on a local directory: one file per object.
 //
@@ -37,6 +37,25 @@ func (l *Local) path(name string) (string, error) {
 
 // Put implements Backend.
 func (l *Local) Put(ctx context.Context, name string, r io.Reader) error {
+	return l.write(ctx, name, r, os.Rename)
+}
+
+// Create implements Backend with a hard link, which fails if the name
+// exists, also on NFS.
+func (l *Local) Create(ctx context.Context, name string, r io.Reader) error {
+	return l.write(ctx, name, r, func(tmp, p string) error {
+		err := os.Link(tmp, p)
+		os.Remove(tmp)
+		if errors.Is(err, fs.ErrExist) {
+			return ErrExist
+		}
+		return err
+	})
+}
+
+// write stores r in a temporary file in the object's directory, fsyncs it,
+// moves it into place with place and fsyncs the directory.
+func (l *Local) write(ctx context.Context, name string, r io.Reader, place func(tmp, p string) error) error {
 	p, err := l.path(name)
 	if err != nil {
 		return err
@@ -45,7 +64,7 @@ func (l *Local) Put(ctx context.Context, name string, r io.Reader) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("chunkstore: put %s: %w", name, err)
 	}
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
+	f, err := os.CreateTemp(dir, TempPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("chunkstore: put %s: %w", name, err)
 	}
@@ -65,7 +84,7 @@ func (l *Local) Put(ctx context.Context, name string, r io.Reader) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("chunkstore: put %s: %w", name, err)
 	}
-	if err := os.Rename(f.Name(), p); err != nil {
+	if err := place(f.Name(), p); err != nil {
 		return fmt.Errorf("chunkstore: put %s: %w", name, err)
 	}
 	ok = true
@@ -155,7 +174,7 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) err
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), tempPrefix) {
+		if d.IsDir() || strings.HasPrefix(d.Name(), TempPrefix) {
 			return nil
 		}
 		rel, err := filepath.Rel(l.root, p)

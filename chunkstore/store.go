@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,21 +25,22 @@ type Store struct {
 }
 
 // Create writes cfg as the config of a new repository on b and opens it.
-// It fails if b already holds a config.
+// It fails with an error wrapping ErrExist if b already holds a config,
+// and then the caller opens that one instead. The store returned uses the
+// config stored when Create re-reads it, which is cfg unless the backend
+// could not refuse a creator that raced with this one.
 func Create(ctx context.Context, b Backend, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if _, err := ReadConfig(ctx, b); !errors.Is(err, ErrNotExist) {
-		if err == nil {
-			return nil, errors.New("chunkstore: repository already exists")
-		}
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
 		return nil, err
 	}
-	if err := WriteConfig(ctx, b, cfg); err != nil {
-		return nil, err
+	if err := b.Create(ctx, ConfigName, bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("chunkstore: create repository: %w", err)
 	}
-	return newStore(b, cfg)
+	return Open(ctx, b)
 }
 
 // Open opens the repository on b by reading its config.

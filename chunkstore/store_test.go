@@ -129,8 +129,8 @@ func TestConfig(t *testing.T) {
 	if !bytes.Equal(cfg.Key, s.Config().Key) || cfg.Chunker != chunkstore.DefaultChunkerParams() || cfg.PackSize != chunkstore.DefaultPackSize {
 		t.Errorf("read back config %+v, want %+v", cfg, s.Config())
 	}
-	if _, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(dir), cfg); err == nil {
-		t.Error("Create over an existing repository succeeded")
+	if _, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(dir), cfg); !errors.Is(err, chunkstore.ErrExist) {
+		t.Errorf("Create over an existing repository: %v, want ErrExist", err)
 	}
 	cfg.Version = 99
 	future, _ := json.Marshal(cfg)

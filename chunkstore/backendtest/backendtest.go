@@ -29,6 +29,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) chunkstore.Backend) {
 		{"PutGet", testPutGet},
 		{"Ranges", testRanges},
 		{"Replace", testReplace},
+		{"Create", testCreate},
+		{"ConcurrentCreates", testConcurrentCreates},
 		{"Missing", testMissing},
 		{"List", testList},
 		{"Delete", testDelete},
@@ -126,6 +128,58 @@ func testReplace(t *testing.T, b chunkstore.Backend) {
 	}
 	if got := list(t, b, ""); len(got) != 1 || got["manifests/x/y"] != 6 {
 		t.Errorf("after replacing, List = %v, want one object of 6 bytes", got)
+	}
+}
+
+func testCreate(t *testing.T, b chunkstore.Backend) {
+	ctx := context.Background()
+	if err := b.Create(ctx, "config", bytes.NewReader([]byte("first"))); err != nil {
+		t.Fatalf("Create of a new object: %v", err)
+	}
+	if err := b.Create(ctx, "config", bytes.NewReader([]byte("second"))); !errors.Is(err, chunkstore.ErrExist) {
+		t.Errorf("Create of an existing object: %v, want ErrExist", err)
+	}
+	if got := get(t, b, "config", 0, -1); string(got) != "first" {
+		t.Errorf("after a refused Create, Get = %q, want %q", got, "first")
+	}
+	if got := list(t, b, ""); len(got) != 1 {
+		t.Errorf("after a refused Create, List = %v, want one object", got)
+	}
+	if err := b.Create(ctx, "../config", bytes.NewReader(nil)); err == nil {
+		t.Error("Create(../config) succeeded")
+	}
+}
+
+// testConcurrentCreates: of many Creates of one name at once, exactly one
+// succeeds, and the object is the winner's.
+func testConcurrentCreates(t *testing.T, b chunkstore.Backend) {
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.Create(context.Background(), "config", bytes.NewReader(pattern(1000, byte(i))))
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Fatalf("Creates %d and %d of one name both succeeded", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, chunkstore.ErrExist):
+			t.Errorf("Create %d: %v, want nil or ErrExist", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no Create succeeded")
+	}
+	if got := get(t, b, "config", 0, -1); !bytes.Equal(got, pattern(1000, byte(winner))) {
+		t.Error("the object is not the winning Create's")
 	}
 }
 

@@ -6,6 +6,7 @@ package s3
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,6 +108,23 @@ func (b *Backend) MakeBucket(ctx context.Context) error {
 // *bytes.Reader, as packs are) goes up in one request or in parts; S3 makes
 // it visible whole or not at all.
 func (b *Backend) Put(ctx context.Context, name string, r io.Reader) error {
+	return b.put(ctx, name, r, minio.PutObjectOptions{})
+}
+
+// Create implements chunkstore.Backend with a conditional PUT
+// (If-None-Match: *). A server that ignores the condition replaces the
+// object instead; callers re-read what they created.
+func (b *Backend) Create(ctx context.Context, name string, r io.Reader) error {
+	var opts minio.PutObjectOptions
+	opts.SetMatchETagExcept("*")
+	err := b.put(ctx, name, r, opts)
+	if code := minio.ToErrorResponse(errors.Unwrap(err)).Code; code == "PreconditionFailed" {
+		return fmt.Errorf("s3: create %s: %w", name, chunkstore.ErrExist)
+	}
+	return err
+}
+
+func (b *Backend) put(ctx context.Context, name string, r io.Reader, opts minio.PutObjectOptions) error {
 	key, err := b.key(name)
 	if err != nil {
 		return err
@@ -115,8 +133,8 @@ func (b *Backend) Put(ctx context.Context, name string, r io.Reader) error {
 	if br, ok := r.(*bytes.Reader); ok {
 		size = int64(br.Len())
 	}
-	_, err = b.client.PutObject(ctx, b.bucket, key, r, size, minio.PutObjectOptions{PartSize: 16 << 20, SendContentMd5: true})
-	if err != nil {
+	opts.PartSize, opts.SendContentMd5 = 16<<20, true
+	if _, err := b.client.PutObject(ctx, b.bucket, key, r, size, opts); err != nil {
 		return fmt.Errorf("s3: put %s: %w", name, err)
 	}
 	return nil

@@ -59,11 +59,6 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 	if err != nil {
 		return err
 	}
-	if _, err := chunkstore.ReadConfig(cmd.Context(), backend); err == nil {
-		return fmt.Errorf("a repository already exists at %s", a.repo)
-	} else if !errors.Is(err, chunkstore.ErrNotExist) {
-		return err
-	}
 	kind, ok := chunkerKinds[o.chunker]
 	if !ok {
 		return usagef("--chunker %q: want fastcdc or restic", o.chunker)
@@ -87,9 +82,9 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 	if _, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize); err != nil {
 		return usageError{err}
 	}
-	s := dedup.New(root, opts)
-	defer s.Close()
-	if _, err := s.Stats(cmd.Context()); err != nil { // opening creates it
+	if err := dedup.Init(cmd.Context(), root, opts); errors.Is(err, chunkstore.ErrExist) {
+		return fmt.Errorf("a repository already exists at %s", a.repo)
+	} else if err != nil {
 		return err
 	}
 	cfg, err := chunkstore.ReadConfig(cmd.Context(), backend)

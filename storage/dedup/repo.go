@@ -76,16 +76,7 @@ type pack struct {
 }
 
 func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
-	var backend chunkstore.Backend = chunkstore.NewLocal(root)
-	if opts.Backend != nil {
-		backend = opts.Backend
-	}
-	store, err := chunkstore.Open(ctx, backend)
-	created := false
-	if errors.Is(err, chunkstore.ErrNotExist) {
-		store, err = createRepo(ctx, root, backend, opts)
-		created = true
-	}
+	store, created, err := openStore(ctx, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
 	}
@@ -149,13 +140,44 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 	return r, nil
 }
 
+// backend is where the repository's objects are: Options.Backend, or root.
+func (o Options) backend(root string) chunkstore.Backend {
+	if o.Backend != nil {
+		return o.Backend
+	}
+	return chunkstore.NewLocal(root)
+}
+
+// openStore opens the repository's chunk store, creating the repository if
+// its backend holds nothing. Of processes creating one repository at once,
+// one creates it and the others use its config.
+func openStore(ctx context.Context, root string, opts Options) (store *chunkstore.Store, created bool, err error) {
+	backend := opts.backend(root)
+	store, err = chunkstore.Open(ctx, backend)
+	if !errors.Is(err, chunkstore.ErrNotExist) {
+		return store, false, err
+	}
+	if store, err = createRepo(ctx, root, backend, opts); err == nil {
+		return store, true, nil
+	}
+	// Another process may have created it meanwhile: use its config.
+	if store, oerr := chunkstore.Open(ctx, backend); oerr == nil {
+		return store, false, nil
+	}
+	return nil, false, err
+}
+
 // createRepo writes the config of a new repository, whose objects must be
 // missing or empty: dedup never writes into a directory (or a bucket
-// prefix) it does not own.
+// prefix) it does not own. It fails with an error wrapping
+// chunkstore.ErrExist if the repository exists.
 func createRepo(ctx context.Context, root string, backend chunkstore.Backend, opts Options) (*chunkstore.Store, error) {
 	// Backends do not list temporary files, which is what a creation that
 	// crashed leaves.
 	err := backend.List(ctx, "", func(o chunkstore.ObjectInfo) error {
+		if o.Name == chunkstore.ConfigName {
+			return fmt.Errorf("%s: %w", root, chunkstore.ErrExist)
+		}
 		return fmt.Errorf("%s is not empty and has no config (it holds %s): not a dedupstore repository", root, o.Name)
 	})
 	if err != nil {
@@ -166,6 +188,18 @@ func createRepo(ctx context.Context, root string, backend chunkstore.Backend, op
 		return nil, err
 	}
 	return chunkstore.Create(ctx, backend, cfg)
+}
+
+// Init creates a repository at root (on Options.Backend, if set) with the
+// settings in opts. It fails with an error wrapping chunkstore.ErrExist if
+// one exists, also when another process creates it at the same moment.
+func Init(ctx context.Context, root string, opts Options) error {
+	store, err := createRepo(ctx, root, opts.backend(root), opts)
+	if err != nil {
+		return fmt.Errorf("dedup: create repository %s: %w", root, err)
+	}
+	store.Close()
+	return nil
 }
 
 // ensureIndex makes the index ready: a new repository's empty one as it is,
