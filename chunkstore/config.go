@@ -12,7 +12,7 @@ import (
 )
 
 // FormatVersion is the repository format this build writes and reads.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // ConfigName is the object name of the repository config.
 const ConfigName = "config"
@@ -69,7 +69,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("chunkstore: config has no format version: %w", ErrCorrupt)
 	}
 	if c.Version != FormatVersion {
-		return fmt.Errorf("chunkstore: repository format version %d, this build reads %d: %w", c.Version, FormatVersion, ErrUnsupportedVersion)
+		return fmt.Errorf("chunkstore: repository format version %d, this build reads only %d (formats before v0.1.0 are not migrated: restore with the build that wrote it, or start a new repository): %w", c.Version, FormatVersion, ErrUnsupportedVersion)
 	}
 	if len(c.Key) != 32 {
 		return fmt.Errorf("chunkstore: config key has %d bytes, want 32: %w", len(c.Key), ErrCorrupt)

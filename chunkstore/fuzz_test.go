@@ -28,7 +28,7 @@ func FuzzParseConfig(f *testing.F) {
 	cfg, _ := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
 	seed, _ := json.Marshal(cfg)
 	f.Add(seed)
-	f.Add([]byte(`{"version":1,"chunker":{"kind":"restic","min_size":1024,"avg_size":4096,"max_size":8192,"polynomial":1}}`))
+	f.Add([]byte(`{"version":2,"chunker":{"kind":"restic","min_size":1024,"avg_size":4096,"max_size":8192,"polynomial":1}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if c, err := chunkstore.ParseConfig(data); err == nil {
 			if err := c.Validate(); err != nil {

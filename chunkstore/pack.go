@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -8,26 +9,34 @@ import (
 	"io"
 )
 
-// Pack format. A pack is the stored chunks back to back, then a trailer that
-// lists them, then a fixed footer:
+// Pack format. A pack is the stored chunks back to back, each behind a
+// header, then a trailer that lists them, then a fixed footer:
 //
 //	blob 0 | blob 1 | ... | entry 0 | entry 1 | ... | footer
+//	blob:   header | stored bytes
+//	header: magic "DDSB" | id [32] | stored length u32 | plain length u32 | codec u8 | crc32c of the header before it u32
 //	entry:  id [32] | offset u32 | stored length u32 | plain length u32 | codec u8
 //	footer: crc32c of the entries u32 | entry count u32 | magic "DDSPACK" | version u8
 //
-// All integers are little-endian. The footer makes a pack self-describing:
-// the index can be rebuilt from packs alone. A pack is named by a random ID,
-// so no two packs ever share a name: a pack one agent or a collection is
-// deleting can never be written again under its name by another.
+// All integers are little-endian; an entry's offset is that of the stored
+// bytes, after the header. The trailer lets the index be rebuilt from a
+// pack with two small reads; the headers let ScanPack find every intact
+// chunk of a pack whose trailer or tail is damaged. A pack is named by a
+// random ID, so no two packs ever share a name: a pack one agent or a
+// collection is deleting can never be written again under its name by
+// another.
 const (
+	headerSize  = 4 + 32 + 4 + 4 + 1 + 4
 	entrySize   = 32 + 4 + 4 + 4 + 1
 	footerSize  = 4 + 4 + 8
+	blobMagic   = "DDSB"
 	packMagic   = "DDSPACK"
-	packVersion = 1
+	packVersion = 2
 )
 
-// TrailerSize is the bytes the trailer and footer of a pack of n chunks take.
-func TrailerSize(n int) int64 { return int64(n)*entrySize + footerSize }
+// PackOverhead is the bytes a pack of n chunks takes besides their stored
+// bytes: headers, trailer and footer.
+func PackOverhead(n int) int64 { return int64(n)*(headerSize+entrySize) + footerSize }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -103,7 +112,14 @@ func (p *PackBuilder) Entries() []PackEntry { return p.entries }
 
 // Add appends a chunk as produced by Store.Encode.
 func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
-	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data)), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}}
+	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data) + headerSize), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}}
+	start := len(p.data)
+	p.data = append(p.data, blobMagic...)
+	p.data = append(p.data, c.ID[:]...)
+	p.data = binary.LittleEndian.AppendUint32(p.data, e.Length)
+	p.data = binary.LittleEndian.AppendUint32(p.data, e.PlainLength)
+	p.data = append(p.data, byte(e.Codec))
+	p.data = binary.LittleEndian.AppendUint32(p.data, crc32.Checksum(p.data[start:], crcTable))
 	p.data = append(p.data, c.Data...)
 	p.entries = append(p.entries, e)
 	return e
@@ -135,7 +151,7 @@ func ParsePackFooter(footer []byte, packSize int64) (trailerLen int64, err error
 		return 0, fmt.Errorf("chunkstore: pack footer: bad magic: %w", ErrCorrupt)
 	}
 	if footer[15] != packVersion {
-		return 0, fmt.Errorf("chunkstore: pack format version %d: %w", footer[15], ErrUnsupportedVersion)
+		return 0, fmt.Errorf("chunkstore: pack format version %d, this build reads %d: %w", footer[15], packVersion, ErrUnsupportedVersion)
 	}
 	n := int64(binary.LittleEndian.Uint32(footer[4:8]))
 	if n*entrySize > packSize-footerSize {
@@ -173,7 +189,7 @@ func ParsePackTrailer(trailer []byte, packSize int64) ([]PackEntry, error) {
 		e.PlainLength = binary.LittleEndian.Uint32(raw[40:])
 		e.Codec = Codec(raw[44])
 		raw = raw[entrySize:]
-		if int64(e.Offset)+int64(e.Length) > dataEnd || e.PlainLength > MaxChunkSize || e.Codec > CodecZstd {
+		if e.Offset < headerSize || int64(e.Offset)+int64(e.Length) > dataEnd || e.PlainLength > MaxChunkSize || e.Codec > CodecZstd {
 			return nil, fmt.Errorf("chunkstore: pack entry for chunk %s out of range: %w", e.ID, ErrCorrupt)
 		}
 		entries = append(entries, e)
@@ -217,4 +233,47 @@ func readRange(ctx context.Context, b Backend, name string, off, n int64) ([]byt
 		return nil, fmt.Errorf("chunkstore: read %s: %w", name, err)
 	}
 	return buf, nil
+}
+
+// ScanPack finds the chunks of a pack by their headers alone, for a pack
+// whose trailer or footer is damaged: it walks the blobs from the start
+// and, past a damaged header, searches on for the next one. It returns
+// every blob whose header is intact and lies inside data; the caller
+// verifies their contents (Store.SalvagePack does). Blobs that a damaged
+// header hides are not returned.
+func ScanPack(data []byte) []PackEntry {
+	var entries []PackEntry
+	for off := 0; off+headerSize <= len(data); {
+		e, ok := parseHeader(data, off)
+		if !ok {
+			next := bytes.Index(data[off+1:], []byte(blobMagic))
+			if next < 0 {
+				break
+			}
+			off += 1 + next
+			continue
+		}
+		entries = append(entries, e)
+		off = int(e.Offset + e.Length)
+	}
+	return entries
+}
+
+// parseHeader decodes the blob header at data[off:], if it is intact and
+// its blob lies inside data.
+func parseHeader(data []byte, off int) (PackEntry, bool) {
+	h := data[off : off+headerSize]
+	if string(h[:4]) != blobMagic || crc32.Checksum(h[:headerSize-4], crcTable) != binary.LittleEndian.Uint32(h[headerSize-4:]) {
+		return PackEntry{}, false
+	}
+	var e PackEntry
+	copy(e.ID[:], h[4:36])
+	e.Offset = uint32(off + headerSize)
+	e.Length = binary.LittleEndian.Uint32(h[36:])
+	e.PlainLength = binary.LittleEndian.Uint32(h[40:])
+	e.Codec = Codec(h[44])
+	if int64(e.Offset)+int64(e.Length) > int64(len(data)) || e.PlainLength > MaxChunkSize || e.Codec > CodecZstd {
+		return PackEntry{}, false
+	}
+	return e, true
 }

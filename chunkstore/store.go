@@ -124,8 +124,9 @@ func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries [
 // LoadChunk reads chunk id from loc, decompresses it into dst's capacity
 // and checks its hash. It never returns bytes that do not hash to
 // id: a mismatch, an undecodable blob or a missing or short pack all give an
-// error wrapping ErrCorrupt that names the chunk and the pack. scratch is
-// space for the stored bytes.
+// error wrapping ErrCorrupt that names the chunk and the pack; any other
+// failure to read (a refused permission, a network error) does not wrap
+// it. scratch is space for the stored bytes.
 func (s *Store) LoadChunk(ctx context.Context, id ID, loc Location, scratch, dst []byte) ([]byte, error) {
 	plain, err := s.LoadChunks(ctx, []ID{id}, []Location{loc}, scratch, dst)
 	if err != nil {
@@ -178,6 +179,33 @@ func (s *Store) CopyChunk(ctx context.Context, id ID, loc Location, scratch, pla
 	return EncodedChunk{ID: id, Data: stored, PlainLength: int(loc.PlainLength), Codec: loc.Codec}, nil
 }
 
+// SalvagePack finds the intact chunks of the pack object name, whose
+// trailer or tail may be damaged: it reads the whole pack, finds its blobs
+// by their headers (ScanPack) and keeps each that decodes and hashes to its
+// ID. lost counts blobs whose header was found but whose content was not
+// intact; chunks behind a damaged header are not counted.
+func (s *Store) SalvagePack(ctx context.Context, name string) (entries []PackEntry, lost int, err error) {
+	rc, err := s.backend.Get(ctx, name, 0, -1)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return nil, 0, fmt.Errorf("chunkstore: read %s: %w", name, err)
+	}
+	var plain []byte
+	for _, e := range ScanPack(data) {
+		stored := data[e.Offset : e.Offset+e.Length]
+		if plain, err = s.verify(e.ID, Location{Blob: e.Blob}, stored, plain); err != nil {
+			lost++
+			continue
+		}
+		entries = append(entries, e)
+	}
+	return entries, lost, nil
+}
+
 func corruptChunk(id ID, loc Location, what string, err error) error {
 	return fmt.Errorf("chunkstore: chunk %s in pack %s: %s: %w: %w", id, loc.Pack, what, ErrCorrupt, err)
 }
@@ -185,21 +213,28 @@ func corruptChunk(id ID, loc Location, what string, err error) error {
 func (s *Store) readStored(ctx context.Context, id ID, loc Location, scratch []byte) ([]byte, error) {
 	rc, err := s.backend.Get(ctx, PackName(loc.Pack), int64(loc.Offset), int64(loc.Length))
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, corruptChunk(id, loc, "read", err)
+		return nil, readErr(ctx, id, loc, err)
 	}
 	stored := slices.Grow(scratch[:0], int(loc.Length))[:loc.Length]
 	_, err = io.ReadFull(rc, stored)
 	rc.Close()
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, corruptChunk(id, loc, "read", err)
+		return nil, readErr(ctx, id, loc, err)
 	}
 	return stored, nil
+}
+
+// readErr describes a failed read of a chunk. A missing or short pack is
+// damage, ErrCorrupt; any other error, such as a refused permission or a
+// network failure, is not, and is returned naming the chunk.
+func readErr(ctx context.Context, id ID, loc Location, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return err
+	case errors.Is(err, ErrNotExist), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return corruptChunk(id, loc, "read", err)
+	}
+	return fmt.Errorf("chunkstore: chunk %s in pack %s: read: %w", id, loc.Pack, err)
 }
 
 func (s *Store) verify(id ID, loc Location, stored, dst []byte) ([]byte, error) {

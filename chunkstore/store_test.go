@@ -137,7 +137,12 @@ func TestConfig(t *testing.T) {
 	if _, err := chunkstore.ParseConfig(future); !errors.Is(err, chunkstore.ErrUnsupportedVersion) {
 		t.Errorf("config of version 99: %v, want ErrUnsupportedVersion", err)
 	}
-	for _, bad := range []string{"", "{", `{"version":1}`, "null"} {
+	cfg.Version = 1 // before the blob headers of packs
+	older, _ := json.Marshal(cfg)
+	if _, err := chunkstore.ParseConfig(older); !errors.Is(err, chunkstore.ErrUnsupportedVersion) || !strings.Contains(err.Error(), "not migrated") {
+		t.Errorf("config of version 1: %v, want ErrUnsupportedVersion saying it is not migrated", err)
+	}
+	for _, bad := range []string{"", "{", `{"version":2}`, "null"} {
 		if _, err := chunkstore.ParseConfig([]byte(bad)); !errors.Is(err, chunkstore.ErrCorrupt) {
 			t.Errorf("ParseConfig(%q) = %v, want ErrCorrupt", bad, err)
 		}
@@ -158,5 +163,55 @@ func TestParseID(t *testing.T) {
 	}
 	if n, err := chunkstore.ParsePackName(chunkstore.PackName(id)); err != nil || n != id {
 		t.Errorf("ParsePackName(PackName) = %v, %v", n, err)
+	}
+}
+
+// A pack whose trailer, footer or tail is damaged still yields every chunk
+// whose header and bytes are intact; a chunk with damaged bytes or a
+// damaged header is not returned, and the scan finds its way past it.
+func TestSalvagePack(t *testing.T) {
+	plains := [][]byte{dataset.Pages(5, 3), dataset.Random(6, 40000), dataset.Pages(7, 2), dataset.Random(8, 9000), []byte("last")}
+	for _, tc := range []struct {
+		name   string
+		damage func(data []byte, entries []chunkstore.PackEntry) []byte
+		want   []int // the chunks salvaged
+		lost   int
+	}{
+		{"trailer flip", func(d []byte, _ []chunkstore.PackEntry) []byte { d[len(d)-100] ^= 1; return d }, []int{0, 1, 2, 3, 4}, 0},
+		{"truncated by a byte", func(d []byte, _ []chunkstore.PackEntry) []byte { return d[:len(d)-1] }, []int{0, 1, 2, 3, 4}, 0},
+		{"garbage appended", func(d []byte, _ []chunkstore.PackEntry) []byte { return append(d, "DDSBgarbage"...) }, []int{0, 1, 2, 3, 4}, 0},
+		{"cut in the last chunk", func(d []byte, e []chunkstore.PackEntry) []byte { return d[:e[4].Offset+2] }, []int{0, 1, 2, 3}, 0},
+		{"chunk bytes flipped", func(d []byte, e []chunkstore.PackEntry) []byte { d[e[1].Offset+10] ^= 1; return d }, []int{0, 2, 3, 4}, 1},
+		{"header flipped", func(d []byte, e []chunkstore.PackEntry) []byte { d[e[2].Offset-10] ^= 1; return d }, []int{0, 1, 3, 4}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dir := newStore(t)
+			packID, entries := writePack(t, s, plains...)
+			path := filepath.Join(dir, filepath.FromSlash(chunkstore.PackName(packID)))
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tc.damage(data, entries), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, lost, err := s.SalvagePack(context.Background(), chunkstore.PackName(packID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) || lost != tc.lost {
+				t.Fatalf("salvaged %d chunks, %d lost; want %d, %d lost", len(got), lost, len(tc.want), tc.lost)
+			}
+			for i, e := range got {
+				want := entries[tc.want[i]]
+				if e != want {
+					t.Errorf("salvaged entry %d = %+v, want %+v", i, e, want)
+				}
+				plain, err := s.LoadChunk(context.Background(), e.ID, chunkstore.Location{Pack: packID, Blob: e.Blob}, nil, nil)
+				if err != nil || !bytes.Equal(plain, plains[tc.want[i]]) {
+					t.Errorf("salvaged chunk %d does not load: %v", i, err)
+				}
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -191,6 +192,9 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 			return fmt.Errorf("gc: %w", err)
 		}
 	}
+	if err := c.refuseDamaged(); err != nil {
+		return err
+	}
 	err := c.Index.ForEachListRef(func(r index.Ref) error {
 		p.live[key(r.ID)] = struct{}{}
 		return ctx.Err()
@@ -206,7 +210,7 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 	trailers := map[chunkstore.ID]int64{}
 	for _, pk := range packs {
 		actions[pk.ID] = &PackAction{Pack: pk.ID, Size: pk.Size}
-		trailers[pk.ID] = chunkstore.TrailerSize(pk.Chunks)
+		trailers[pk.ID] = chunkstore.PackOverhead(pk.Chunks)
 	}
 	p.Packs = len(packs)
 	err = c.Index.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
@@ -278,7 +282,7 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 			live += a.LiveBytes
 			chunks += int64(a.LiveChunks)
 		}
-		p.FreedBytes -= live + chunkstore.TrailerSize(int(chunks))
+		p.FreedBytes -= live + chunkstore.PackOverhead(int(chunks))
 	}
 
 	for id, o := range objects {
@@ -296,6 +300,24 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		}
 	}
 	return nil
+}
+
+// ErrDamaged is wrapped by the error of a collection that found damaged
+// objects in the repository: a plan refuses to delete anything while the
+// index records any (see index.DB.Damaged), and Execute skips, records and
+// reports the packs it finds damaged and collects the rest.
+var ErrDamaged = errors.New("gc: the repository has damaged objects")
+
+// refuseDamaged fails while the index records damaged objects: nothing is
+// provably unreferenced while a manifest cannot be read, and a damaged
+// pack is the repair's to deal with.
+func (c *Collector) refuseDamaged() error {
+	damaged, err := c.Index.Damaged()
+	if err != nil || len(damaged) == 0 {
+		return err
+	}
+	names := slices.Sorted(maps.Keys(damaged))
+	return fmt.Errorf("%w: %d, such as %s (%s); nothing is deleted until they are repaired (dedupctl repair)", ErrDamaged, len(names), names[0], damaged[names[0]])
 }
 
 // Close ends the plan without carrying it out: it stops recording claims
@@ -318,6 +340,10 @@ type Result struct {
 	// On a shared repository: Deleted counts the packs swept, and Repacked
 	// the packs copied and condemned; Condemned is all packs condemned.
 	Condemned int
+	// Damaged names the packs left alone because they turned out to be
+	// damaged; they are recorded in the index, and Execute's error wraps
+	// ErrDamaged.
+	Damaged []string
 }
 
 // ErrClosed is returned by Execute on a plan already executed or closed.
@@ -339,8 +365,12 @@ func (c *Collector) Execute(ctx context.Context, p *Plan) (res Result, err error
 	return c.execute(ctx, p)
 }
 
-func (c *Collector) execute(ctx context.Context, p *Plan) (Result, error) {
-	var res Result
+func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error) {
+	defer func() {
+		if err == nil && len(res.Damaged) > 0 {
+			err = fmt.Errorf("%w: skipped %d damaged packs, such as %s (dedupctl check --read-data names what they affect)", ErrDamaged, len(res.Damaged), res.Damaged[0])
+		}
+	}()
 	if c.Shared != nil {
 		if err := c.sweep(ctx, p, &res); err != nil {
 			return res, err
@@ -422,30 +452,34 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 	)
 	if repack {
 		var live int64
+		var chunks int
 		for _, a := range group {
 			live += a.LiveBytes
+			chunks += a.LiveChunks
 		}
-		builder = chunkstore.NewPackBuilder(int(live + chunkstore.TrailerSize(0) + 1<<16))
+		builder = chunkstore.NewPackBuilder(int(live + chunkstore.PackOverhead(chunks)))
 	}
 	for _, a := range group {
 		entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), chunkstore.PackName(a.Pack), a.Size)
-		if err != nil {
-			return fmt.Errorf("gc: %w", err)
-		}
 		o := old{PackAction: a, ids: make([]chunkstore.ID, len(entries))}
 		for i, e := range entries {
 			o.ids[i] = e.ID
 			loc := chunkstore.Location{Pack: a.Pack, Blob: e.Blob}
-			if !repack || !p.live.has(e.ID) || !c.indexedAt(e.ID, loc) || copied[e.ID] {
+			if err != nil || !repack || !p.live.has(e.ID) || !c.indexedAt(e.ID, loc) || copied[e.ID] {
 				continue
 			}
-			enc, err := c.Store.CopyChunk(ctx, e.ID, loc, scratch, plain)
-			if err != nil {
-				return fmt.Errorf("gc: repack %s: %w", a.Pack, err)
+			var enc chunkstore.EncodedChunk
+			if enc, err = c.Store.CopyChunk(ctx, e.ID, loc, scratch, plain); err == nil {
+				builder.Add(enc)
+				copied[e.ID] = true
+				scratch = enc.Data
 			}
-			builder.Add(enc)
-			copied[e.ID] = true
-			scratch = enc.Data
+		}
+		if err != nil {
+			if skipped, err := c.skipDamaged(a.Pack, err, res); !skipped {
+				return fmt.Errorf("gc: %s: %w", a.Pack, err)
+			}
+			continue
 		}
 		olds = append(olds, o)
 	}
@@ -494,6 +528,21 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 		}
 	}
 	return nil
+}
+
+// skipDamaged records pack as damaged and counts it when err reports
+// damage, so that the collection leaves it alone and goes on; any other
+// error is returned.
+func (c *Collector) skipDamaged(pack chunkstore.ID, err error, res *Result) (bool, error) {
+	if !errors.Is(err, chunkstore.ErrCorrupt) && !errors.Is(err, chunkstore.ErrUnsupportedVersion) {
+		return false, err
+	}
+	name := chunkstore.PackName(pack)
+	if serr := c.Index.SetDamaged(name, err.Error()); serr != nil {
+		return false, serr
+	}
+	res.Damaged = append(res.Damaged, name)
+	return true, nil
 }
 
 // dispose retires pack old once its live chunks are in newPack, if any. On

@@ -100,7 +100,7 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 	st.DeadBytes = -inUse
 	for _, p := range packs {
 		st.StoredBytes += p.Size
-		st.DeadBytes += p.Size - chunkstore.TrailerSize(p.Chunks)
+		st.DeadBytes += p.Size - chunkstore.PackOverhead(p.Chunks)
 	}
 	st.Packs = len(packs)
 	if st.UniqueBytes > 0 {

@@ -30,6 +30,7 @@ var (
 	bucketOpen      = []byte("open")      // list ID → nothing: lists of writers not yet committed
 	bucketCopies    = []byte("copies")    // chunk ID, pack ID → location: more copies of indexed chunks
 	bucketCondemned = []byte("condemned") // pack ID → nothing: packs a shared collection is deleting
+	bucketDamaged   = []byte("damaged")   // object name → what is wrong: packs and manifests that do not parse
 	keyMeta         = []byte("meta")
 	bucketFiles     = []byte("files")
 )

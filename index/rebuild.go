@@ -9,7 +9,7 @@ import (
 var (
 	bucketMeta  = []byte("meta")
 	keyReady    = []byte("ready")
-	dataBuckets = [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen, bucketCopies, bucketCondemned}
+	dataBuckets = [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen, bucketCopies, bucketCondemned, bucketDamaged}
 )
 
 // Ready reports whether the index is complete: created for a new repository

@@ -26,12 +26,13 @@ next opens; a deleted index.db is rebuilt the same way.`,
 				}
 				a.info("rebuilt the index: %d packs, %d chunks, %d backups", res.Packs, res.Chunks, res.Backups)
 				for _, p := range res.DamagedPacks {
-					a.info("damaged pack skipped: %s", p)
+					a.info("damaged pack %s: %s; %d chunks salvaged, %d damaged", p.Object, p.Problem, p.Salvaged, p.Lost)
 				}
 				for _, m := range res.DamagedManifests {
-					a.info("damaged manifest skipped: %s", m)
+					a.info("damaged manifest %s: %s", m.Object, m.Problem)
 				}
 				if len(res.DamagedPacks)+len(res.DamagedManifests) > 0 {
+					a.info("damaged objects stay in place and gc deletes nothing until dedupctl repair has dealt with them")
 					return errDamage
 				}
 				return nil
@@ -41,17 +42,17 @@ next opens; a deleted index.db is rebuilt the same way.`,
 	return cmd
 }
 
-func orEmpty(s []string) []string {
+func orEmpty[T any](s []T) []T {
 	if s == nil {
-		return []string{}
+		return []T{}
 	}
 	return s
 }
 
 type rebuildJSON struct {
-	Packs            int      `json:"packs"`
-	Chunks           int      `json:"chunks"`
-	Backups          int      `json:"backups"`
-	DamagedPacks     []string `json:"damaged_packs"`
-	DamagedManifests []string `json:"damaged_manifests"`
+	Packs            int            `json:"packs"`
+	Chunks           int            `json:"chunks"`
+	Backups          int            `json:"backups"`
+	DamagedPacks     []dedup.Damage `json:"damaged_packs"`
+	DamagedManifests []dedup.Damage `json:"damaged_manifests"`
 }

@@ -42,7 +42,7 @@ func TestCheck(t *testing.T) {
 	}
 	// Flip a byte of chunk data: only reading the data finds it.
 	data, _ := os.ReadFile(pack)
-	data[10] ^= 1
+	data[100] ^= 1 // past the first chunk's header
 	os.WriteFile(pack, data, 0o644)
 	if r := runCheck(t, s, check.Options{}); !r.OK() {
 		t.Errorf("structural check flagged data damage it cannot see: %+v", r.Problems)

@@ -97,5 +97,6 @@ func (s *Storage) ExecuteGC(ctx context.Context, p *gc.Plan) (gc.Result, error) 
 		p.Close()
 		return gc.Result{}, err
 	}
-	return r.collector(gc.Options{}).Execute(ctx, p)
+	res, err := r.collector(gc.Options{}).Execute(ctx, p)
+	return res, asStorageErr(err)
 }

@@ -79,7 +79,7 @@ func checkClean(t *testing.T, s *dedup.Storage, root string) {
 	}
 	var trailers int64
 	for _, p := range packs {
-		trailers += chunkstore.TrailerSize(p.Chunks)
+		trailers += chunkstore.PackOverhead(p.Chunks)
 	}
 	if slack := total - liveBytes - trailers; slack != 0 {
 		t.Errorf("packs hold %d bytes beyond their live chunks and trailers", slack)

@@ -2,15 +2,19 @@ package dedup_test
 
 import (
 	"errors"
-
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
 
@@ -93,4 +97,153 @@ func TestConcurrentInit(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+// packFiles returns the paths of a local repository's packs, sorted.
+func packFiles(t *testing.T, root string) []string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(root, "data", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range paths {
+		if !strings.HasPrefix(filepath.Base(p), chunkstore.TempPrefix) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// damageFile rewrites the file at path as damage makes it.
+func damageFile(t *testing.T, path string, damage func([]byte) []byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, damage(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantGCRefused asserts that a collection refuses to run, naming damage,
+// and deletes nothing.
+func wantGCRefused(t *testing.T, s *dedup.Storage, root string) {
+	t.Helper()
+	before := listFiles(root)
+	p, err := s.PlanGC(ctx, gc.Options{GracePeriod: time.Nanosecond})
+	if err == nil {
+		res, eerr := s.ExecuteGC(ctx, p)
+		t.Fatalf("gc ran on a damaged repository: %+v, %v", res, eerr)
+	}
+	if !errors.Is(err, gc.ErrDamaged) || !errors.Is(err, storage.ErrCorrupt) {
+		t.Errorf("gc on a damaged repository: %v, want gc.ErrDamaged and storage.ErrCorrupt", err)
+	}
+	if after := listFiles(root); after != before {
+		t.Errorf("a refused gc changed the repository:\nbefore %s\nafter %s", before, after)
+	}
+}
+
+// A pack whose trailer or tail is damaged reads back through the index;
+// an index rebuild used to drop it, and the next gc deleted it as an
+// orphan. Now the rebuild salvages every intact chunk, and gc deletes
+// nothing while the damage stands.
+func TestRebuildSalvagesDamagedPacks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func([]byte) []byte
+	}{
+		{"trailer flip", func(d []byte) []byte { d[len(d)-100] ^= 1; return d }},
+		{"truncated", func(d []byte) []byte { return d[:len(d)-1] }},
+		{"garbage appended", func(d []byte) []byte { return append(d, make([]byte, 1000)...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, root := newStorage(t, dedup.Options{})
+			data := dataset.Pages(80, 300)
+			backup(t, s, "d", "a", map[string][]byte{"f": data})
+			s.Close()
+			packs := packFiles(t, root)
+			if len(packs) != 1 {
+				t.Fatalf("%d packs, want 1", len(packs))
+			}
+			damageFile(t, packs[0], tc.damage)
+			if err := os.Remove(filepath.Join(root, "index.db")); err != nil {
+				t.Fatal(err)
+			}
+			s = dedup.New(root, dedup.Options{})
+			defer s.Close()
+			wantContent(t, s, "d", "a", data)
+			res, err := s.RebuildIndex(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.DamagedPacks) != 1 || res.DamagedPacks[0].Salvaged == 0 || res.DamagedPacks[0].Lost != 0 {
+				t.Errorf("rebuild reported %+v, want one damaged pack, salvaged whole", res.DamagedPacks)
+			}
+			wantContent(t, s, "d", "a", data)
+			wantGCRefused(t, s, root)
+			wantContent(t, s, "d", "a", data)
+		})
+	}
+}
+
+// A manifest with one flipped byte: the rebuild cannot import its backup,
+// and the next gc used to delete all its chunks. Now gc deletes nothing
+// while the manifest is damaged.
+func TestDamagedManifestStopsGC(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	a, b := dataset.Random(81, 200<<10), dataset.Random(82, 200<<10)
+	backup(t, s, "d", "a", map[string][]byte{"f": a})
+	backup(t, s, "d", "b", map[string][]byte{"f": b})
+	damageFile(t, filepath.Join(root, "manifests", "d", "a"), func(d []byte) []byte { d[len(d)/2] ^= 1; return d })
+	res, err := s.RebuildIndex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.DamagedManifests) != 1 {
+		t.Fatalf("rebuild reported damaged manifests %+v, want manifests/d/a", res.DamagedManifests)
+	}
+	wantGCRefused(t, s, root)
+	wantContent(t, s, "d", "b", b)
+}
+
+// A pack gc wants to delete or repack turns out to be damaged: gc used to
+// fail on it every time. Now it skips and records it, reports the damage,
+// and collects the rest.
+func TestGCSkipsDamagedPack(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{PackSize: 64 << 10})
+	keep := dataset.Random(83, 300<<10)
+	backup(t, s, "d", "gone1", map[string][]byte{"f": dataset.Random(84, 300<<10)})
+	backup(t, s, "d", "keep", map[string][]byte{"f": keep})
+	backup(t, s, "d", "gone2", map[string][]byte{"f": dataset.Random(85, 300<<10)})
+	idx := dedup.IndexOf(s)
+	for _, name := range []string{"gone1", "gone2"} {
+		if err := s.RemoveBackup(ctx, "d", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := s.PlanGC(ctx, everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Delete) < 2 {
+		t.Fatalf("plan deletes %d packs, want several", len(p.Delete))
+	}
+	victim := filepath.Join(root, filepath.FromSlash(chunkstore.PackName(p.Delete[0].Pack)))
+	damageFile(t, victim, func(d []byte) []byte { d[len(d)-3] ^= 1; return d })
+	res, err := s.ExecuteGC(ctx, p)
+	if !errors.Is(err, gc.ErrDamaged) || !errors.Is(err, storage.ErrCorrupt) {
+		t.Fatalf("gc over a damaged pack: %v, want gc.ErrDamaged and storage.ErrCorrupt", err)
+	}
+	if len(res.Damaged) != 1 || res.Deleted != len(p.Delete)-1 {
+		t.Errorf("gc result %+v: want the damaged pack skipped and the other %d deleted", res, len(p.Delete)-1)
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("the damaged pack is gone: %v", err)
+	}
+	if damaged, err := idx.Damaged(); err != nil || len(damaged) != 1 {
+		t.Errorf("index records damaged %v, %v; want the skipped pack", damaged, err)
+	}
+	wantContent(t, s, "d", "keep", keep)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,8 +21,18 @@ type RebuildResult struct {
 	Chunks           int      // chunks in the index afterwards
 	Backups          int      // backups imported from manifests
 	RemovedBackups   int      // backups forgotten: their manifests are gone
-	DamagedPacks     []string // packs whose trailer does not parse: their chunks stay unindexed
-	DamagedManifests []string // manifests that do not parse: their backups stay missing
+	DamagedPacks     []Damage // packs whose trailer does not parse: their intact chunks are indexed
+	DamagedManifests []Damage // manifests that do not decode: their backups stay missing
+}
+
+// Damage is a damaged object that a sync found, and what it could save of
+// it. Damaged objects stay where they are, recorded in the index, and no
+// collection deletes anything until they are repaired (see Repair).
+type Damage struct {
+	Object   string `json:"object"`
+	Problem  string `json:"problem"`
+	Salvaged int    `json:"salvaged_chunks"` // chunks of a pack found intact by their headers, and indexed
+	Lost     int    `json:"lost_chunks"`     // chunks of a pack whose bytes are damaged
 }
 
 // RebuildIndex throws index.db's contents away and rebuilds them from the
@@ -93,6 +104,9 @@ func (r *repo) sync(ctx context.Context) (RebuildResult, error) {
 		}
 		res.DroppedPacks = len(gone)
 	}
+	if err := r.forgetGoneDamage(listed, manifests); err != nil {
+		return res, err
+	}
 	if err := gc.SyncCondemned(ctx, b, r.idx); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
@@ -120,16 +134,9 @@ func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstor
 		go func() {
 			defer wg.Done()
 			for o := range todo {
-				entries, err := chunkstore.ReadPackTrailer(ctx, r.store.Backend(), o.Name, o.Size)
-				damaged := errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion)
-				if err == nil {
-					id, _ := chunkstore.ParsePackName(o.Name)
-					err = r.idx.AddPack(index.Pack{ID: id, Size: o.Size, Chunks: len(entries), Created: o.ModTime}, entries)
-				}
+				damage, err := r.indexPack(ctx, o)
 				mu.Lock()
 				switch {
-				case damaged:
-					res.DamagedPacks = append(res.DamagedPacks, o.Name)
 				case errors.Is(err, chunkstore.ErrNotExist):
 					// deleted since it was listed
 				case err != nil:
@@ -139,6 +146,9 @@ func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstor
 					}
 				default:
 					res.Packs++
+					if damage != nil {
+						res.DamagedPacks = append(res.DamagedPacks, *damage)
+					}
 				}
 				mu.Unlock()
 			}
@@ -161,6 +171,50 @@ func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstor
 	close(todo)
 	wg.Wait()
 	return firstErr
+}
+
+// forgetGoneDamage forgets the damaged objects that are no longer in the
+// repository: deleted, or moved aside by a repair.
+func (r *repo) forgetGoneDamage(packs map[chunkstore.ID]chunkstore.ObjectInfo, manifests []string) error {
+	damaged, err := r.idx.Damaged()
+	if err != nil {
+		return err
+	}
+	for name := range damaged {
+		id, perr := chunkstore.ParsePackName(name)
+		_, present := packs[id]
+		if perr != nil {
+			present = slices.Contains(manifests, name)
+		}
+		if !present {
+			if err := r.idx.ClearDamaged(name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// indexPack reads a pack's trailer and indexes its chunks. A pack whose
+// trailer does not parse is salvaged: its intact chunks, found by their
+// headers, are indexed, and it is recorded as damaged first, so that no
+// collection deletes it or anything else meanwhile.
+func (r *repo) indexPack(ctx context.Context, o chunkstore.ObjectInfo) (*Damage, error) {
+	id, _ := chunkstore.ParsePackName(o.Name)
+	entries, err := chunkstore.ReadPackTrailer(ctx, r.store.Backend(), o.Name, o.Size)
+	var damage *Damage
+	if errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion) {
+		damage = &Damage{Object: o.Name, Problem: err.Error()}
+		if err := r.idx.SetDamaged(o.Name, damage.Problem); err != nil {
+			return nil, err
+		}
+		entries, damage.Lost, err = r.store.SalvagePack(ctx, o.Name)
+		damage.Salvaged = len(entries)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return damage, r.idx.AddPack(index.Pack{ID: id, Size: o.Size, Chunks: len(entries), Created: o.ModTime}, entries)
 }
 
 // syncManifests imports the backups of manifests the index does not know,
@@ -196,8 +250,14 @@ func (r *repo) syncManifests(ctx context.Context, manifests []string, res *Rebui
 			err = fmt.Errorf("manifest of %s/%s stored as %s", m.Backup.Dir, m.Backup.Name, name)
 		}
 		if err != nil {
-			res.DamagedManifests = append(res.DamagedManifests, name)
+			if err := r.idx.SetDamaged(name, err.Error()); err != nil {
+				return err
+			}
+			res.DamagedManifests = append(res.DamagedManifests, Damage{Object: name, Problem: err.Error()})
 			continue
+		}
+		if err := r.idx.ClearDamaged(name); err != nil { // replaced by a whole one
+			return err
 		}
 		imported, err := r.underBackupLock(m.Backup.Dir, m.Backup.Name, func() (bool, error) {
 			if _, found, err := r.idx.Backup(m.Backup.Dir, m.Backup.Name); err != nil || found {

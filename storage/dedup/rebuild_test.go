@@ -68,7 +68,7 @@ func TestIndexRebuildReportsDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Backups != 1 || len(res.DamagedManifests) != 1 || res.DamagedManifests[0] != "manifests/d/a" || res.Packs != 2 {
+	if res.Backups != 1 || len(res.DamagedManifests) != 1 || res.DamagedManifests[0].Object != "manifests/d/a" || res.Packs != 2 {
 		t.Errorf("rebuild = %+v; want b imported, a's manifest reported", res)
 	}
 	if got, err := readBack(t, s, "d", "b", "f"); err != nil || len(got) != 100<<10 {

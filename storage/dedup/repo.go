@@ -316,7 +316,7 @@ func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 // layers, so callers need only know package storage.
 func asStorageErr(err error) error {
 	switch {
-	case errors.Is(err, chunkstore.ErrCorrupt):
+	case errors.Is(err, chunkstore.ErrCorrupt), errors.Is(err, gc.ErrDamaged):
 		return fmt.Errorf("%w: %w", storage.ErrCorrupt, err)
 	case errors.Is(err, index.ErrInUse), errors.Is(err, gc.ErrLocked):
 		return fmt.Errorf("%w: %w", storage.ErrInUse, err)

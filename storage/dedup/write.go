@@ -111,7 +111,7 @@ func (r *repo) takeBuilder() (*chunkstore.PackBuilder, error) {
 	case b := <-r.builders:
 		if b == nil {
 			cfg := r.store.Config()
-			b = chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + cfg.PackSize/256)
+			b = chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + int(chunkstore.PackOverhead(cfg.PackSize/cfg.Chunker.MinSize+1)))
 		}
 		return b, nil
 	case <-r.ctx.Done():
