@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dedupstore/dedupstore/chunkstore"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -62,7 +61,7 @@ func encodeBackup(b Backup) []byte {
 func decodeBackup(key, rec []byte) (Backup, error) {
 	dir, name, ok := strings.Cut(string(key), "\x00")
 	if !ok || len(rec) != 17 || (State(rec[0]) != InProgress && State(rec[0]) != Ended) {
-		return Backup{}, fmt.Errorf("index: backup record %q: %w", key, chunkstore.ErrCorrupt)
+		return Backup{}, damagedRecord("backup", key)
 	}
 	b := Backup{Dir: dir, Name: name, State: State(rec[0]), Started: time.Unix(0, int64(binary.LittleEndian.Uint64(rec[1:])))}
 	if e := int64(binary.LittleEndian.Uint64(rec[9:])); e != 0 {
@@ -74,7 +73,7 @@ func decodeBackup(key, rec []byte) (Backup, error) {
 // StartBackup records a new backup in progress. It returns false, and changes
 // nothing, if a backup of that name exists in dir.
 func (d *DB) StartBackup(dir, name string, now time.Time) (created bool, err error) {
-	err = d.db.Update(func(tx *bolt.Tx) error {
+	err = d.update(func(tx *bolt.Tx) error {
 		backups := tx.Bucket(bucketBackups)
 		if backups.Bucket(backupKey(dir, name)) != nil {
 			return nil
@@ -97,7 +96,7 @@ func (d *DB) StartBackup(dir, name string, now time.Time) (created bool, err err
 //
 // IMPORTANT: call it only after the backup's manifest object is durable.
 func (d *DB) EndBackup(dir, name string, now time.Time) (found bool, err error) {
-	err = d.db.Update(func(tx *bolt.Tx) error {
+	err = d.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if b == nil {
 			return nil
@@ -115,7 +114,7 @@ func (d *DB) EndBackup(dir, name string, now time.Time) (found bool, err error) 
 
 // Backup returns the record of one backup, and false if there is none.
 func (d *DB) Backup(dir, name string) (b Backup, found bool, err error) {
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.view(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if bk == nil {
 			return nil
@@ -135,7 +134,7 @@ func (d *DB) Backups(dir string, all bool) ([]Backup, error) {
 	if all {
 		prefix = nil
 	}
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		backups := tx.Bucket(bucketBackups)
 		c := backups.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -153,7 +152,7 @@ func (d *DB) Backups(dir string, all bool) ([]Backup, error) {
 // DeleteBackup removes a backup, its files and their chunk lists. Deleting a
 // backup that is not there is not an error.
 func (d *DB) DeleteBackup(dir, name string) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		backups := tx.Bucket(bucketBackups)
 		b := backups.Bucket(backupKey(dir, name))
 		if b == nil {
@@ -181,7 +180,7 @@ func encodeFile(f File) []byte {
 
 func decodeFile(name, rec []byte) (File, error) {
 	if len(rec) != 24 {
-		return File{}, fmt.Errorf("index: file record %q: %w", name, chunkstore.ErrCorrupt)
+		return File{}, damagedRecord("file", name)
 	}
 	return File{
 		Name:   string(name),
@@ -199,7 +198,7 @@ func decodeFile(name, rec []byte) (File, error) {
 //
 // IMPORTANT: call it only after every chunk on f's list is indexed.
 func (d *DB) CommitFile(dir, name string, f File, last Segment) (found bool, err error) {
-	err = d.db.Update(func(tx *bolt.Tx) error {
+	err = d.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if b == nil {
 			return nil
@@ -231,7 +230,7 @@ func (d *DB) CommitFile(dir, name string, f File, last Segment) (found bool, err
 // Files returns a backup's committed files sorted by name; found is false if
 // the backup is not there.
 func (d *DB) Files(dir, name string) (files []File, found bool, err error) {
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if b == nil {
 			return nil
@@ -249,7 +248,7 @@ func (d *DB) Files(dir, name string) (files []File, found bool, err error) {
 // File returns one committed file of a backup; found is false if the backup
 // or the file is not there.
 func (d *DB) File(dir, name, file string) (f File, found bool, err error) {
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if b == nil {
 			return nil

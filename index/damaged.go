@@ -12,7 +12,7 @@ import (
 
 // SetDamaged records object name as damaged, and why.
 func (d *DB) SetDamaged(name, why string) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDamaged).Put([]byte(name), []byte(why))
 	})
 }
@@ -20,7 +20,7 @@ func (d *DB) SetDamaged(name, why string) error {
 // ClearDamaged forgets that object name was damaged: it is gone, or was
 // repaired.
 func (d *DB) ClearDamaged(name string) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDamaged).Delete([]byte(name))
 	})
 }
@@ -28,7 +28,7 @@ func (d *DB) ClearDamaged(name string) error {
 // Damaged returns the damaged objects, name → what is wrong.
 func (d *DB) Damaged() (map[string]string, error) {
 	out := map[string]string{}
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDamaged).ForEach(func(k, v []byte) error {
 			out[string(k)] = string(v)
 			return nil

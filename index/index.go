@@ -12,6 +12,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -21,6 +25,12 @@ import (
 
 // ErrInUse is returned by Open when another process holds the database.
 var ErrInUse = errors.New("repository in use by another process")
+
+// ErrDamaged is wrapped by the errors of Open and of every method when
+// index.db is damaged: it does not parse, is shorter than its own pages
+// say, or a page read faults. The index is derived data: move it aside and
+// rebuild it.
+var ErrDamaged = errors.New("index.db is damaged")
 
 var (
 	bucketChunks    = []byte("chunks")    // chunk ID → location
@@ -41,16 +51,30 @@ type DB struct {
 }
 
 // Open opens or creates the index at path. If another process holds it,
-// Open gives up after timeout with an error wrapping ErrInUse.
-func Open(path string, timeout time.Duration) (*DB, error) {
+// Open gives up after timeout with an error wrapping ErrInUse; if it is
+// damaged, with one wrapping ErrDamaged. A file that cannot be opened for
+// writing gives the error of the file system (fs.ErrPermission, or EROFS).
+func Open(path string, timeout time.Duration) (d *DB, err error) {
+	defer recoverDamaged(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
-	if errors.Is(err, bolterrors.ErrTimeout) {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("index: %s: %w", path, ErrInUse)
-	}
-	if err != nil {
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("index: open %s: %w", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("index: open %s: %w: %w", path, ErrDamaged, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	d = &DB{db: db}
+	err = d.update(func(tx *bolt.Tx) error {
+		// A file cut short (a crash of the file system, a full disk) opens,
+		// and then faults where its pages are missing.
+		if fi, err := os.Stat(path); err != nil {
+			return err
+		} else if fi.Size() < tx.Size() {
+			return fmt.Errorf("%w: %d bytes, its pages need %d", ErrDamaged, fi.Size(), tx.Size())
+		}
 		for _, b := range append(dataBuckets, bucketMeta) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -60,9 +84,57 @@ func Open(path string, timeout time.Duration) (*DB, error) {
 	})
 	if err != nil {
 		db.Close()
+		if !errors.Is(err, ErrDamaged) && !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
+			err = fmt.Errorf("%w: %w", ErrDamaged, err) // such as a page count that grows the file past its limit
+		}
 		return nil, fmt.Errorf("index: init %s: %w", path, err)
 	}
-	return &DB{db: db}, nil
+	return d, nil
+}
+
+// view and update run a transaction, reporting a damaged page (bbolt
+// panics on one, and a page past the end of a truncated file faults) as an
+// error wrapping ErrDamaged instead of crashing the process. An index
+// found damaged marks itself not ready, as far as it still can, so that
+// the next open rebuilds it.
+func (d *DB) view(fn func(*bolt.Tx) error) (err error) {
+	defer d.recoverDamaged(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return d.db.View(fn)
+}
+
+func (d *DB) update(fn func(*bolt.Tx) error) (err error) {
+	defer d.recoverDamaged(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return d.db.Update(fn)
+}
+
+func (d *DB) recoverDamaged(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("index: %w: %v", ErrDamaged, r)
+	}
+	if errors.Is(*err, syscall.EFBIG) { // a damaged page count grew the file
+		*err = fmt.Errorf("index: %w: %w", ErrDamaged, *err)
+	}
+	if !errors.Is(*err, ErrDamaged) {
+		return
+	}
+	func() {
+		defer func() { recover() }()
+		d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyReady) })
+	}()
+}
+
+// damagedRecord reports a record that does not decode, quoting at most
+// the start of its key: a damaged page can give a key of any length.
+func damagedRecord(what string, key []byte) error {
+	return fmt.Errorf("index: %s record %q: %w", what, key[:min(len(key), 64)], ErrDamaged)
+}
+
+func recoverDamaged(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("index: %w: %v", ErrDamaged, r)
+	}
 }
 
 // Close closes the database.
@@ -96,7 +168,7 @@ func encodeLocation(l chunkstore.Location) []byte {
 func decodeLocation(b []byte) (chunkstore.Location, error) {
 	var l chunkstore.Location
 	if len(b) != locationSize {
-		return l, fmt.Errorf("index: chunk record of %d bytes: %w", len(b), chunkstore.ErrCorrupt)
+		return l, fmt.Errorf("index: chunk record of %d bytes: %w", len(b), ErrDamaged)
 	}
 	copy(l.Pack[:], b)
 	l.Offset = binary.LittleEndian.Uint32(b[32:])
@@ -108,7 +180,7 @@ func decodeLocation(b []byte) (chunkstore.Location, error) {
 
 // Lookup returns where chunk id is stored, and false if it is not indexed.
 func (d *DB) Lookup(id chunkstore.ID) (loc chunkstore.Location, found bool, err error) {
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketChunks).Get(id[:])
 		if v == nil {
 			return nil
@@ -130,7 +202,7 @@ type Stats struct {
 // Stats returns the index's totals.
 func (d *DB) Stats() (Stats, error) {
 	var s Stats
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		s.Chunks = tx.Bucket(bucketChunks).Stats().KeyN
 		return tx.Bucket(bucketPacks).ForEach(func(k, v []byte) error {
 			p, err := decodePack(k, v)

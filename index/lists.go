@@ -40,7 +40,7 @@ type Segment struct {
 // it allocates an open list, in the same transaction. Every segment but
 // the last holds SegmentRefs refs.
 func (d *DB) PutSegment(list ListID, s Segment) (ListID, error) {
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.update(func(tx *bolt.Tx) error {
 		var err error
 		list, err = putSegment(tx, list, s)
 		return err
@@ -75,7 +75,7 @@ func putSegment(tx *bolt.Tx, list ListID, s Segment) (ListID, error) {
 // past the last segment.
 func (d *DB) Segment(list ListID, seg uint32, dst []Ref) (refs []Ref, found bool, err error) {
 	refs = dst
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketLists).Get(binary.BigEndian.AppendUint32(list.key(), seg))
 		if v == nil {
 			return nil
@@ -106,7 +106,7 @@ func (d *DB) ListRefs(list ListID, fn func([]Ref) error) error {
 
 func decodeRefs(v []byte, dst []Ref) ([]Ref, error) {
 	if len(v)%RefSize != 0 || len(v) > SegmentRefs*RefSize {
-		return nil, fmt.Errorf("index: list segment of %d bytes: %w", len(v), chunkstore.ErrCorrupt)
+		return nil, fmt.Errorf("index: list segment of %d bytes: %w", len(v), ErrDamaged)
 	}
 	for ; len(v) > 0; v = v[RefSize:] {
 		var r Ref
@@ -119,7 +119,7 @@ func decodeRefs(v []byte, dst []Ref) ([]Ref, error) {
 
 // DropList deletes a list that will not be committed.
 func (d *DB) DropList(list ListID) error {
-	return d.db.Update(func(tx *bolt.Tx) error { return deleteList(tx, list) })
+	return d.update(func(tx *bolt.Tx) error { return deleteList(tx, list) })
 }
 
 func deleteList(tx *bolt.Tx, list ListID) error {
@@ -137,11 +137,11 @@ func deleteList(tx *bolt.Tx, list ListID) error {
 // lists of writers that a crashed process left behind. Call it at open,
 // before any writer starts.
 func (d *DB) DropOpenLists() (dropped int, err error) {
-	err = d.db.Update(func(tx *bolt.Tx) error {
+	err = d.update(func(tx *bolt.Tx) error {
 		var open []ListID
 		err := tx.Bucket(bucketOpen).ForEach(func(k, _ []byte) error {
 			if len(k) != 8 {
-				return fmt.Errorf("index: open list key %x: %w", k, chunkstore.ErrCorrupt)
+				return damagedRecord("open list", k)
 			}
 			open = append(open, ListID(binary.BigEndian.Uint64(k)))
 			return nil

@@ -95,7 +95,7 @@ func (d *DB) WriteManifest(w io.Writer, dir, name string, ended time.Time) error
 			return err
 		}
 		if n != f.Chunks {
-			return fmt.Errorf("index: file %s of %s/%s lists %d chunks, its record says %d: %w", f.Name, dir, name, n, f.Chunks, chunkstore.ErrCorrupt)
+			return fmt.Errorf("index: file %s of %s/%s lists %d chunks, its record says %d: %w", f.Name, dir, name, n, f.Chunks, ErrDamaged)
 		}
 	}
 	if err := bw.Flush(); err != nil {

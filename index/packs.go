@@ -22,7 +22,7 @@ import (
 // IMPORTANT: call it only after the pack is durable (Store.WritePack
 // returned nil); an indexed chunk is one that writers deduplicate against.
 func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
-	return d.db.Update(func(tx *bolt.Tx) error { return addPack(tx, p, entries) })
+	return d.update(func(tx *bolt.Tx) error { return addPack(tx, p, entries) })
 }
 
 func addPack(tx *bolt.Tx, p Pack, entries []chunkstore.PackEntry) error {
@@ -66,7 +66,7 @@ func copyKey(chunk, pack chunkstore.ID) []byte {
 // IMPORTANT: the new pack must be durable before, and old may only be
 // deleted after, this returns nil.
 func (d *DB) ReplacePack(old chunkstore.ID, chunks []chunkstore.ID, replacement *Pack, entries []chunkstore.PackEntry) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		if replacement != nil {
 			if err := addPack(tx, *replacement, entries); err != nil {
 				return err
@@ -102,7 +102,7 @@ func (d *DB) DropPacks(ids []chunkstore.ID) error {
 	if err != nil {
 		return err
 	}
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		for pack, chunks := range gone {
 			if err := dropPack(tx, pack, chunks); err != nil {
 				return err
@@ -176,7 +176,7 @@ func bestCopy(tx *bolt.Tx, c chunkstore.ID) (best chunkstore.Location, found boo
 // reads may go on. Chunks located in a condemned pack move to a copy in a
 // pack that is not, if they have one.
 func (d *DB) SetCondemned(packs []chunkstore.ID) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketCondemned); err != nil {
 			return err
 		}
@@ -240,7 +240,7 @@ func (d *DB) SetCondemned(packs []chunkstore.ID) error {
 // indexed in a pack that is not condemned.
 func (d *DB) Usable(id chunkstore.ID) (bool, error) {
 	var usable bool
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketChunks).Get(id[:])
 		if v == nil {
 			return nil

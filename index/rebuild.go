@@ -17,7 +17,7 @@ var (
 // used; a rebuild that a crash interrupted leaves it not ready.
 func (d *DB) Ready() (bool, error) {
 	var ready bool
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		ready = len(tx.Bucket(bucketMeta).Get(keyReady)) == 1
 		return nil
 	})
@@ -26,7 +26,7 @@ func (d *DB) Ready() (bool, error) {
 
 // SetReady marks the index complete, or not.
 func (d *DB) SetReady(ready bool) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		if ready {
 			return tx.Bucket(bucketMeta).Put(keyReady, []byte{1})
 		}
@@ -36,7 +36,7 @@ func (d *DB) SetReady(ready bool) error {
 
 // Reset empties the index and marks it not ready.
 func (d *DB) Reset() error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Delete(keyReady); err != nil {
 			return err
 		}
@@ -56,7 +56,7 @@ func (d *DB) Reset() error {
 // It fails if a backup of that name exists.
 func (d *DB) ImportBackup(m Manifest) error {
 	b := m.Backup
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.update(func(tx *bolt.Tx) error {
 		bk, err := tx.Bucket(bucketBackups).CreateBucket(backupKey(b.Dir, b.Name))
 		if err != nil {
 			return fmt.Errorf("index: import %s/%s: %w", b.Dir, b.Name, err)

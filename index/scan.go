@@ -22,7 +22,7 @@ func (d *DB) scan(bucket []byte, fn func(k, v []byte) error) error {
 	var after []byte
 	for {
 		n := 0
-		err := d.db.View(func(tx *bolt.Tx) error {
+		err := d.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucket).Cursor()
 			k, v := c.First()
 			if after != nil {
@@ -70,7 +70,7 @@ func (d *DB) ForEachListRef(fn func(Ref) error) error {
 func (d *DB) ForEachChunk(fn func(chunkstore.ID, chunkstore.Location) error) error {
 	return d.scan(bucketChunks, func(k, v []byte) error {
 		if len(k) != len(chunkstore.ID{}) {
-			return fmt.Errorf("index: chunk key of %d bytes: %w", len(k), chunkstore.ErrCorrupt)
+			return fmt.Errorf("index: chunk key of %d bytes: %w", len(k), ErrDamaged)
 		}
 		loc, err := decodeLocation(v)
 		if err != nil {
@@ -93,7 +93,7 @@ func (d *DB) Packs() ([]Pack, error) {
 
 func decodePack(k, v []byte) (Pack, error) {
 	if len(k) != 32 || len(v) != 20 {
-		return Pack{}, fmt.Errorf("index: pack record %x: %w", k, chunkstore.ErrCorrupt)
+		return Pack{}, damagedRecord("pack", k)
 	}
 	return Pack{
 		ID:      chunkstore.ID(k),
@@ -106,7 +106,7 @@ func decodePack(k, v []byte) (Pack, error) {
 // HasPack reports whether the index lists pack id.
 func (d *DB) HasPack(id chunkstore.ID) (bool, error) {
 	var found bool
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		found = tx.Bucket(bucketPacks).Get(id[:]) != nil
 		return nil
 	})

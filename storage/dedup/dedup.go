@@ -101,6 +101,10 @@ type Options struct {
 	// backup starts, and every LeaseTTL/4 while backups run.
 	// Backups hold leases, and collections are two-phase (see package gc).
 	Shared bool
+	// Logf, if set, is told in one line of what the storage repaired on
+	// its own: an index found damaged, moved aside and rebuilt.
+	Logf func(format string, args ...any)
+
 	// LeaseTTL is how long a lease lives unrenewed on a shared repository;
 	// default gc.DefaultLeaseTTL. IMPORTANT: every agent of a repository,
 	// and its collections, must use the same.
@@ -119,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = gc.DefaultLeaseTTL
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
 	}
 	return o
 }
@@ -146,11 +153,17 @@ func (s *Storage) open(ctx context.Context) (*repo, error) {
 	if s.repo != nil {
 		return s.repo, nil
 	}
+	return s.openRepo(ctx, false)
+}
+
+// openRepo opens the repository, with a fresh index if asked; the caller
+// holds s.mu.
+func (s *Storage) openRepo(ctx context.Context, freshIndex bool) (*repo, error) {
 	root := s.root()
 	if root == "" {
 		return nil, errors.New("dedup: no repository root (flag -dedup_backup_storage_root)")
 	}
-	r, err := openRepo(ctx, root, s.opts.withDefaults())
+	r, err := openRepo(ctx, root, s.opts.withDefaults(), freshIndex)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +202,7 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	}
 	backups, err := r.idx.Backups(dir, false)
 	if err != nil {
-		return nil, err
+		return nil, asStorageErr(err)
 	}
 	out := make([]storage.BackupHandle, len(backups))
 	for i, b := range backups {
@@ -247,7 +260,7 @@ func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
 	if err != nil {
 		return err
 	}
-	return r.removeBackup(ctx, dir, name)
+	return asStorageErr(r.removeBackup(ctx, dir, name))
 }
 
 // Files describes the committed files of a backup, with what each cost the
@@ -264,7 +277,7 @@ func (s *Storage) Files(ctx context.Context, dir, name string) ([]gc.FileStats, 
 	if err == nil && !found {
 		err = fmt.Errorf("dedup: %s/%s: %w", dir, name, storage.ErrNotFound)
 	}
-	return files, err
+	return files, asStorageErr(err)
 }
 
 // Check verifies the repository; see package check. Damage is in the
@@ -277,7 +290,8 @@ func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, 
 	if err := r.syncShared(ctx); err != nil {
 		return check.Report{}, err
 	}
-	return check.Run(ctx, r.store, r.idx, opts)
+	rep, err := check.Run(ctx, r.store, r.idx, opts)
+	return rep, asStorageErr(err)
 }
 
 // Stats returns what the repository holds and what each backup costs; see
@@ -290,5 +304,6 @@ func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
 	if err := r.syncShared(ctx); err != nil {
 		return gc.Stats{}, err
 	}
-	return gc.ComputeStats(ctx, r.idx)
+	st, err := gc.ComputeStats(ctx, r.idx)
+	return st, asStorageErr(err)
 }

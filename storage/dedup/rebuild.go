@@ -35,18 +35,33 @@ type Damage struct {
 	Lost     int    `json:"lost_chunks"`     // chunks of a pack whose bytes are damaged
 }
 
-// RebuildIndex throws index.db's contents away and rebuilds them from the
-// repository alone: pack trailers and manifest objects. Damaged objects are
-// skipped and reported. Until it completes the index is marked not ready,
-// so an interrupted rebuild runs again at the next open.
+// RebuildIndex throws index.db away and rebuilds it from the repository
+// alone: pack trailers (the headers of packs whose trailer is damaged) and
+// manifest objects. It closes the storage first, so handles obtained
+// before fail with storage.ErrClosed. Damaged objects are recorded and
+// reported, never skipped silently. Until the rebuild completes the index
+// is marked not ready, so an interrupted rebuild runs again at the next
+// open.
 //
 // IMPORTANT: no backup may be running in this storage meanwhile.
 func (s *Storage) RebuildIndex(ctx context.Context) (RebuildResult, error) {
-	r, err := s.open(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repo != nil {
+		err := s.repo.close()
+		s.repo = nil
+		if err != nil && !errors.Is(err, index.ErrDamaged) {
+			return RebuildResult{}, err
+		}
+	}
+	r, err := s.openRepo(ctx, true)
 	if err != nil {
 		return RebuildResult{}, err
 	}
-	return r.rebuildIndex(ctx)
+	if r.rebuilt == nil { // a new repository: nothing to rebuild
+		return RebuildResult{}, nil
+	}
+	return *r.rebuilt, nil
 }
 
 func (r *repo) rebuildIndex(ctx context.Context) (RebuildResult, error) {

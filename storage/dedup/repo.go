@@ -24,6 +24,8 @@ type repo struct {
 	store *chunkstore.Store
 	idx   *index.DB
 	opts  Options
+	// rebuilt is what the index rebuild at open found, nil if there was none.
+	rebuilt *RebuildResult
 
 	ctx    context.Context // cancelled by close
 	cancel context.CancelFunc
@@ -75,7 +77,18 @@ type pack struct {
 	err  error         // set before done is closed
 }
 
-func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
+// openRepo opens the repository at root; with fresh, its index is thrown
+// away and rebuilt, as it is when opening finds it damaged.
+func openRepo(ctx context.Context, root string, opts Options, fresh bool) (*repo, error) {
+	r, err := openRepoIndex(ctx, root, opts, fresh)
+	if errors.Is(err, index.ErrDamaged) && !fresh {
+		opts.Logf("%v: rebuilding it from the repository", err)
+		r, err = openRepoIndex(ctx, root, opts, true)
+	}
+	return r, err
+}
+
+func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (*repo, error) {
 	store, created, err := openStore(ctx, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
@@ -86,9 +99,9 @@ func openRepo(ctx context.Context, root string, opts Options) (*repo, error) {
 	}
 	var idx *index.DB
 	if opts.Shared {
-		idx, err = openSharedIndex(root, store.Config())
+		idx, err = openSharedIndex(root, store.Config(), fresh, opts.Logf)
 	} else {
-		idx, err = index.Open(filepath.Join(root, "index.db"), opts.LockTimeout)
+		idx, err = openIndex(filepath.Join(root, "index.db"), opts.LockTimeout, fresh, opts.Logf)
 	}
 	if err != nil {
 		store.Close()
@@ -202,9 +215,34 @@ func Init(ctx context.Context, root string, opts Options) error {
 	return nil
 }
 
+// openIndex opens the index at path. A damaged index is moved aside to
+// path.damaged (replacing an older one), and logged; with fresh, an intact
+// one is deleted. Either way a new, empty index takes its place, which
+// ensureIndex rebuilds.
+func openIndex(path string, timeout time.Duration, fresh bool, logf func(string, ...any)) (*index.DB, error) {
+	idx, err := index.Open(path, timeout)
+	switch {
+	case err == nil && !fresh:
+		return idx, nil
+	case err == nil:
+		idx.Close()
+		err = os.Remove(path)
+	case errors.Is(err, index.ErrDamaged):
+		logf("%v: moved aside to %s.damaged; rebuilding it from the repository", err, path)
+		err = os.Rename(path, path+".damaged")
+	default:
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dedup: replace the index: %w", err)
+	}
+	return index.Open(path, timeout)
+}
+
 // ensureIndex makes the index ready: a new repository's empty one as it is,
-// any other that is not ready (deleted, or its rebuild interrupted) rebuilt
-// from the repository.
+// any other that is not ready (new, damaged and replaced, or its rebuild
+// interrupted) rebuilt from the repository, with what the rebuild found in
+// r.rebuilt.
 func (r *repo) ensureIndex(ctx context.Context, created bool) (rebuilt bool, err error) {
 	ready, err := r.idx.Ready()
 	if err != nil || ready {
@@ -213,7 +251,8 @@ func (r *repo) ensureIndex(ctx context.Context, created bool) (rebuilt bool, err
 	if created {
 		return false, r.idx.SetReady(true)
 	}
-	_, err = r.rebuildIndex(ctx)
+	res, err := r.rebuildIndex(ctx)
+	r.rebuilt = &res
 	return err == nil, err
 }
 
@@ -318,6 +357,8 @@ func asStorageErr(err error) error {
 	switch {
 	case errors.Is(err, chunkstore.ErrCorrupt), errors.Is(err, gc.ErrDamaged):
 		return fmt.Errorf("%w: %w", storage.ErrCorrupt, err)
+	case errors.Is(err, index.ErrDamaged):
+		return fmt.Errorf("%w: %w (it is derived data: reopening the repository, or dedupctl index rebuild, replaces it)", storage.ErrCorrupt, err)
 	case errors.Is(err, index.ErrInUse), errors.Is(err, gc.ErrLocked):
 		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
 	}

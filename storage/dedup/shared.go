@@ -28,8 +28,8 @@ const maxCaches = 8
 
 // openSharedIndex opens an index cache of the repository under root: the
 // first of root/<repository id>/index.db, index-1.db, ... that no other
-// process holds.
-func openSharedIndex(root string, cfg chunkstore.Config) (*index.DB, error) {
+// process holds, as openIndex opens it.
+func openSharedIndex(root string, cfg chunkstore.Config, fresh bool, logf func(string, ...any)) (*index.DB, error) {
 	sum := sha256.Sum256(cfg.Key)
 	dir := filepath.Join(root, hex.EncodeToString(sum[:8]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -40,7 +40,7 @@ func openSharedIndex(root string, cfg chunkstore.Config) (*index.DB, error) {
 		if i > 0 {
 			name = fmt.Sprintf("index-%d.db", i)
 		}
-		idx, err := index.Open(filepath.Join(dir, name), 10*time.Millisecond)
+		idx, err := openIndex(filepath.Join(dir, name), 10*time.Millisecond, fresh, logf)
 		if !errors.Is(err, index.ErrInUse) {
 			return idx, err
 		}
