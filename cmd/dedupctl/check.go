@@ -28,7 +28,7 @@ affected backup file, and exits with code 5.`,
 			opts := check.Options{ReadData: o.readData || o.subset != ""}
 			if o.subset != "" {
 				pct, err := strconv.ParseFloat(strings.TrimSuffix(o.subset, "%"), 64)
-				if err != nil || pct <= 0 || pct > 100 {
+				if err != nil || !(pct > 0 && pct <= 100) { // also refuses NaN
 					return usagef("--read-data-subset %q: want a percentage such as 10%%", o.subset)
 				}
 				opts.Subset = pct / 100

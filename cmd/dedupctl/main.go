@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/spf13/cobra"
 )
@@ -81,7 +82,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitNotFound
 	case errors.Is(err, storage.ErrInUse):
 		return exitInUse
-	case errors.Is(err, storage.ErrCorrupt), errors.Is(err, errDamage):
+	case errors.Is(err, storage.ErrCorrupt), errors.Is(err, chunkstore.ErrCorrupt), errors.Is(err, errDamage):
 		return exitCorrupt
 	}
 	return exitFailure

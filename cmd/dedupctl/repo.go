@@ -56,7 +56,7 @@ func (a *app) open() (*dedup.Storage, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	return dedup.New(root, dedup.Options{Backend: b, Shared: a.shared()}), nil
+	return dedup.New(root, dedup.Options{Backend: b, Shared: a.shared(), Logf: a.warn}), nil
 }
 
 // withStorage opens the existing repository, runs fn on it, and closes it.

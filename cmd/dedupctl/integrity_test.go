@@ -1,0 +1,117 @@
+package main_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dedupstore/dedupstore/internal/dataset"
+)
+
+// The reproductions of issue 11, as a user runs them.
+
+// Two dedupctl init at once: one creates the repository, the other says
+// it exists (both said "created" before).
+func TestConcurrentInitCommands(t *testing.T) {
+	for trial := range 5 {
+		repo := filepath.Join(t.TempDir(), "repo")
+		var wg sync.WaitGroup
+		results := make([]result, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); results[i] = dedupctl(t, repo, nil, "init") }()
+		}
+		wg.Wait()
+		created := 0
+		for _, r := range results {
+			switch {
+			case r.code == 0 && strings.Contains(r.stdout, "created"):
+				created++
+			case r.code == 1 && strings.Contains(r.stderr, "already exists"):
+			default:
+				t.Errorf("trial %d: init: exit %d, %q %q", trial, r.code, r.stdout, r.stderr)
+			}
+		}
+		if created != 1 {
+			t.Fatalf("trial %d: %d inits said they created the repository", trial, created)
+		}
+	}
+}
+
+// A truncated index.db (SIGBUS on every command before) is moved aside
+// and rebuilt, with one line saying so.
+func TestTruncatedIndexCommand(t *testing.T) {
+	repo, _ := newRepo(t)
+	data := dataset.Pages(7, 100)
+	if r := dedupctl(t, repo, bytes.NewReader(data), "backup", "db/a/1", "--stdin", "--name", "s"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	if err := os.Truncate(filepath.Join(repo, "index.db"), 8192); err != nil {
+		t.Fatal(err)
+	}
+	r := dedupctl(t, repo, nil, "cat", "db/a/1", "s")
+	if r.code != 0 || r.stdout != string(data) {
+		t.Fatalf("cat after truncating index.db: exit %d, %d bytes, %s", r.code, len(r.stdout), r.stderr)
+	}
+	if strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "damaged") {
+		t.Errorf("stderr %q, want one line saying the index was damaged", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "index.db.damaged")); err != nil {
+		t.Errorf("the damaged index was not kept aside: %v", err)
+	}
+}
+
+// A pack with a damaged trailer: cat reads it, index rebuild salvages it
+// and exits 5 naming it, and gc deletes nothing (it deleted the pack as
+// an orphan before).
+func TestDamagedPackCommands(t *testing.T) {
+	repo, _ := newRepo(t)
+	data := dataset.Pages(8, 100)
+	if r := dedupctl(t, repo, bytes.NewReader(data), "backup", "db/a/1", "--stdin", "--name", "s"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	packs, _ := filepath.Glob(filepath.Join(repo, "data", "*", "*"))
+	slices.SortFunc(packs, func(a, b string) int { return int(fileSize(b) - fileSize(a)) }) // the data's, not the catalog's
+	pack, err := os.ReadFile(packs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pack[len(pack)-100] ^= 1
+	os.WriteFile(packs[0], pack, 0o644)
+	r := dedupctl(t, repo, nil, "index", "rebuild")
+	if r.code != 5 || !strings.Contains(r.stdout, "damaged pack") || !strings.Contains(r.stdout, "salvaged") {
+		t.Errorf("index rebuild: exit %d, %q %q; want exit 5 naming the salvaged pack", r.code, r.stdout, r.stderr)
+	}
+	fails(t, dedupctl(t, repo, nil, "gc", "--grace", "1ns"), 5, "damaged")
+	if _, err := os.Stat(packs[0]); err != nil {
+		t.Fatalf("gc deleted the damaged pack: %v", err)
+	}
+	if r := dedupctl(t, repo, nil, "cat", "db/a/1", "s"); r.code != 0 || r.stdout != string(data) {
+		t.Fatalf("cat: exit %d, %s", r.code, r.stderr)
+	}
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Nonsense is refused, not read as "check nothing and pass"; a corrupt
+// config is damage (exit 5).
+func TestIntegrityUsageAndCodes(t *testing.T) {
+	repo, _ := newRepo(t)
+	for _, subset := range []string{"NaN%", "nan", "Inf%", "-5%", "0%"} {
+		fails(t, dedupctl(t, repo, nil, "check", "--read-data-subset", subset), 2, "percentage")
+	}
+	if err := os.WriteFile(filepath.Join(repo, "config"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, dedupctl(t, repo, nil, "ls"), 5, "config")
+}
