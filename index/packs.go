@@ -236,6 +236,34 @@ func (d *DB) SetCondemned(packs []chunkstore.ID) error {
 	})
 }
 
+// Locations returns every place chunk id is stored: the one Lookup
+// returns first, then its other copies. It is empty if the chunk is not
+// indexed.
+func (d *DB) Locations(id chunkstore.ID) ([]chunkstore.Location, error) {
+	var locs []chunkstore.Location
+	err := d.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketChunks).Get(id[:])
+		if v == nil {
+			return nil
+		}
+		loc, err := decodeLocation(v)
+		if err != nil {
+			return err
+		}
+		locs = append(locs, loc)
+		cur := tx.Bucket(bucketCopies).Cursor()
+		for k, v := cur.Seek(id[:]); k != nil && bytes.HasPrefix(k, id[:]); k, v = cur.Next() {
+			loc, err := decodeLocation(v)
+			if err != nil {
+				return err
+			}
+			locs = append(locs, loc)
+		}
+		return nil
+	})
+	return locs, err
+}
+
 // Usable reports whether a writer may deduplicate against chunk id: it is
 // indexed in a pack that is not condemned.
 func (d *DB) Usable(id chunkstore.ID) (bool, error) {

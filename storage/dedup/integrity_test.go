@@ -16,6 +16,7 @@ import (
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
@@ -355,4 +356,49 @@ func tryAll(s *dedup.Storage, kept backups) error {
 		return err
 	}
 	return p.Close()
+}
+
+// A read that finds the copy the index points at damaged loads another
+// copy of the chunk (it failed before, although the index kept both).
+func TestReadFallsBackToCopies(t *testing.T) {
+	as, objects := agents(t, 2, smallPacks)
+	data := dataset.Random(86, 1<<20)
+	bhs := make([]storage.BackupHandle, 2)
+	for i, s := range as { // both synced while the repository was empty: two copies
+		bh, err := s.StartBackup(ctx, "d", fmt.Sprint("agent", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bhs[i] = bh
+	}
+	for _, bh := range bhs {
+		finish(t, bh, map[string][]byte{"f": data})
+	}
+	wantContent(t, as[0], "d", "agent1", data) // syncs agent 0's index
+	idx := dedup.IndexOf(as[0])
+	files, _, err := idx.Files("d", "agent0")
+	if err != nil || len(files) != 1 {
+		t.Fatal(files, err)
+	}
+	var first chunkstore.ID
+	idx.ListRefs(files[0].List, func(refs []index.Ref) error { first = refs[0].ID; return errors.New("stop") })
+	locs, err := idx.Locations(first)
+	if err != nil || len(locs) != 2 {
+		t.Fatalf("chunk %s has locations %v, %v; want two copies", first, locs, err)
+	}
+	// Damage every chunk of the pack the index reads first.
+	name := chunkstore.PackName(locs[0].Pack)
+	damageFile(t, filepath.Join(objects, filepath.FromSlash(name)), func(d []byte) []byte {
+		entries := chunkstore.ScanPack(d)
+		for _, e := range entries {
+			d[e.Offset+e.Length/2] ^= 0xff
+		}
+		return d
+	})
+	for _, backup := range []string{"agent0", "agent1"} {
+		got, err := readBack(t, as[0], "d", backup, "f")
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s read back %d bytes, %v; want the other copy", backup, len(got), err)
+		}
+	}
 }

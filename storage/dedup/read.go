@@ -205,17 +205,25 @@ func (r *repo) load(ctx context.Context, f *fetch) {
 }
 
 // loadEach looks up and loads chunks one at a time, into buf one after
-// the other.
+// the other. A chunk that fails to load from where the index locates it is
+// loaded from its other copies, if it has any.
 func (r *repo) loadEach(ctx context.Context, refs []index.Ref, scratch, buf []byte) ([][]byte, error) {
 	parts := make([][]byte, len(refs))
 	rest := buf[:0]
 	for i, ref := range refs {
-		loc, found, err := r.idx.Lookup(ref.ID)
-		if err == nil && !found {
+		locs, err := r.idx.Locations(ref.ID)
+		if err == nil && len(locs) == 0 {
 			err = fmt.Errorf("dedup: chunk %s is not in the index: %w", ref.ID, chunkstore.ErrCorrupt)
 		}
-		if err == nil {
-			parts[i], err = r.store.LoadChunk(ctx, ref.ID, loc, scratch, rest)
+		for j, loc := range locs {
+			var lerr error
+			if parts[i], lerr = r.store.LoadChunk(ctx, ref.ID, loc, scratch, rest); lerr == nil || ctx.Err() != nil {
+				err = lerr
+				break
+			}
+			if j == 0 {
+				err = lerr // report the first copy's failure if none loads
+			}
 		}
 		if err != nil {
 			return nil, err
