@@ -32,7 +32,9 @@ type Options struct {
 	RepackThreshold float64
 	// GracePeriod protects packs that the index does not know: they are
 	// left by a crash between writing a pack and indexing it, or are being
-	// written right now. Only those older than this are deleted. On a
+	// written right now by another process (those of this process's
+	// writers are protected by their chunks' claims, whatever the grace).
+	// Only those older than this are deleted. On a
 	// shared repository it also protects packs younger than this, and a
 	// condemnation is carried out only once it is this old, all by the
 	// server's clock. Default 24 h.
@@ -59,7 +61,8 @@ type Claims interface {
 	Begin() (end func())
 	// Commit runs fn while no writer can claim a chunk. claimed reports
 	// whether a chunk was claimed or released since Begin, or is claimed
-	// now. Index changes fn makes are what writers see next.
+	// now, or is in a pack a writer has written and not yet indexed. Index
+	// changes fn makes are what writers see next.
 	Commit(fn func(claimed func(chunkstore.ID) bool) error) error
 }
 
@@ -335,7 +338,7 @@ func (p *Plan) Close() error {
 type Result struct {
 	Deleted    int   // packs deleted whole (orphans included)
 	Repacked   int   // packs rewritten
-	Skipped    int   // packs left alone because a writer claimed one of their dead chunks meanwhile
+	Skipped    int   // packs left alone because a writer claimed one of their chunks meanwhile
 	FreedBytes int64 // bytes removed from the backend, less bytes written
 	// On a shared repository: Deleted counts the packs swept, and Repacked
 	// the packs copied and condemned; Condemned is all packs condemned.
@@ -393,11 +396,30 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 			res.Condemned++
 			continue
 		}
+		// A pack this process's writers have written but not yet indexed
+		// holds chunks they claim: the grace period does not protect it
+		// when it is short, its chunks' claims do.
+		entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), o.Name, o.Size)
+		if errors.Is(err, chunkstore.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			if skipped, err := c.skipDamaged(id, err, &res); !skipped {
+				return res, fmt.Errorf("gc: orphan %s: %w", o.Name, err)
+			}
+			continue
+		}
 		deleted := false
-		err := c.Claims.Commit(func(func(chunkstore.ID) bool) error {
-			// Written again and indexed since the plan: no longer an orphan.
+		err = c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
+			// Indexed since the plan: no longer an orphan.
 			if known, err := c.Index.HasPack(id); err != nil || known {
 				return err
+			}
+			for _, e := range entries {
+				if claimed(e.ID) {
+					res.Skipped++
+					return nil
+				}
 			}
 			deleted = true
 			return c.Store.Backend().Delete(ctx, o.Name)

@@ -57,7 +57,7 @@ func (c repoClaims) Commit(fn func(claimed func(chunkstore.ID) bool) error) erro
 	defer c.r.mu.Unlock()
 	return fn(func(id chunkstore.ID) bool {
 		_, recent := c.r.gcClaims[id]
-		return recent || c.r.claims[id] > 0
+		return recent || c.r.claims[id] > 0 || c.r.pending[id] != nil
 	})
 }
 
