@@ -38,6 +38,27 @@ func ManifestName(dir, name string) string {
 	return ManifestPrefix + url.PathEscape(dir) + "/" + name
 }
 
+// maxNamePart and maxObjectName bound what every backend holds: a part of
+// a path on common file systems, and an S3 key with room for a prefix.
+const (
+	maxNamePart   = 255
+	maxObjectName = 900
+)
+
+// CheckManifestName reports a backup whose manifest name no backend could
+// hold: a directory over 255 bytes once escaped into one name part, or a
+// name too long as a whole. Name rules (package storage) are the caller's
+// to check first.
+func CheckManifestName(dir, name string) error {
+	if n := len(url.PathEscape(dir)); n > maxNamePart {
+		return fmt.Errorf("backup directory %q takes %d bytes in the repository (each / takes 3), at most %d", dir, n, maxNamePart)
+	}
+	if n := len(ManifestName(dir, name)); n > maxObjectName {
+		return fmt.Errorf("backup %s/%s takes %d bytes in the repository, at most %d", dir, name, n, maxObjectName)
+	}
+	return nil
+}
+
 // ManifestFile is one file of a decoded manifest.
 type ManifestFile struct {
 	Name string

@@ -115,3 +115,13 @@ func TestIntegrityUsageAndCodes(t *testing.T) {
 	}
 	fails(t, dedupctl(t, repo, nil, "ls"), 5, "config")
 }
+
+// A directory no file system can hold as one manifest name part is refused
+// before anything is stored (it bricked the repository before).
+func TestNameTooLongCommand(t *testing.T) {
+	repo, _ := newRepo(t)
+	dir := strings.Repeat("a", 130) + "/" + strings.Repeat("b", 130)
+	fails(t, dedupctl(t, repo, strings.NewReader("x\n"), "backup", dir+"/n", "--stdin", "--name", "s"), 2, "at most 255")
+	ok(t, repo, "ls")
+	ok(t, repo, "index", "rebuild")
+}

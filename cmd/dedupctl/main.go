@@ -15,6 +15,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
@@ -148,7 +149,7 @@ func splitBackup(arg string) (dir, name string, err error) {
 		return "", "", usagef("%q: want DIR/NAME, such as commerce/0/2026-11-25", arg)
 	}
 	dir, name = arg[:i], arg[i+1:]
-	return dir, name, storage.ValidateBackupName(dir, name)
+	return dir, name, dedup.ValidateBackupName(dir, name)
 }
 
 // exactArgs is cobra.ExactArgs, reporting a usage error.

@@ -219,7 +219,7 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 // IMPORTANT: end or abort every backup you start; while one is left open,
 // collections on every agent keep what they condemned meanwhile.
 func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.BackupHandle, error) {
-	if err := storage.ValidateBackupName(dir, name); err != nil {
+	if err := ValidateBackupName(dir, name); err != nil {
 		return nil, err
 	}
 	r, err := s.open(ctx)
@@ -247,6 +247,20 @@ func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.Ba
 		return nil, err
 	}
 	return &handle{r: r, dir: dir, name: name, lease: l}, nil
+}
+
+// ValidateBackupName checks a backup's directory and name against
+// storage's name rules and against what every backend can hold; the error
+// wraps storage.ErrInvalidName. StartBackup checks it; callers may check
+// it before they have a storage, as dedupctl does before reading a stream.
+func ValidateBackupName(dir, name string) error {
+	if err := storage.ValidateBackupName(dir, name); err != nil {
+		return err
+	}
+	if err := index.CheckManifestName(dir, name); err != nil {
+		return fmt.Errorf("dedup: %w: %w", storage.ErrInvalidName, err)
+	}
+	return nil
 }
 
 // RemoveBackup implements storage.BackupStorage. It deletes the backup's

@@ -18,6 +18,7 @@ import (
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/internal/faulty"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -400,5 +401,52 @@ func TestReadFallsBackToCopies(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%s read back %d bytes, %v; want the other copy", backup, len(got), err)
 		}
+	}
+}
+
+// A directory whose manifest name no file system could hold passed the
+// name rules, failed at EndBackup, and then every open failed with "file
+// name too long". It is refused at StartBackup now.
+func TestNameTooLongForTheBackend(t *testing.T) {
+	s, _ := newStorage(t, dedup.Options{})
+	dir := strings.Repeat("a", 130) + "/" + strings.Repeat("b", 130)
+	if _, err := s.StartBackup(ctx, dir, "n"); !errors.Is(err, storage.ErrInvalidName) {
+		t.Fatalf("StartBackup(%d-byte directory): %v, want ErrInvalidName", len(dir), err)
+	}
+	long := strings.Repeat("c", 120) + "/" + strings.Repeat("d", 120)
+	backup(t, s, long, strings.Repeat("n", 255), map[string][]byte{"f": []byte("x")})
+	if got, err := readBack(t, s, long, strings.Repeat("n", 255), "f"); err != nil || string(got) != "x" {
+		t.Fatalf("longest directory and name: %q, %v", got, err)
+	}
+}
+
+// Cleanup at open that cannot run (here a delete the backend refuses, as a
+// read-only mount or a full disk would) is logged and left for the next
+// open; it used to fail every open, and so every read.
+func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	fb := faulty.New(chunkstore.NewLocal(root))
+	var logged []string
+	opts := dedup.Options{Backend: fb, Logf: func(f string, args ...any) { logged = append(logged, fmt.Sprintf(f, args...)) }}
+	s := dedup.New(root, opts)
+	backup(t, s, "d", "ok", map[string][]byte{"f": []byte("healthy")})
+	if _, err := s.StartBackup(ctx, "d", "crashed"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // as a crash leaves it: in progress
+	fb.Arm(1, faulty.Refuse, faulty.Delete)
+	s = dedup.New(root, opts)
+	if got, err := readBack(t, s, "d", "ok", "f"); err != nil || string(got) != "healthy" {
+		t.Fatalf("read with recovery failing: %q, %v", got, err)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "d/crashed") {
+		t.Errorf("logged %q, want one line naming the backup left for later", logged)
+	}
+	s.Close()
+	fb.Disarm()
+	s = dedup.New(root, opts)
+	defer s.Close()
+	if bhs, err := s.ListBackups(ctx, "d"); err != nil || len(bhs) != 1 || bhs[0].Name() != "ok" {
+		t.Errorf("after a recovery that could run: %v, %v; want only d/ok", bhs, err)
 	}
 }

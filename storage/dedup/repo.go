@@ -259,20 +259,27 @@ func (r *repo) ensureIndex(ctx context.Context, created bool) (rebuilt bool, err
 // recover undoes what a crashed process left half done: chunk lists of
 // writers that never closed, and backups that never ended (with the
 // manifest, if the crash came between writing it and marking the backup
-// ended). Their chunks become garbage for GC.
+// ended). Their chunks become garbage for GC. What it cannot undo now (a
+// full disk, a read-only mount) it logs and leaves for the next open: it
+// never keeps healthy backups from being read.
 func (r *repo) recover(ctx context.Context) error {
-	if _, err := r.idx.DropOpenLists(); err != nil {
+	if _, err := r.idx.DropOpenLists(); errors.Is(err, index.ErrDamaged) {
 		return err
+	} else if err != nil {
+		r.opts.Logf("dedup: could not drop the chunk lists of writers a crashed process left (retried at the next open): %v", err)
 	}
 	backups, err := r.idx.Backups("", true)
 	if err != nil {
 		return err
 	}
 	for _, b := range backups {
-		if b.State == index.InProgress {
-			if err := r.removeBackup(ctx, b.Dir, b.Name); err != nil {
-				return err
-			}
+		if b.State != index.InProgress {
+			continue
+		}
+		if err := r.removeBackup(ctx, b.Dir, b.Name); errors.Is(err, index.ErrDamaged) {
+			return err
+		} else if err != nil {
+			r.opts.Logf("dedup: could not drop backup %s/%s, left in progress by a crashed process (retried at the next open): %v", b.Dir, b.Name, err)
 		}
 	}
 	return nil
