@@ -204,27 +204,32 @@ func (d *DB) CommitFile(dir, name string, f File, last Segment) (found bool, err
 			return nil
 		}
 		found = true
-		if len(last.Refs) > 0 {
-			if f.List, err = putSegment(tx, f.List, last); err != nil {
-				return err
-			}
-		}
-		files := b.Bucket(bucketFiles)
-		if old := files.Get([]byte(f.Name)); old != nil {
-			prev, err := decodeFile([]byte(f.Name), old)
-			if err != nil {
-				return err
-			}
-			if err := deleteList(tx, prev.List); err != nil {
-				return err
-			}
-		}
-		if err := files.Put([]byte(f.Name), encodeFile(f)); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketOpen).Delete(f.List.key())
+		return commitFile(tx, b, f, last)
 	})
 	return found, err
+}
+
+func commitFile(tx *bolt.Tx, b *bolt.Bucket, f File, last Segment) error {
+	if len(last.Refs) > 0 {
+		var err error
+		if f.List, err = putSegment(tx, f.List, last); err != nil {
+			return err
+		}
+	}
+	files := b.Bucket(bucketFiles)
+	if old := files.Get([]byte(f.Name)); old != nil {
+		prev, err := decodeFile([]byte(f.Name), old)
+		if err != nil {
+			return err
+		}
+		if err := deleteList(tx, prev.List); err != nil {
+			return err
+		}
+	}
+	if err := files.Put([]byte(f.Name), encodeFile(f)); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketOpen).Delete(f.List.key())
 }
 
 // Files returns a backup's committed files sorted by name; found is false if

@@ -52,11 +52,12 @@ func (d *DB) Reset() error {
 	})
 }
 
-// ImportBackup records an ended backup from its manifest, as a rebuild does.
-// It fails if a backup of that name exists.
+// ImportBackup records an ended backup from its manifest, as a rebuild
+// does, in one transaction: a crash leaves the backup whole or absent. It
+// fails if a backup of that name exists.
 func (d *DB) ImportBackup(m Manifest) error {
 	b := m.Backup
-	err := d.update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		bk, err := tx.Bucket(bucketBackups).CreateBucket(backupKey(b.Dir, b.Name))
 		if err != nil {
 			return fmt.Errorf("index: import %s/%s: %w", b.Dir, b.Name, err)
@@ -64,24 +65,23 @@ func (d *DB) ImportBackup(m Manifest) error {
 		if _, err := bk.CreateBucket(bucketFiles); err != nil {
 			return err
 		}
-		return bk.Put(keyMeta, encodeBackup(Backup{State: Ended, Started: b.Started, Ended: b.Ended}))
-	})
-	if err != nil {
-		return err
-	}
-	for _, f := range m.Files {
-		var list ListID
-		n := len(f.Refs)
-		last := Segment{Seq: uint32(max(0, n-1) / SegmentRefs)}
-		for seg := uint32(0); seg < last.Seq; seg++ {
-			if list, err = d.PutSegment(list, Segment{Seq: seg, Refs: f.Refs[seg*SegmentRefs : (seg+1)*SegmentRefs]}); err != nil {
+		if err := bk.Put(keyMeta, encodeBackup(Backup{State: Ended, Started: b.Started, Ended: b.Ended})); err != nil {
+			return err
+		}
+		for _, f := range m.Files {
+			var list ListID
+			n := len(f.Refs)
+			last := Segment{Seq: uint32(max(0, n-1) / SegmentRefs)}
+			for seg := uint32(0); seg < last.Seq; seg++ {
+				if list, err = putSegment(tx, list, Segment{Seq: seg, Refs: f.Refs[seg*SegmentRefs : (seg+1)*SegmentRefs]}); err != nil {
+					return err
+				}
+			}
+			last.Refs = f.Refs[last.Seq*SegmentRefs:]
+			if err := commitFile(tx, bk, File{Name: f.Name, List: list, Size: f.Size, Chunks: int64(n)}, last); err != nil {
 				return err
 			}
 		}
-		last.Refs = f.Refs[last.Seq*SegmentRefs:]
-		if _, err := d.CommitFile(b.Dir, b.Name, File{Name: f.Name, List: list, Size: f.Size, Chunks: int64(n)}, last); err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }

@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 		gcHelper(root)
 		return
 	}
+	if root := os.Getenv("DEDUP_SYNC_HELPER_ROOT"); root != "" {
+		syncHelper(root)
+		return
+	}
 	if root := os.Getenv("DEDUP_WRITE_HELPER_ROOT"); root != "" {
 		start, _ := strconv.Atoi(os.Getenv("DEDUP_WRITE_HELPER_START"))
 		writeHelper(root, os.Getenv("DEDUP_WRITE_HELPER_SHARED") == "true", start)
