@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -207,10 +208,30 @@ func TestManifestRoundTrip(t *testing.T) {
 func FuzzDecodeManifest(f *testing.F) {
 	f.Add([]byte("DDSMANI\x01\x00\x00\x00\x00\x01\x01f\x00\x00"))
 	f.Add([]byte("DDSMANI\x01\x02ks\x01n\x00\x00\xff\xff\xff\xff\x0f"))
+	var whole bytes.Buffer
+	index.EncodeManifest(&whole, index.Manifest{Backup: index.Backup{Dir: "ks/0", Name: "n", State: index.Ended, Started: time.Unix(0, 5), Ended: time.Unix(0, 9)},
+		Files: []index.ManifestFile{{Name: "f", Size: 3, Refs: []index.Ref{{ID: chunkstore.ID{1}, Length: 3}}}, {Name: "empty"}}})
+	f.Add(whole.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := index.DecodeManifest(bytes.NewReader(data))
-		if err == nil && len(m.Files) > len(data) {
+		if len(m.Files) > len(data) {
 			t.Fatalf("%d files from %d bytes", len(m.Files), len(data))
+		}
+		if m.Backup.State != index.Ended {
+			return // nothing decoded
+		}
+		// What decodes, whole or salvaged from damage, encodes to a
+		// manifest that decodes to the same.
+		var enc bytes.Buffer
+		if err := index.EncodeManifest(&enc, m); err != nil {
+			t.Fatal(err)
+		}
+		again, err2 := index.DecodeManifest(bytes.NewReader(enc.Bytes()))
+		if err2 != nil || !reflect.DeepEqual(again, m) {
+			t.Fatalf("round trip of %+v (decoded with %v): %+v, %v", m, err, again, err2)
+		}
+		if err == nil && !bytes.Equal(enc.Bytes(), data) {
+			t.Fatalf("a whole manifest re-encodes to other bytes")
 		}
 	})
 }

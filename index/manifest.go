@@ -87,28 +87,12 @@ func (d *DB) WriteManifest(w io.Writer, dir, name string, ended time.Time) error
 	if !found {
 		return fmt.Errorf("index: manifest of %s/%s: no such backup", dir, name)
 	}
-	h := blake3.New()
-	bw := bufio.NewWriter(io.MultiWriter(w, h))
-	var tmp []byte
-	uvarint := func(v uint64) { tmp = binary.AppendUvarint(tmp[:0], v); bw.Write(tmp) }
-	str := func(s string) { uvarint(uint64(len(s))); bw.WriteString(s) }
-	bw.WriteString(manifestMagic)
-	bw.WriteByte(manifestVersion)
-	str(dir)
-	str(name)
-	uvarint(uint64(b.Started.UnixNano()))
-	uvarint(uint64(ended.UnixNano()))
-	uvarint(uint64(len(files)))
+	e := newManifestEncoder(w, dir, name, b.Started, ended, len(files))
 	for _, f := range files {
-		str(f.Name)
-		uvarint(uint64(f.Size))
-		uvarint(uint64(f.Chunks))
+		e.file(f.Name, f.Size, f.Chunks)
 		n := int64(0)
 		err := d.ListRefs(f.List, func(refs []Ref) error {
-			for _, r := range refs {
-				bw.Write(r.ID[:])
-				uvarint(uint64(r.Length))
-			}
+			e.refs(refs)
 			n += int64(len(refs))
 			return nil
 		})
@@ -119,16 +103,76 @@ func (d *DB) WriteManifest(w io.Writer, dir, name string, ended time.Time) error
 			return fmt.Errorf("index: file %s of %s/%s lists %d chunks, its record says %d: %w", f.Name, dir, name, n, f.Chunks, ErrDamaged)
 		}
 	}
-	if err := bw.Flush(); err != nil {
+	return e.finish()
+}
+
+// EncodeManifest writes m as a manifest, as a repair does for a backup it
+// salvaged.
+func EncodeManifest(w io.Writer, m Manifest) error {
+	e := newManifestEncoder(w, m.Backup.Dir, m.Backup.Name, m.Backup.Started, m.Backup.Ended, len(m.Files))
+	for _, f := range m.Files {
+		e.file(f.Name, f.Size, int64(len(f.Refs)))
+		e.refs(f.Refs)
+	}
+	return e.finish()
+}
+
+// manifestEncoder writes the manifest format, hashing as it goes.
+type manifestEncoder struct {
+	w   io.Writer
+	h   *blake3.Hasher
+	bw  *bufio.Writer
+	tmp []byte
+}
+
+func newManifestEncoder(w io.Writer, dir, name string, started, ended time.Time, files int) *manifestEncoder {
+	h := blake3.New()
+	e := &manifestEncoder{w: w, h: h, bw: bufio.NewWriter(io.MultiWriter(w, h))}
+	e.bw.WriteString(manifestMagic)
+	e.bw.WriteByte(manifestVersion)
+	e.str(dir)
+	e.str(name)
+	e.uvarint(uint64(started.UnixNano()))
+	e.uvarint(uint64(ended.UnixNano()))
+	e.uvarint(uint64(files))
+	return e
+}
+
+func (e *manifestEncoder) uvarint(v uint64) {
+	e.tmp = binary.AppendUvarint(e.tmp[:0], v)
+	e.bw.Write(e.tmp)
+}
+
+func (e *manifestEncoder) str(s string) { e.uvarint(uint64(len(s))); e.bw.WriteString(s) }
+
+func (e *manifestEncoder) file(name string, size, chunks int64) {
+	e.str(name)
+	e.uvarint(uint64(size))
+	e.uvarint(uint64(chunks))
+}
+
+func (e *manifestEncoder) refs(refs []Ref) {
+	for _, r := range refs {
+		e.bw.Write(r.ID[:])
+		e.uvarint(uint64(r.Length))
+	}
+}
+
+// finish writes the checksum; the first write error, if any, is returned.
+func (e *manifestEncoder) finish() error {
+	if err := e.bw.Flush(); err != nil {
 		return err
 	}
-	_, err = w.Write(h.Sum(nil))
+	_, err := e.w.Write(e.h.Sum(nil))
 	return err
 }
 
 // DecodeManifest reads a manifest. Allocation grows with the bytes actually
 // read, never with a count the input claims, so damaged input gives an error
-// wrapping chunkstore.ErrCorrupt, never a huge allocation.
+// wrapping chunkstore.ErrCorrupt, never a huge allocation. With that error
+// it returns what it could decode, for a repair to salvage: the backup and
+// every file before the damage (all files, when only the checksum
+// disagrees; any of them may then hold the damaged bytes).
 func DecodeManifest(r io.Reader) (Manifest, error) {
 	h := blake3.New()
 	br := bufio.NewReader(r)
@@ -139,12 +183,15 @@ func DecodeManifest(r io.Reader) (Manifest, error) {
 		d.fail("bad magic")
 	}
 	if d.err == nil && magic[len(manifestMagic)] != manifestVersion {
-		return m, fmt.Errorf("index: manifest version %d: %w", magic[len(manifestMagic)], chunkstore.ErrUnsupportedVersion)
+		return Manifest{}, fmt.Errorf("index: manifest version %d: %w", magic[len(manifestMagic)], chunkstore.ErrUnsupportedVersion)
 	}
 	m.Backup.Dir, m.Backup.Name = d.str(), d.str()
 	m.Backup.Started, m.Backup.Ended = time.Unix(0, int64(d.uvarint())), time.Unix(0, int64(d.uvarint()))
-	m.Backup.State = Ended
 	nfiles := d.uvarint()
+	if d.err != nil {
+		return Manifest{}, d.err // nothing to salvage without the header
+	}
+	m.Backup.State = Ended
 	for i := uint64(0); i < nfiles && d.err == nil; i++ {
 		f := ManifestFile{Name: d.str(), Size: int64(d.uvarint())}
 		nrefs := d.uvarint()
@@ -163,18 +210,20 @@ func DecodeManifest(r io.Reader) (Manifest, error) {
 		if d.err == nil && sum != f.Size {
 			d.fail(fmt.Sprintf("file %s: chunks add up to %d bytes, size says %d", f.Name, sum, f.Size))
 		}
-		m.Files = append(m.Files, f)
+		if d.err == nil {
+			m.Files = append(m.Files, f)
+		}
 	}
 	if d.err != nil {
-		return Manifest{}, d.err
+		return m, d.err
 	}
 	want := h.Sum(nil)
 	got := make([]byte, 32)
 	if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, want) {
-		return Manifest{}, fmt.Errorf("index: manifest checksum mismatch: %w", chunkstore.ErrCorrupt)
+		return m, fmt.Errorf("index: manifest checksum mismatch: %w", chunkstore.ErrCorrupt)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
-		return Manifest{}, fmt.Errorf("index: manifest has trailing bytes: %w", chunkstore.ErrCorrupt)
+		return m, fmt.Errorf("index: manifest has trailing bytes: %w", chunkstore.ErrCorrupt)
 	}
 	return m, nil
 }
