@@ -1,11 +1,14 @@
 // Package check verifies a repository: that the index, the packs and the
 // chunk lists agree (always), and that every chunk's bytes still hash to its
 // ID (with ReadData). It names every damaged pack and chunk and every backup
-// file that uses one.
+// file that uses one, and records the damaged packs and manifests in the
+// index (index.DB.SetDamaged), so that no collection deletes anything until
+// a repair has dealt with them.
 package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,13 +59,17 @@ type checker struct {
 	store   *chunkstore.Store
 	idx     *index.DB
 	report  Report
-	damaged map[chunkstore.ID]bool
+	damaged  map[chunkstore.ID]bool
+	toRecord map[string]string // damaged object → what is wrong
 }
 
+// problem reports damage to a pack or a chunk, and records the pack as
+// damaged.
 func (c *checker) problem(pack, chunk *chunkstore.ID, format string, args ...any) {
 	p := Problem{Detail: fmt.Sprintf(format, args...)}
 	if pack != nil {
 		p.Pack = pack.String()
+		c.record(chunkstore.PackName(*pack), p.Detail)
 	}
 	if chunk != nil {
 		p.Chunk = chunk.String()
@@ -74,9 +81,14 @@ func (c *checker) problem(pack, chunk *chunkstore.ID, format string, args ...any
 // Run checks the repository. An error means the check itself could not go
 // on; damage is reported in the Report.
 func Run(ctx context.Context, store *chunkstore.Store, idx *index.DB, opts Options) (Report, error) {
-	c := &checker{ctx: ctx, store: store, idx: idx, damaged: map[chunkstore.ID]bool{}}
+	c := &checker{ctx: ctx, store: store, idx: idx, damaged: map[chunkstore.ID]bool{}, toRecord: map[string]string{}}
 	if err := c.run(opts); err != nil {
 		return Report{}, fmt.Errorf("check: %w", err)
+	}
+	for name, detail := range c.toRecord {
+		if err := idx.SetDamaged(name, detail); err != nil {
+			return Report{}, fmt.Errorf("check: %w", err)
+		}
 	}
 	return c.report, nil
 }
@@ -111,12 +123,12 @@ func (c *checker) run(opts Options) error {
 			continue
 		}
 		entries, err := chunkstore.ReadPackTrailer(c.ctx, c.store.Backend(), name, size)
-		if err != nil {
-			if c.ctx.Err() != nil {
-				return c.ctx.Err()
-			}
+		if errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion) {
 			c.problem(&p.ID, nil, "pack trailer: %v", err)
 			continue
+		}
+		if err != nil {
+			return err
 		}
 		t := make(map[chunkstore.ID]chunkstore.Blob, len(entries))
 		for _, e := range entries {
@@ -149,11 +161,10 @@ func (c *checker) run(opts Options) error {
 		}
 		if opts.ReadData && sampled(id, opts.Subset) {
 			c.report.ChunksRead++
-			if _, err := c.store.LoadChunk(c.ctx, id, loc, nil, nil); err != nil {
-				if c.ctx.Err() != nil {
-					return c.ctx.Err()
-				}
+			if _, err := c.store.LoadChunk(c.ctx, id, loc, nil, nil); errors.Is(err, chunkstore.ErrCorrupt) {
 				c.problem(&loc.Pack, &id, "%v", err)
+			} else if err != nil {
+				return err
 			}
 		}
 		return nil
@@ -257,8 +268,19 @@ func (c *checker) checkManifests(backups []index.Backup) error {
 	return nil
 }
 
+// manifestProblem reports damage to a manifest, and records it.
 func (c *checker) manifestProblem(name, format string, args ...any) {
-	c.report.Problems = append(c.report.Problems, Problem{Manifest: name, Detail: fmt.Sprintf(format, args...)})
+	p := Problem{Manifest: name, Detail: fmt.Sprintf(format, args...)}
+	c.report.Problems = append(c.report.Problems, p)
+	c.record(name, p.Detail)
+}
+
+// record notes a damaged object, to be recorded in the index once the
+// scans (whose read transactions a write must not nest in) are done.
+func (c *checker) record(name, detail string) {
+	if _, ok := c.toRecord[name]; !ok {
+		c.toRecord[name] = detail
+	}
 }
 
 func sameFiles(m []index.ManifestFile, files []index.File) bool {

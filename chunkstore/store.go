@@ -179,31 +179,31 @@ func (s *Store) CopyChunk(ctx context.Context, id ID, loc Location, scratch, pla
 	return EncodedChunk{ID: id, Data: stored, PlainLength: int(loc.PlainLength), Codec: loc.Codec}, nil
 }
 
-// SalvagePack finds the intact chunks of the pack object name, whose
-// trailer or tail may be damaged: it reads the whole pack, finds its blobs
-// by their headers (ScanPack) and keeps each that decodes and hashes to its
-// ID. lost counts blobs whose header was found but whose content was not
-// intact; chunks behind a damaged header are not counted.
-func (s *Store) SalvagePack(ctx context.Context, name string) (entries []PackEntry, lost int, err error) {
-	rc, err := s.backend.Get(ctx, name, 0, -1)
-	if err != nil {
-		return nil, 0, err
-	}
-	data, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		return nil, 0, fmt.Errorf("chunkstore: read %s: %w", name, err)
-	}
+// Salvage returns, of candidates, the blobs of the pack whose bytes are
+// data that decode and hash to their IDs, one per ID, and counts the IDs
+// none of whose candidates is intact as lost. Candidates come from
+// ScanPack, for a pack whose trailer or tail is damaged, and from its
+// trailer where that still parses.
+func (s *Store) Salvage(data []byte, candidates []PackEntry) (intact []PackEntry, lost int) {
 	var plain []byte
-	for _, e := range ScanPack(data) {
-		stored := data[e.Offset : e.Offset+e.Length]
-		if plain, err = s.verify(e.ID, Location{Blob: e.Blob}, stored, plain); err != nil {
-			lost++
+	found := map[ID]bool{}
+	for _, e := range candidates {
+		if found[e.ID] || int64(e.Offset)+int64(e.Length) > int64(len(data)) {
 			continue
 		}
-		entries = append(entries, e)
+		var err error
+		if plain, err = s.verify(e.ID, Location{Blob: e.Blob}, data[e.Offset:e.Offset+e.Length], plain); err == nil {
+			found[e.ID] = true
+			intact = append(intact, e)
+		}
 	}
-	return entries, lost, nil
+	missing := map[ID]bool{}
+	for _, e := range candidates {
+		if !found[e.ID] {
+			missing[e.ID] = true
+		}
+	}
+	return intact, len(missing)
 }
 
 func corruptChunk(id ID, loc Location, what string, err error) error {

@@ -195,10 +195,11 @@ func TestSalvagePack(t *testing.T) {
 			if err := os.WriteFile(path, tc.damage(data, entries), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			got, lost, err := s.SalvagePack(context.Background(), chunkstore.PackName(packID))
+			damaged, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
+			got, lost := s.Salvage(damaged, chunkstore.ScanPack(damaged))
 			if len(got) != len(tc.want) || lost != tc.lost {
 				t.Fatalf("salvaged %d chunks, %d lost; want %d, %d lost", len(got), lost, len(tc.want), tc.lost)
 			}

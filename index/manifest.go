@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -36,6 +37,18 @@ const ManifestPrefix = "manifests/"
 // path-escaped into one name part, so "ks/0" and backup names never collide.
 func ManifestName(dir, name string) string {
 	return ManifestPrefix + url.PathEscape(dir) + "/" + name
+}
+
+// ParseManifestName is the inverse of ManifestName.
+func ParseManifestName(object string) (dir, name string, err error) {
+	rest, ok := strings.CutPrefix(object, ManifestPrefix)
+	escaped, name, ok2 := strings.Cut(rest, "/")
+	if ok && ok2 {
+		if dir, err = url.PathUnescape(escaped); err == nil && ManifestName(dir, name) == object {
+			return dir, name, nil
+		}
+	}
+	return "", "", fmt.Errorf("index: %q is not a manifest name", object)
 }
 
 // maxNamePart and maxObjectName bound what every backend holds: a part of

@@ -11,8 +11,10 @@ func (a *app) indexCommand() *cobra.Command {
 		Use:   "rebuild",
 		Short: "Rebuild index.db from the packs and manifests alone",
 		Long: `Throw index.db's contents away and rebuild them from the repository: every
-pack's trailer and every backup's manifest. Damaged packs and manifests are
-skipped and named. An interrupted rebuild runs again when the repository
+pack's trailer and every backup's manifest. The intact chunks of a pack whose
+trailer is damaged are found by their headers; damaged packs and manifests
+are named and stay in place, and gc deletes nothing until dedupctl repair
+has dealt with them. An interrupted rebuild runs again when the repository
 next opens; a deleted index.db is rebuilt the same way.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,4 +125,75 @@ func TestNameTooLongCommand(t *testing.T) {
 	fails(t, dedupctl(t, repo, strings.NewReader("x\n"), "backup", dir+"/n", "--stdin", "--name", "s"), 2, "at most 255")
 	ok(t, repo, "ls")
 	ok(t, repo, "index", "rebuild")
+}
+
+// Damaged chunk bytes: check finds them and exits 5; gc then refuses;
+// repair moves the pack aside, names the file it cannot restore and exits
+// 5; gc runs again, and the other backup restores exactly.
+func TestRepairCommand(t *testing.T) {
+	repo, _ := newRepo(t)
+	a, b := dataset.Random(9, 300<<10), dataset.Random(10, 300<<10)
+	for name, data := range map[string][]byte{"db/a/1": a, "db/b/1": b} {
+		if r := dedupctl(t, repo, bytes.NewReader(data), "backup", name, "--stdin", "--name", "s"); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+	}
+	var rep struct {
+		Packs []struct {
+			Pack string `json:"pack"`
+		} `json:"packs"`
+		Lost []struct {
+			Dir  string `json:"dir"`
+			File string `json:"file"`
+		} `json:"lost_files"`
+	}
+	// Damage a's data: the pack holding its first bytes.
+	packs, _ := filepath.Glob(filepath.Join(repo, "data", "*", "*"))
+	var victim string
+	for _, p := range packs {
+		if data, _ := os.ReadFile(p); bytes.Contains(data, a[1000:1100]) {
+			victim = p
+			damageBytes(t, p, bytes.Index(data, a[1000:1100]))
+		}
+	}
+	if victim == "" {
+		t.Fatal("no pack holds a's bytes")
+	}
+	if r := dedupctl(t, repo, nil, "check", "--read-data"); r.code != 5 {
+		t.Fatalf("check: exit %d: %s", r.code, r.stdout)
+	}
+	fails(t, dedupctl(t, repo, nil, "gc", "--grace", "1ns"), 5, "damaged")
+	r := dedupctl(t, repo, nil, "repair", "--json")
+	if r.code != 5 {
+		t.Fatalf("repair: exit %d, %s %s; want 5", r.code, r.stdout, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Packs) != 1 || len(rep.Lost) != 1 || rep.Lost[0].Dir != "db/a" {
+		t.Fatalf("repair --json = %s", r.stdout)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "quarantine", "data", filepath.Base(filepath.Dir(victim)), filepath.Base(victim))); err != nil {
+		t.Errorf("the damaged pack is not in quarantine/: %v", err)
+	}
+	ok(t, repo, "gc", "--grace", "1ns")
+	if r := dedupctl(t, repo, nil, "cat", "db/b/1", "s"); r.code != 0 || r.stdout != string(b) {
+		t.Fatalf("cat db/b/1 after repair and gc: exit %d: %s", r.code, r.stderr)
+	}
+	if r := dedupctl(t, repo, nil, "repair"); r.code != 5 || !strings.Contains(r.stdout, "lost: backup db/a/1") {
+		t.Errorf("second repair: exit %d: %s", r.code, r.stdout)
+	}
+}
+
+// damageBytes flips a byte at off in the file at path.
+func damageBytes(t *testing.T, path string, off int) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[off] ^= 0xff
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

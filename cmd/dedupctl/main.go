@@ -137,7 +137,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(
 		a.initCommand(), a.backupCommand(), a.lsCommand(), a.showCommand(),
 		a.restoreCommand(), a.catCommand(), a.rmCommand(), a.gcCommand(),
-		a.checkCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
+		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
 	)
 	return root
 }

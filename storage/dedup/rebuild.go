@@ -223,8 +223,11 @@ func (r *repo) indexPack(ctx context.Context, o chunkstore.ObjectInfo) (*Damage,
 		if err := r.idx.SetDamaged(o.Name, damage.Problem); err != nil {
 			return nil, err
 		}
-		entries, damage.Lost, err = r.store.SalvagePack(ctx, o.Name)
-		damage.Salvaged = len(entries)
+		var data []byte
+		if data, err = readObject(ctx, r.store.Backend(), o.Name); err == nil {
+			entries, damage.Lost = r.store.Salvage(data, chunkstore.ScanPack(data))
+			damage.Salvaged = len(entries)
+		}
 	}
 	if err != nil {
 		return nil, err

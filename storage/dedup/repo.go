@@ -327,12 +327,8 @@ func (r *repo) endBackup(ctx context.Context, dir, name string, ls *lease) error
 		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, storage.ErrAborted)
 	}
 	now := time.Now()
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(r.idx.WriteManifest(pw, dir, name, now)) }()
-	err := r.store.Backend().Put(ctx, index.ManifestName(dir, name), pr)
-	pr.CloseWithError(errors.New("manifest not consumed")) // unblocks the writer if Put failed early
-	if err != nil {
-		return fmt.Errorf("dedup: end %s/%s: write manifest: %w", dir, name, err)
+	if err := r.putManifest(ctx, dir, name, now); err != nil {
+		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, err)
 	}
 	found, err := r.idx.EndBackup(dir, name, now)
 	if err != nil {
@@ -340,6 +336,19 @@ func (r *repo) endBackup(ctx context.Context, dir, name string, ls *lease) error
 	}
 	if !found { // removed while the manifest was written
 		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, storage.ErrAborted)
+	}
+	return nil
+}
+
+// putManifest stores the manifest of a backup as the index holds it,
+// stamped as ended at ended, streaming it from the index.
+func (r *repo) putManifest(ctx context.Context, dir, name string, ended time.Time) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(r.idx.WriteManifest(pw, dir, name, ended)) }()
+	err := r.store.Backend().Put(ctx, index.ManifestName(dir, name), pr)
+	pr.CloseWithError(errors.New("manifest not consumed")) // unblocks the writer if Put failed early
+	if err != nil {
+		return fmt.Errorf("write manifest: %w", err)
 	}
 	return nil
 }
