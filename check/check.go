@@ -55,10 +55,10 @@ type Report struct {
 func (r Report) OK() bool { return len(r.Problems) == 0 }
 
 type checker struct {
-	ctx     context.Context
-	store   *chunkstore.Store
-	idx     *index.DB
-	report  Report
+	ctx      context.Context
+	store    *chunkstore.Store
+	idx      *index.DB
+	report   Report
 	damaged  map[chunkstore.ID]bool
 	toRecord map[string]string // damaged object → what is wrong
 }

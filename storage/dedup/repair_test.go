@@ -165,7 +165,9 @@ func damageAtRandom(t *testing.T, rng *rand.Rand, root string) string {
 	case 3:
 		damageFile(t, pack, func(d []byte) []byte { return d[:len(d)-1-rng.IntN(len(d)/2)] })
 	case 4:
-		damageFile(t, pack, func(d []byte) []byte { return append(d, bytes.Repeat([]byte{byte(rng.IntN(256))}, 1+rng.IntN(5000))...) })
+		damageFile(t, pack, func(d []byte) []byte {
+			return append(d, bytes.Repeat([]byte{byte(rng.IntN(256))}, 1+rng.IntN(5000))...)
+		})
 	case 5:
 		m := manifests[rng.IntN(len(manifests))]
 		damageFile(t, m, func(d []byte) []byte { d[rng.IntN(len(d))] ^= byte(1 + rng.IntN(255)); return d })
@@ -181,7 +183,6 @@ func damageAtRandom(t *testing.T, rng *rand.Rand, root string) string {
 	}
 	return "pack " + filepath.Base(pack)
 }
-
 
 // A manifest damaged while the index still holds its backup is written
 // again from the index: nothing is lost, and a rebuild from scratch finds
