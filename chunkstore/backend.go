@@ -38,6 +38,16 @@ type Backend interface {
 	// Delete removes the object. Deleting an object that is not there is not
 	// an error, so that an interrupted cleanup can simply run again.
 	Delete(ctx context.Context, name string) error
+
+	// ListPartial calls fn for every write that never completed (a
+	// temporary file, an incomplete multipart upload), in progress or left
+	// by a process that died, with the time it began. Its names are for
+	// DeletePartial only; List never lists them.
+	ListPartial(ctx context.Context, fn func(ObjectInfo) error) error
+
+	// DeletePartial removes a write ListPartial listed. IMPORTANT: a write
+	// still in progress then fails; callers remove only old ones.
+	DeletePartial(ctx context.Context, name string) error
 }
 
 // ObjectInfo describes a stored object.

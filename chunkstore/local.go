@@ -215,6 +215,57 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// ListPartial implements Backend: the temporary files of Puts, named by
+// their paths.
+func (l *Local) ListPartial(ctx context.Context, fn func(ObjectInfo) error) error {
+	err := filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil
+		case err != nil:
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case d.IsDir() || !strings.HasPrefix(d.Name(), TempPrefix):
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // renamed into place meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(l.root, p)
+		if err != nil {
+			return err
+		}
+		return fn(ObjectInfo{Name: filepath.ToSlash(rel), Size: info.Size(), ModTime: info.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("chunkstore: list partial writes: %w", err)
+	}
+	return nil
+}
+
+// DeletePartial implements Backend.
+func (l *Local) DeletePartial(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(filepath.Base(p), TempPrefix) {
+		return fmt.Errorf("chunkstore: %q is not a partial write", name)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("chunkstore: delete %s: %w", name, err)
+	}
+	return nil
+}
+
 // ctxReader fails a copy once its context is done.
 type ctxReader struct {
 	ctx context.Context

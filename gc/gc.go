@@ -116,6 +116,10 @@ type Plan struct {
 	// (sealed early by small files) when there are two or more.
 	Repack  []PackAction
 	Orphans []chunkstore.ObjectInfo // packs the index does not know, older than GracePeriod
+	// Partials are writes that never completed (temporary files, incomplete
+	// multipart uploads of processes that died), older than GracePeriod
+	// and PartialMinAge.
+	Partials []chunkstore.ObjectInfo
 	Packs   int                     // packs in the index
 	Live    int                     // live chunks
 	Dead    int                     // dead chunks
@@ -295,15 +299,36 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		}
 	}
 	slices.SortFunc(p.Orphans, func(a, b chunkstore.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
+	partialCutoff := p.now.Add(-max(opts.GracePeriod, PartialMinAge))
+	err = c.Store.Backend().ListPartial(ctx, func(o chunkstore.ObjectInfo) error {
+		if o.ModTime.Before(partialCutoff) {
+			p.Partials = append(p.Partials, o)
+			p.FreedBytes += o.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	slices.SortFunc(p.Partials, func(a, b chunkstore.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
 	if c.Shared != nil {
 		p.CondemnedBytes = p.FreedBytes
 		p.FreedBytes = 0
 		for _, a := range p.Sweep {
 			p.FreedBytes += a.Size
 		}
+		for _, o := range p.Partials { // deleted now, not condemned
+			p.CondemnedBytes -= o.Size
+			p.FreedBytes += o.Size
+		}
 	}
 	return nil
 }
+
+// PartialMinAge is the least age of a partial write that a collection
+// removes, whatever the grace period, so that no upload in progress is
+// ever cut off.
+const PartialMinAge = time.Hour
 
 // ErrDamaged is wrapped by the error of a collection that found damaged
 // objects in the repository: a plan refuses to delete anything while the
@@ -343,6 +368,8 @@ type Result struct {
 	// On a shared repository: Deleted counts the packs swept, and Repacked
 	// the packs copied and condemned; Condemned is all packs condemned.
 	Condemned int
+	// Partials counts the partial writes removed.
+	Partials int
 	// Damaged names the packs left alone because they turned out to be
 	// damaged; they are recorded in the index, and Execute's error wraps
 	// ErrDamaged.
@@ -431,6 +458,13 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 			res.Deleted++
 			res.FreedBytes += o.Size
 		}
+	}
+	for _, o := range p.Partials {
+		if err := c.Store.Backend().DeletePartial(ctx, o.Name); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+		res.Partials++
+		res.FreedBytes += o.Size
 	}
 	if c.Shared != nil {
 		return res, c.condemn(ctx, p)

@@ -23,6 +23,11 @@ type Stats struct {
 	DeadBytes int64
 	Chunks    int
 	Packs     int
+	// Partials and PartialBytes count the writes that never completed
+	// (see chunkstore.Backend.ListPartial), which a collection removes
+	// once they are old; ComputeStats leaves them to its caller.
+	Partials     int
+	PartialBytes int64
 	// DedupRatio is LogicalBytes / UniqueBytes; CompressionRatio is
 	// UniqueBytes / the stored bytes of the chunks in use.
 	DedupRatio       float64

@@ -37,6 +37,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) chunkstore.Backend) {
 		{"BadNames", testBadNames},
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"CancelledPut", testCancelledPut},
+		{"NoPartialWrites", testNoPartialWrites},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
@@ -289,5 +290,24 @@ func testCancelledPut(t *testing.T, b chunkstore.Backend) {
 	}
 	if got := list(t, b, ""); len(got) != 0 {
 		t.Errorf("cancelled Put left objects: %v", got)
+	}
+}
+
+// testNoPartialWrites: writes that completed, failed or were refused leave
+// nothing ListPartial lists.
+func testNoPartialWrites(t *testing.T, b chunkstore.Backend) {
+	ctx := context.Background()
+	put(t, b, "data/00/a", pattern(1<<20, 1))
+	b.Create(ctx, "config", bytes.NewReader([]byte("c")))
+	b.Create(ctx, "config", bytes.NewReader([]byte("again")))
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	b.Put(cancelled, "data/00/b", bytes.NewReader(pattern(1<<20, 2)))
+	err := b.ListPartial(ctx, func(o chunkstore.ObjectInfo) error {
+		t.Errorf("ListPartial lists %+v", o)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

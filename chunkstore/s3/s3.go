@@ -247,4 +247,39 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// uploadSep joins an object name and an upload ID in the names
+// ListPartial gives.
+const uploadSep = "?uploadId="
+
+// ListPartial implements chunkstore.Backend: incomplete multipart uploads,
+// with the time each was initiated.
+func (b *Backend) ListPartial(ctx context.Context, fn func(chunkstore.ObjectInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for u := range b.client.ListIncompleteUploads(ctx, b.bucket, b.prefix, true) {
+		if u.Err != nil {
+			return fmt.Errorf("s3: list incomplete uploads: %w", u.Err)
+		}
+		name := strings.TrimPrefix(u.Key, b.prefix) + uploadSep + u.UploadID
+		if err := fn(chunkstore.ObjectInfo{Name: name, Size: u.Size, ModTime: u.Initiated}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// DeletePartial implements chunkstore.Backend: it aborts the upload.
+func (b *Backend) DeletePartial(ctx context.Context, name string) error {
+	object, id, ok := strings.Cut(name, uploadSep)
+	key, err := b.key(object)
+	if err != nil || !ok {
+		return fmt.Errorf("s3: %q is not an incomplete upload", name)
+	}
+	err = minio.Core{Client: b.client}.AbortMultipartUpload(ctx, b.bucket, key, id)
+	if err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" {
+		return fmt.Errorf("s3: abort upload %s: %w", name, err)
+	}
+	return nil
+}
+
 var _ chunkstore.Backend = (*Backend)(nil)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"strings"
 	"testing"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -67,6 +68,28 @@ func TestConformance(t *testing.T) {
 
 func TestConformanceUnderPrefix(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) chunkstore.Backend { return newBackend(t, "repos/one") })
+}
+
+// An incomplete multipart upload, as a killed agent leaves, is listed by
+// ListPartial and aborted by DeletePartial.
+func TestPartialUploads(t *testing.T) {
+	b := newBackend(t, "repo")
+	ctx := context.Background()
+	id, err := minio.Core{Client: b.Client()}.NewMultipartUpload(ctx, b.Bucket(), "repo/data/ab/pack", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var partial []chunkstore.ObjectInfo
+	if err := b.ListPartial(ctx, func(o chunkstore.ObjectInfo) error { partial = append(partial, o); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(partial) != 1 || !strings.HasPrefix(partial[0].Name, "data/ab/pack") || !strings.Contains(partial[0].Name, id) {
+		t.Fatalf("ListPartial = %+v, want the upload %s", partial, id)
+	}
+	if err := b.DeletePartial(ctx, partial[0].Name); err != nil {
+		t.Fatal(err)
+	}
+	b.ListPartial(ctx, func(o chunkstore.ObjectInfo) error { t.Errorf("still listed after DeletePartial: %+v", o); return nil })
 }
 
 func TestParseLocation(t *testing.T) {

@@ -58,6 +58,10 @@ to use meanwhile are spared. One collection runs at a time.`,
 				for _, orphan := range plan.Orphans {
 					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-orphan", Pack: orphan.Name, Size: orphan.Size})
 				}
+				for _, partial := range plan.Partials {
+					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-partial", Pack: partial.Name, Size: partial.Size})
+				}
+				out.Plan.PartialWrites = len(plan.Partials)
 				if o.dryRun {
 					plan.Close()
 				} else {
@@ -65,7 +69,7 @@ to use meanwhile are spared. One collection runs at a time.`,
 					if err != nil {
 						return err
 					}
-					out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, FreedBytes: res.FreedBytes}
+					out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, Partials: res.Partials, FreedBytes: res.FreedBytes}
 				}
 				if a.json {
 					return a.printJSON(out)
@@ -79,6 +83,9 @@ to use meanwhile are spared. One collection runs at a time.`,
 				} else {
 					a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
 						p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+				}
+				if p.PartialWrites > 0 {
+					a.info("and %d partial writes left by processes that died, to delete now", p.PartialWrites)
 				}
 				if o.dryRun {
 					var rows [][]string
@@ -113,13 +120,16 @@ type gcJSON struct {
 }
 
 type gcPlanJSON struct {
-	Packs       int   `json:"packs"`
-	DeletePacks int   `json:"delete_packs"`
-	RepackPacks int   `json:"repack_packs"`
-	OrphanPacks int   `json:"orphan_packs"`
-	LiveChunks  int   `json:"live_chunks"`
-	DeadChunks  int   `json:"dead_chunks"`
-	FreedBytes  int64 `json:"freed_bytes"`
+	Packs       int `json:"packs"`
+	DeletePacks int `json:"delete_packs"`
+	RepackPacks int `json:"repack_packs"`
+	OrphanPacks int `json:"orphan_packs"`
+	LiveChunks  int `json:"live_chunks"`
+	DeadChunks  int `json:"dead_chunks"`
+	// PartialWrites counts temporary files and incomplete uploads left by
+	// processes that died, older than --grace and an hour.
+	PartialWrites int   `json:"partial_writes"`
+	FreedBytes    int64 `json:"freed_bytes"`
 	// Actions lists every pack the plan deletes, condemns or rewrites.
 	Actions []gcActionJSON `json:"actions"`
 	// Shared is set on a shared (s3:) repository, where delete, repack and
@@ -135,8 +145,8 @@ type gcSharedJSON struct {
 }
 
 type gcActionJSON struct {
-	Action     string `json:"action"` // sweep, delete, repack or delete-orphan
-	Pack       string `json:"pack"`   // pack ID; object name for an orphan
+	Action     string `json:"action"` // sweep, delete, repack, delete-orphan or delete-partial
+	Pack       string `json:"pack"`   // pack ID; object name for an orphan; the backend's name for a partial write
 	Size       int64  `json:"size"`
 	LiveChunks int    `json:"live_chunks"`
 	DeadChunks int    `json:"dead_chunks"`
@@ -148,5 +158,6 @@ type gcResultJSON struct {
 	Repacked   int   `json:"repacked_packs"`
 	Skipped    int   `json:"skipped_packs"`
 	Condemned  int   `json:"condemned_packs"`
+	Partials   int   `json:"deleted_partial_writes"`
 	FreedBytes int64 `json:"freed_bytes"`
 }

@@ -19,7 +19,7 @@ func (a *app) statsCommand() *cobra.Command {
 					return err
 				}
 				out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
-					DeadBytes: st.DeadBytes, Chunks: st.Chunks, Packs: st.Packs, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
+					DeadBytes: st.DeadBytes, Chunks: st.Chunks, Packs: st.Packs, PartialWrites: st.Partials, PartialBytes: st.PartialBytes, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
 				if st.StoredBytes > 0 {
 					out.TotalRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
 				}
@@ -32,6 +32,7 @@ func (a *app) statsCommand() *cobra.Command {
 					{"unique", size(out.UniqueBytes) + "\tdistinct chunks, before compression"},
 					{"stored", size(out.StoredBytes) + "\tpack files on disk"},
 					{"dead", size(out.DeadBytes) + "\tno backup uses it: dedupctl gc reclaims it"},
+					{"partial writes", fmt.Sprintf("%s in %d\tleft by processes that died: dedupctl gc removes them after a day", size(out.PartialBytes), out.PartialWrites)},
 					{"chunks / packs", fmt.Sprintf("%d / %d", out.Chunks, out.Packs)},
 					{"dedup ratio", fmt.Sprintf("%.2f\tlogical ÷ unique", out.DedupRatio)},
 					{"compression ratio", fmt.Sprintf("%.2f\tunique ÷ stored in use", out.CompressionRatio)},
@@ -51,6 +52,8 @@ type statsJSON struct {
 	DeadBytes        int64   `json:"dead_bytes"`
 	Chunks           int     `json:"chunks"`
 	Packs            int     `json:"packs"`
+	PartialWrites    int     `json:"partial_writes"`
+	PartialBytes     int64   `json:"partial_bytes"`
 	DedupRatio       float64 `json:"dedup_ratio"`
 	CompressionRatio float64 `json:"compression_ratio"`
 	TotalRatio       float64 `json:"total_ratio"`

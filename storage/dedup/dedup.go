@@ -319,5 +319,12 @@ func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
 		return gc.Stats{}, err
 	}
 	st, err := gc.ComputeStats(ctx, r.idx)
+	if err == nil {
+		err = r.store.Backend().ListPartial(ctx, func(o chunkstore.ObjectInfo) error {
+			st.Partials++
+			st.PartialBytes += o.Size
+			return nil
+		})
+	}
 	return st, asStorageErr(err)
 }
