@@ -120,9 +120,9 @@ type Plan struct {
 	// multipart uploads of processes that died), older than GracePeriod
 	// and PartialMinAge.
 	Partials []chunkstore.ObjectInfo
-	Packs   int                     // packs in the index
-	Live    int                     // live chunks
-	Dead    int                     // dead chunks
+	Packs    int // packs in the index
+	Live     int // live chunks
+	Dead     int // dead chunks
 	// FreedBytes is what carrying the plan out frees: deleted packs and
 	// orphans whole, and the dead bytes of repacked packs. On a shared
 	// repository, Delete, Repack and Orphans are condemned (phase 1) and
