@@ -276,7 +276,10 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 			small = append(small, *a)
 		}
 	}
-	if len(small) >= 2 { // packs sealed early by small files: merge them
+	// Packs sealed early by small files are merged when there are two, or
+	// when anything is repacked at all: a lone small pack left out would
+	// meet the last group's new pack, small too, in the next collection.
+	if len(small) >= 2 || len(small) == 1 && len(p.Repack) > 0 {
 		p.Repack = append(p.Repack, small...)
 	}
 	byID := func(a, b PackAction) int { return slices.Compare(a.Pack[:], b.Pack[:]) }

@@ -67,12 +67,14 @@ func copyKey(chunk, pack chunkstore.ID) []byte {
 // deleted after, this returns nil.
 func (d *DB) ReplacePack(old chunkstore.ID, chunks []chunkstore.ID, replacement *Pack, entries []chunkstore.PackEntry) error {
 	return d.update(func(tx *bolt.Tx) error {
+		var prefer *chunkstore.ID
 		if replacement != nil {
 			if err := addPack(tx, *replacement, entries); err != nil {
 				return err
 			}
+			prefer = &replacement.ID
 		}
-		return dropPack(tx, old, chunks)
+		return dropPack(tx, old, chunks, prefer)
 	})
 }
 
@@ -104,7 +106,7 @@ func (d *DB) DropPacks(ids []chunkstore.ID) error {
 	}
 	return d.update(func(tx *bolt.Tx) error {
 		for pack, chunks := range gone {
-			if err := dropPack(tx, pack, chunks); err != nil {
+			if err := dropPack(tx, pack, chunks, nil); err != nil {
 				return err
 			}
 		}
@@ -113,8 +115,9 @@ func (d *DB) DropPacks(ids []chunkstore.ID) error {
 }
 
 // dropPack removes pack id and, of chunks, the copies in it; a chunk
-// located in it moves to its best other copy or leaves the index.
-func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID) error {
+// located in it moves to its best other copy (the one in pack prefer, if
+// any) or leaves the index.
+func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID, prefer *chunkstore.ID) error {
 	b, copies := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies)
 	for _, c := range chunks {
 		if err := copies.Delete(copyKey(c, id)); err != nil {
@@ -131,7 +134,7 @@ func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID) error {
 		if loc.Pack != id {
 			continue
 		}
-		next, found, err := bestCopy(tx, c)
+		next, found, err := bestCopy(tx, c, prefer)
 		switch {
 		case err != nil:
 			return err
@@ -153,17 +156,27 @@ func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID) error {
 	return tx.Bucket(bucketPacks).Delete(id[:])
 }
 
-// bestCopy returns a copy of chunk c from the copies bucket, one in a pack
-// that is not condemned if there is one.
-func bestCopy(tx *bolt.Tx, c chunkstore.ID) (best chunkstore.Location, found bool, err error) {
+// bestCopy returns a copy of chunk c from the copies bucket: the one in
+// pack prefer if there is one, else one in a pack that is not condemned if
+// there is one.
+func bestCopy(tx *bolt.Tx, c chunkstore.ID, prefer *chunkstore.ID) (best chunkstore.Location, found bool, err error) {
 	condemned := tx.Bucket(bucketCondemned)
+	rank := func(l chunkstore.Location) int {
+		switch {
+		case prefer != nil && l.Pack == *prefer:
+			return 2
+		case condemned.Get(l.Pack[:]) == nil:
+			return 1
+		}
+		return 0
+	}
 	cur := tx.Bucket(bucketCopies).Cursor()
 	for k, v := cur.Seek(c[:]); k != nil && bytes.HasPrefix(k, c[:]); k, v = cur.Next() {
 		loc, err := decodeLocation(v)
 		if err != nil {
 			return best, false, err
 		}
-		if !found || (condemned.Get(best.Pack[:]) != nil && condemned.Get(loc.Pack[:]) == nil) {
+		if !found || rank(loc) > rank(best) {
 			best, found = loc, true
 		}
 	}

@@ -98,3 +98,17 @@ func TestReplacePack(t *testing.T) {
 		t.Error("retired pack still listed")
 	}
 }
+
+// A pack replaced by a repack moves its chunks to the replacement's copy,
+// as ReplacePack promises, even when an older copy sorts first: the old
+// one is the dead duplicate a final collection left behind before.
+func TestReplacePackPrefersTheReplacement(t *testing.T) {
+	db, _ := open(t)
+	addPack(t, db, 200, entry(1, 0))
+	addPack(t, db, 1, entry(1, 0)) // a copy in a pack whose ID sorts before the replacement's
+	replacement := index.Pack{ID: id(150), Size: 100, Chunks: 1, Created: time.Now()}
+	if err := db.ReplacePack(id(200), []chunkstore.ID{id(1)}, &replacement, []chunkstore.PackEntry{entry(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 150, true)
+}

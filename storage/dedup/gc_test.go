@@ -428,3 +428,36 @@ func TestGCMergesSmallPacks(t *testing.T) {
 	backups{"small": files}.verify(t, s, "after merging")
 	checkClean(t, s, root)
 }
+
+// A lone small pack and a repack whose new pack is small: one collection
+// used to leave both, and the next merged them. One collection converges.
+func TestGCConvergesInOnePass(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{PackSize: 1 << 20})
+	big := dataset.Random(210, 2<<20)
+	backup(t, s, "d", "x", map[string][]byte{"f": big})
+	files, _, err := dedup.IndexOf(s).Files("d", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prefix int
+	dedup.IndexOf(s).ListRefs(files[0].List, func(refs []index.Ref) error {
+		prefix = int(refs[0].Length + refs[1].Length) // y's chunks are x's first two
+		return nil
+	})
+	backup(t, s, "d", "y", map[string][]byte{"f": big[:prefix]})
+	backup(t, s, "d", "t", map[string][]byte{"f": dataset.Random(211, 10<<10)}) // a lone small pack
+	if err := s.RemoveBackup(ctx, "d", "x"); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, s, gc.Options{GracePeriod: time.Nanosecond})
+	p, err := s.PlanGC(ctx, gc.Options{GracePeriod: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if len(p.Delete)+len(p.Repack)+len(p.Orphans) != 0 {
+		t.Errorf("a second collection plans %d deletes and %d repacks", len(p.Delete), len(p.Repack))
+	}
+	backups{"y": {"f": big[:prefix]}}.verify(t, s, "after collecting")
+	checkClean(t, s, root)
+}
