@@ -167,16 +167,32 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		return nil, fmt.Errorf("s3: get %s: %w", name, err)
 	}
 	obj, err := b.client.GetObject(ctx, b.bucket, key, opts)
-	if err == nil {
-		_, err = obj.Stat() // sends the request, so a missing object shows here
-	}
 	if err != nil {
-		if obj != nil {
-			obj.Close()
-		}
 		return nil, b.getErr(name, err)
 	}
-	return &exact{obj: obj, left: length, name: name}, nil
+	// The first read sends the request, so that a missing object shows
+	// here. (A Stat would send a HEAD first, and the GET after it would
+	// fail if the object was replaced in between.)
+	var first [1]byte
+	n, err := obj.Read(first[:])
+	for n == 0 && err == nil {
+		n, err = obj.Read(first[:])
+	}
+	if err != nil && err != io.EOF {
+		obj.Close()
+		return nil, b.getErr(name, err)
+	}
+	r := &exact{obj: obj, left: length, name: name}
+	if n == 0 {
+		return r, nil
+	}
+	if length > 0 {
+		r.left--
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(first[:1]), r), r}, nil
 }
 
 func (b *Backend) getErr(name string, err error) error {
