@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -486,5 +487,44 @@ func TestGCRemovesPartialWrites(t *testing.T) {
 	}
 	if _, err := os.Stat(young); err != nil {
 		t.Errorf("gc removed a partial write younger than an hour: %v", err)
+	}
+}
+
+// A read-only mount or snapshot of a repository could not be listed,
+// restored or checked: index.db was opened for writing. Reads go through
+// an index cache now; writes fail with the file system's error.
+func TestReadOnlyRepository(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "repo")
+	s := dedup.New(src, dedup.Options{})
+	files := map[string][]byte{"f": dataset.Pages(141, 30)}
+	backup(t, s, "d", "a", files)
+	s.Close()
+	ro := t.TempDir()
+	if out, err := exec.Command("mount", "--bind", src, ro).CombinedOutput(); err != nil {
+		t.Skipf("no bind mount here (the test needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", ro).Run() })
+	if out, err := exec.Command("mount", "-o", "remount,bind,ro", ro).CombinedOutput(); err != nil {
+		t.Fatalf("remount read-only: %v: %s", err, out)
+	}
+	var logged []string
+	s = dedup.New(ro, dedup.Options{Logf: func(f string, args ...any) { logged = append(logged, fmt.Sprintf(f, args...)) }})
+	defer s.Close()
+	wantContent(t, s, "d", "a", files["f"])
+	if r := runCheck(t, s, check.Options{ReadData: true}); !r.OK() || r.Backups != 1 {
+		t.Errorf("check of a read-only repository: %+v", r)
+	}
+	if len(logged) == 0 || !strings.Contains(logged[0], "cannot be written") {
+		t.Errorf("logged %q, want a line saying the index is a cache", logged)
+	}
+	bh, err := s.StartBackup(ctx, "d", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeParallel(s, bh, map[string][]byte{"f": []byte("x")}); err == nil {
+		err = bh.EndBackup(ctx)
+		if err == nil {
+			t.Error("a backup into a read-only repository ended")
+		}
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -24,6 +26,10 @@ type repo struct {
 	store *chunkstore.Store
 	idx   *index.DB
 	opts  Options
+	// cached says the index is a cache of this process's, brought up to
+	// date from the objects (see sync): on a shared repository, and on a
+	// read-only one.
+	cached bool
 	// rebuilt is what the index rebuild at open found, nil if there was none.
 	rebuilt *RebuildResult
 
@@ -98,10 +104,20 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
 	var idx *index.DB
+	cached := opts.Shared
 	if opts.Shared {
 		idx, err = openSharedIndex(root, store.Config(), fresh, opts.Logf)
 	} else {
-		idx, err = openIndex(filepath.Join(root, "index.db"), opts.LockTimeout, fresh, opts.Logf)
+		path := filepath.Join(root, "index.db")
+		idx, err = openIndex(path, opts.LockTimeout, fresh, opts.Logf)
+		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+			// A read-only mount or snapshot: read it through an index
+			// cache of this user's, as a shared repository is read.
+			cacheRoot := filepath.Join(os.TempDir(), fmt.Sprintf("dedupstore-%d", os.Getuid()))
+			opts.Logf("dedup: %s cannot be written (%v): using an index cache in %s", path, err, cacheRoot)
+			idx, err = openSharedIndex(cacheRoot, store.Config(), fresh, opts.Logf)
+			cached = true
+		}
 	}
 	if err != nil {
 		store.Close()
@@ -110,6 +126,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 	r := &repo{
 		store:     store,
 		idx:       idx,
+		cached:    cached,
 		opts:      opts,
 		jobs:      make(chan *job),
 		slots:     make(chan struct{}, opts.ChunksInFlight),

@@ -163,10 +163,10 @@ func (r *repo) syncAfter(ctx context.Context, seen int64) error {
 	return err
 }
 
-// syncShared syncs the index of a shared repository, and does nothing on
-// one that is not.
+// syncShared syncs an index that is a cache (of a shared or a read-only
+// repository), and does nothing to one that is the repository's own.
 func (r *repo) syncShared(ctx context.Context) error {
-	if !r.opts.Shared {
+	if !r.cached {
 		return nil
 	}
 	_, err := r.sync(ctx)
