@@ -8,11 +8,15 @@ BENCHCOUNT ?= 5
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The S3 tests run against a real server, the Versity gateway, built once
-# into .tools (about a minute the first time).
+# into .tools (about a minute the first time), and again when its version
+# changes; .tools/versitygw links to the version in use.
 TOOLS     := $(CURDIR)/.tools
-VERSITYGW := $(TOOLS)/versitygw
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW := $(TOOLS)/versitygw-$(VERSITYGW_VERSION)/versitygw
+# The race detector needs cgo, and so a C compiler.
+CC        := $(shell $(GO) env CC)
 
-.PHONY: demo build test vet race fuzz bench bench-realdb
+.PHONY: demo build test vet race cc fuzz benchonce bench bench-realdb
 
 ## demo: three backups of a generated database, a restore, and what each cost
 demo:
@@ -22,18 +26,28 @@ demo:
 build:
 	$(GO) build -o bin/dedupctl ./cmd/dedupctl
 
-## test: vet and staticcheck, every test under the race detector, and short fuzz runs
-test: vet race fuzz
+## test: vet and staticcheck, every test under the race detector, short fuzz runs,
+## and every benchmark once, so that none rots
+test: vet race fuzz benchonce
 
 vet:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-race: $(VERSITYGW)
-	DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 ./...
+race: cc $(VERSITYGW)
+	CGO_ENABLED=1 DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 ./...
+
+# cc installs gcc on Debian (as root) when there is no C compiler, or says
+# what to install.
+cc:
+	@command -v $(CC) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		echo "make: no C compiler ($(CC)) for the race detector: installing gcc" && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; } || \
+		{ echo "make: the race detector needs a C compiler ($(CC)): install gcc (Debian: apt-get install gcc)" >&2; exit 1; }
 
 $(VERSITYGW):
-	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+	GOBIN=$(dir $(VERSITYGW)) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+	ln -sfn $(VERSITYGW) $(TOOLS)/versitygw
 
 fuzz:
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzParsePackTrailer$$' -fuzztime $(FUZZTIME)
@@ -41,6 +55,12 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./storage -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME)
+
+# benchonce runs every benchmark once, with small inputs where a benchmark
+# takes a size, to show that each still compiles and runs; figures come
+# from make bench.
+benchonce:
+	$(GO) test ./... -run '^$$' -bench . -benchtime 1x
 
 ## bench: ingest, re-ingest, restore and peak heap, dedup beside file, as one table;
 ## then the parts of the pipeline (chunkers, hash, zstd levels, packs, index) as another

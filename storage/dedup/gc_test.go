@@ -176,10 +176,13 @@ func TestGCOrphansAfterGracePeriod(t *testing.T) {
 	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(7, 1<<20)})
 	var oldID, youngID chunkstore.ID
 	oldID[0], youngID[0] = 1, 2
+	var orphan chunkstore.PackBuilder // a whole pack, as a crash before indexing leaves
+	orphan.Add(chunkstore.EncodedChunk{ID: chunkstore.ID{9}, Data: []byte("left by a crash"), PlainLength: 15})
+	data, _ := orphan.Finish()
 	for _, id := range []chunkstore.ID{oldID, youngID} {
 		path := filepath.Join(root, filepath.FromSlash(chunkstore.PackName(id)))
 		os.MkdirAll(filepath.Dir(path), 0o755)
-		os.WriteFile(path, []byte("left by a crash"), 0o644)
+		os.WriteFile(path, data, 0o644)
 	}
 	pastGrace := time.Now().Add(-25 * time.Hour) // the default grace period is 24 h
 	os.Chtimes(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(oldID))), pastGrace, pastGrace)
