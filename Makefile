@@ -56,11 +56,10 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./storage -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME)
 
-# benchonce runs every benchmark once, with small inputs where a benchmark
-# takes a size, to show that each still compiles and runs; figures come
-# from make bench.
-benchonce:
-	$(GO) test ./... -run '^$$' -bench . -benchtime 1x
+# benchonce runs every benchmark once, to show that each still compiles
+# and runs; figures come from make bench.
+benchonce: $(VERSITYGW)
+	DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test ./... -run '^$$' -bench . -benchtime 1x
 
 ## bench: ingest, re-ingest, restore and peak heap, dedup beside file, as one table;
 ## then the parts of the pipeline (chunkers, hash, zstd levels, packs, index) as another
