@@ -18,6 +18,15 @@ import (
 // writeParallel writes a backup's files in parallel and ends it, returning
 // the first error of any Write, Close or EndBackup.
 func writeParallel(s storage.BackupStorage, bh storage.BackupHandle, files map[string][]byte) error {
+	if err := addFiles(bh, files); err != nil {
+		return err
+	}
+	return bh.EndBackup(ctx)
+}
+
+// addFiles writes a backup's files in parallel, returning the first error
+// of any Write or Close.
+func addFiles(bh storage.BackupHandle, files map[string][]byte) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(files))
 	for file, data := range files {
@@ -41,7 +50,7 @@ func writeParallel(s storage.BackupStorage, bh storage.BackupHandle, files map[s
 			return err
 		}
 	}
-	return bh.EndBackup(ctx)
+	return nil
 }
 
 // TestBackupFaultAtEveryStep fails the backend at each call of a backup in
