@@ -2,6 +2,7 @@ package dedup_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -527,4 +530,37 @@ func TestReadOnlyRepository(t *testing.T) {
 			t.Error("a backup into a read-only repository ended")
 		}
 	}
+}
+
+// A pack that cannot be read (a refused permission, an I/O error) is not
+// damage: the error says what failed and does not wrap ErrCorrupt, which
+// every backend error used to.
+func TestReadErrorIsNotCorruption(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	b := &refusePacks{Backend: chunkstore.NewLocal(root)}
+	s := dedup.New(root, dedup.Options{Backend: b})
+	defer s.Close()
+	data := dataset.Random(142, 100<<10)
+	backup(t, s, "d", "a", map[string][]byte{"f": data})
+	b.refuse.Store(true)
+	_, err := readBack(t, s, "d", "a", "f")
+	if err == nil || errors.Is(err, storage.ErrCorrupt) || !errors.Is(err, syscall.EACCES) {
+		t.Errorf("read with the pack unreadable: %v; want EACCES, not ErrCorrupt", err)
+	}
+	b.refuse.Store(false)
+	wantContent(t, s, "d", "a", data)
+}
+
+// refusePacks refuses to read packs while refuse is set, as a pack whose
+// permissions were changed.
+type refusePacks struct {
+	chunkstore.Backend
+	refuse atomic.Bool
+}
+
+func (b *refusePacks) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	if b.refuse.Load() && strings.HasPrefix(name, chunkstore.PackPrefix) {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+	}
+	return b.Backend.Get(ctx, name, off, n)
 }
