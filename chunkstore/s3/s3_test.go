@@ -107,17 +107,22 @@ func TestParseLocation(t *testing.T) {
 }
 
 // TestDedupOnS3 runs the storage conformance suite on the dedup storage
-// with its objects on S3 (index.db stays in the local root).
+// with its objects on S3: with index.db in the local root, and as a shared
+// repository, with index caches there.
 func TestDedupOnS3(t *testing.T) {
-	backends := map[string]*s3.Backend{}
-	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
-		b, ok := backends[root]
-		if !ok {
-			b = newBackend(t, "repo")
-			backends[root] = b
-		}
-		return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20})
-	})
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprint("shared=", shared), func(t *testing.T) {
+			backends := map[string]*s3.Backend{}
+			storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
+				b, ok := backends[root]
+				if !ok {
+					b = newBackend(t, "repo")
+					backends[root] = b
+				}
+				return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20, Shared: shared})
+			})
+		})
+	}
 }
 
 func mustList(t *testing.T, s *dedup.Storage) []storage.BackupHandle {
