@@ -47,7 +47,8 @@ func openCrashRepo(root string, shared bool, cache string) *dedup.Storage {
 }
 
 // writeHelper writes backups crashName(start), crashName(start+1), ... with
-// their files in parallel, printing "ended N" after each, until killed.
+// their files in parallel, printing "started N" once StartBackup returned
+// and "ended N" once EndBackup did, until killed.
 func writeHelper(root string, shared bool, start int) {
 	s := openCrashRepo(root, shared, "writer")
 	for i := start; ; i++ {
@@ -56,6 +57,7 @@ func writeHelper(root string, shared bool, start int) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
+		fmt.Println("started", i)
 		var wg sync.WaitGroup
 		for file, data := range crashFiles(i) {
 			wg.Add(1)
@@ -98,26 +100,35 @@ func backupKilled(t *testing.T, shared bool) {
 	root := filepath.Join(t.TempDir(), "repo")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	var ended []int
-	next := 0
+	next, midBackup := 0, 0
 	for round := range *writeKills {
 		cmd, lines, stderr := startHelper(t, "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next), fmt.Sprint("DEDUP_WRITE_HELPER_SHARED=", shared))
 		var thisRound []int
-		readEnded := func() bool {
+		last := "" // the helper's last line: where the kill landed
+		read := func() bool {
 			if !lines.Scan() {
 				return false
 			}
-			n, err := strconv.Atoi(strings.TrimPrefix(lines.Text(), "ended "))
-			if err != nil {
-				t.Fatalf("helper said %q", lines.Text())
+			last = lines.Text()
+			if n, ok := strings.CutPrefix(last, "ended "); ok {
+				i, err := strconv.Atoi(n)
+				if err != nil {
+					t.Fatalf("helper said %q", last)
+				}
+				thisRound = append(thisRound, i)
 			}
-			thisRound = append(thisRound, n)
 			return true
 		}
-		for k := rng.IntN(2); k > 0 && readEnded(); k-- {
+		// Let it end none or one backup, then kill it a random moment
+		// after its next StartBackup returned.
+		for k := 1 + 2*rng.IntN(2); k > 0 && read(); k-- {
 		}
 		time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond)
 		cmd.Process.Kill()
-		for readEnded() {
+		for read() {
+		}
+		if strings.HasPrefix(last, "started ") {
+			midBackup++
 		}
 		cmd.Wait()
 		if stderr.Len() > 0 {
@@ -175,5 +186,8 @@ func backupKilled(t *testing.T, shared bool) {
 			t.Fatalf("final check --read-data by %s: %v %+v", agent, err, r.Problems)
 		}
 	}
-	t.Logf("%d kills; %d backups ended, %d of them by the killed processes", *writeKills, len(ended), len(ended)-*writeKills)
+	t.Logf("%d kills, %d of them inside a backup; %d backups ended, %d of them by the killed processes", *writeKills, midBackup, len(ended), len(ended)-*writeKills)
+	if midBackup < *writeKills*3/4 {
+		t.Errorf("only %d of %d kills landed inside a backup", midBackup, *writeKills)
+	}
 }

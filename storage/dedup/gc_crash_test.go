@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
@@ -231,33 +232,33 @@ func TestGCKilled(t *testing.T) {
 		// Kill one round in five at a random moment of start-up, the others
 		// a random moment after the first plan, while it executes.
 		cmd, lines, stderr := startHelper(t, "DEDUP_GC_HELPER_ROOT="+root)
-		if rng.IntN(5) == 0 {
-			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
-		} else {
+		last := "" // the helper's last line before the kill: where it landed
+		if rng.IntN(5) != 0 {
 			for lines.Scan() && lines.Text() != "planned" {
 			}
-			time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+			last = "planned"
 		}
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
 		cmd.Process.Kill()
-		var seen []string
 		for lines.Scan() {
-			seen = append(seen, lines.Text())
+			last = lines.Text()
 		}
 		if err := cmd.Wait(); stderr.Len() > 0 {
 			t.Fatalf("round %d: the collecting process failed: %v: %s", round, err, stderr.String())
 		}
-		switch {
-		case len(seen) == 0:
-			killedAt["in its first collection"]++
-		default:
-			killedAt["after its first collection"]++
-		}
+		killedAt[map[string]string{"": "opening or planning", "planned": "executing a plan", "executed": "between collections"}[last]]++
 
 		s = dedup.New(root, dedup.Options{})
 		all.verify(t, s, fmt.Sprintf("after kill %d", round))
+		if r := runCheck(t, s, check.Options{}); !r.OK() {
+			t.Fatalf("check after kill %d: %+v", round, r.Problems)
+		}
 		s.Close()
 	}
 	t.Logf("kills: %v", killedAt)
+	if killedAt["executing a plan"] < *gcKills/2 {
+		t.Errorf("only %d of %d kills landed while a plan was executed", killedAt["executing a plan"], *gcKills)
+	}
 	s := dedup.New(root, dedup.Options{})
 	defer s.Close()
 	collect(t, s, everything)
