@@ -104,6 +104,14 @@ func (e *env) start(dir, name string) storage.BackupHandle {
 	return bh
 }
 
+// end ends a backup, failing the test if EndBackup does.
+func (e *env) end(bh storage.BackupHandle) {
+	e.t.Helper()
+	if err := bh.EndBackup(ctx); err != nil {
+		e.t.Fatalf("EndBackup(%s/%s): %v", bh.Directory(), bh.Name(), err)
+	}
+}
+
 // write adds a file to bh in Write calls of odd sizes.
 func write(t *testing.T, bh storage.BackupHandle, file string, data []byte) {
 	t.Helper()
@@ -200,8 +208,8 @@ func testListSorted(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 	}
-	e.start("ks", "other").EndBackup(ctx)
-	e.start("ks/00", "other").EndBackup(ctx)
+	e.end(e.start("ks", "other"))
+	e.end(e.start("ks/00", "other"))
 	bhs := e.list("ks/0")
 	if got := fmt.Sprint(names(bhs)); got != "[a a1 b c]" {
 		t.Fatalf("ListBackups(ks/0) = %s, want [a a1 b c]", got)
@@ -266,7 +274,7 @@ func testAbortedInvisible(t *testing.T, e *env) {
 func testRemovedNameReusable(t *testing.T, e *env) {
 	bh := e.start("d", "n")
 	write(t, bh, "f", []byte("first"))
-	bh.EndBackup(ctx)
+	e.end(bh)
 	if err := e.bs.RemoveBackup(ctx, "d", "n"); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +283,7 @@ func testRemovedNameReusable(t *testing.T, e *env) {
 	}
 	bh = e.start("d", "n")
 	write(t, bh, "g", []byte("second"))
-	bh.EndBackup(ctx)
+	e.end(bh)
 	ro := e.find("d", "n")
 	expectFile(t, ro, "g", []byte("second"))
 	if _, err := read(t, ro, "f"); !errors.Is(err, storage.ErrNotFound) {
@@ -291,7 +299,7 @@ func testDuplicateStart(t *testing.T, e *env) {
 	if _, err := e.bs.StartBackup(ctx, "d", "n"); !errors.Is(err, storage.ErrExists) {
 		t.Errorf("second StartBackup of a running backup: %v, want ErrExists", err)
 	}
-	e.start("d", "m").EndBackup(ctx)
+	e.end(e.start("d", "m"))
 	if _, err := e.bs.StartBackup(ctx, "d", "m"); !errors.Is(err, storage.ErrExists) {
 		t.Errorf("StartBackup of an ended backup: %v, want ErrExists", err)
 	}
@@ -303,7 +311,7 @@ func testReadOnlyMisuse(t *testing.T, e *env) {
 	if _, err := bh.ReadFile(ctx, "f"); !errors.Is(err, storage.ErrWriteOnly) {
 		t.Errorf("ReadFile on a read-write handle: %v, want ErrWriteOnly", err)
 	}
-	bh.EndBackup(ctx)
+	e.end(bh)
 	ro := e.find("d", "n")
 	if _, err := ro.AddFile(ctx, "g"); !errors.Is(err, storage.ErrReadOnly) {
 		t.Errorf("AddFile on a listed handle: %v, want ErrReadOnly", err)
@@ -323,7 +331,7 @@ func testSmallFileOneRead(t *testing.T, e *env) {
 	bh := e.start("d", "n")
 	want := []byte("abcdefghijklmnopqrstuvwxyz") // 26 bytes
 	write(t, bh, "file1", want)
-	bh.EndBackup(ctx)
+	e.end(bh)
 	rc, err := e.find("d", "n").ReadFile(ctx, "file1")
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +349,7 @@ func testSmallFileOneRead(t *testing.T, e *env) {
 
 func testMissingFile(t *testing.T, e *env) {
 	bh := e.start("d", "n")
-	bh.EndBackup(ctx)
+	e.end(bh)
 	if _, err := read(t, e.find("d", "n"), "nothere"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("ReadFile of a missing file: %v, want ErrNotFound", err)
 	}
@@ -426,14 +434,14 @@ func testReAddReplaces(t *testing.T, e *env) {
 	bh := e.start("d", "n")
 	write(t, bh, "f", content(4, 500000))
 	write(t, bh, "f", content(5, 1000))
-	bh.EndBackup(ctx)
+	e.end(bh)
 	expectFile(t, e.find("d", "n"), "f", content(5, 1000))
 }
 
 func testReuseAfterClose(t *testing.T, e *env) {
 	bh := e.start("d", "a")
 	write(t, bh, "f", []byte("a"))
-	bh.EndBackup(ctx)
+	e.end(bh)
 	if err := e.bs.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -458,8 +466,8 @@ func testReopen(t *testing.T, e *env) {
 	bh := e.start("ks/0", "n")
 	write(t, bh, "f", content(7, 2<<20))
 	write(t, bh, "empty", nil)
-	bh.EndBackup(ctx)
-	e.start("ks/0", "m").EndBackup(ctx)
+	e.end(bh)
+	e.end(e.start("ks/0", "m"))
 	if err := e.bs.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +509,7 @@ func testBadNames(t *testing.T, e *env) {
 		}
 	}
 	write(t, bh, "ok-File-1", []byte("x"))
-	bh.EndBackup(ctx)
+	e.end(bh)
 	ro := e.find("d", "n")
 	for _, file := range []string{"", "..", "../x", "a/b"} {
 		if _, err := ro.ReadFile(ctx, file); !errors.Is(err, storage.ErrInvalidName) {
