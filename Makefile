@@ -51,6 +51,7 @@ $(VERSITYGW):
 
 fuzz:
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzParsePackTrailer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzScanPack$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
