@@ -368,17 +368,7 @@ func tryAll(s *dedup.Storage, kept backups) error {
 func TestReadFallsBackToCopies(t *testing.T) {
 	as, objects := agents(t, 2, smallPacks)
 	data := dataset.Random(86, 1<<20)
-	bhs := make([]storage.BackupHandle, 2)
-	for i, s := range as { // both synced while the repository was empty: two copies
-		bh, err := s.StartBackup(ctx, "d", fmt.Sprint("agent", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bhs[i] = bh
-	}
-	for _, bh := range bhs {
-		finish(t, bh, map[string][]byte{"f": data})
-	}
+	storeTwice(t, as, data)
 	wantContent(t, as[0], "d", "agent1", data) // syncs agent 0's index
 	idx := dedup.IndexOf(as[0])
 	files, _, err := idx.Files("d", "agent0")

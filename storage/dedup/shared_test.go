@@ -227,17 +227,7 @@ func TestSharedLeaseExpiresAndLock(t *testing.T) {
 func TestSharedConcurrentCopiesReclaimed(t *testing.T) {
 	as, objects := agents(t, 2, smallPacks)
 	data := dataset.Random(5, 4<<20)
-	bhs := make([]storage.BackupHandle, 2)
-	for i, s := range as { // both synced while the repository was empty
-		bh, err := s.StartBackup(ctx, "d", fmt.Sprint("agent", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bhs[i] = bh
-	}
-	for _, bh := range bhs {
-		finish(t, bh, map[string][]byte{"f": data})
-	}
+	storeTwice(t, as, data)
 	st := stats(t, as[0])
 	if _, stored := countObjects(t, objects, chunkstore.PackPrefix); stored < 2*int64(len(data)) || st.DeadBytes < int64(len(data)) {
 		t.Fatalf("stored %d bytes with %d dead, want two copies of %d, one dead", stored, st.DeadBytes, len(data))
@@ -254,6 +244,24 @@ func TestSharedConcurrentCopiesReclaimed(t *testing.T) {
 	for _, s := range as {
 		wantContent(t, s, "d", "agent0", data)
 		wantContent(t, s, "d", "agent1", data)
+	}
+}
+
+// storeTwice has two agents back up data as d/agent0 and d/agent1, both
+// started while neither knew the other's chunks: the repository holds
+// two copies of each.
+func storeTwice(t *testing.T, as []*dedup.Storage, data []byte) {
+	t.Helper()
+	bhs := make([]storage.BackupHandle, 2)
+	for i, s := range as[:2] {
+		bh, err := s.StartBackup(ctx, "d", fmt.Sprint("agent", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bhs[i] = bh
+	}
+	for _, bh := range bhs {
+		finish(t, bh, map[string][]byte{"f": data})
 	}
 }
 
