@@ -189,7 +189,8 @@ func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstor
 }
 
 // forgetGoneDamage forgets the damaged objects that are no longer in the
-// repository: deleted, or moved aside by a repair.
+// repository: deleted, or moved aside by a repair. The missing manifest of
+// a backup the index holds as ended stays damage, for a repair to write.
 func (r *repo) forgetGoneDamage(packs map[chunkstore.ID]chunkstore.ObjectInfo, manifests []string) error {
 	damaged, err := r.idx.Damaged()
 	if err != nil {
@@ -200,6 +201,13 @@ func (r *repo) forgetGoneDamage(packs map[chunkstore.ID]chunkstore.ObjectInfo, m
 		_, present := packs[id]
 		if perr != nil {
 			present = slices.Contains(manifests, name)
+			if dir, bname, err := index.ParseManifestName(name); !present && err == nil {
+				b, found, err := r.idx.Backup(dir, bname)
+				if err != nil {
+					return err
+				}
+				present = found && b.State == index.Ended
+			}
 		}
 		if !present {
 			if err := r.idx.ClearDamaged(name); err != nil {
@@ -236,7 +244,9 @@ func (r *repo) indexPack(ctx context.Context, o chunkstore.ObjectInfo) (*Damage,
 }
 
 // syncManifests imports the backups of manifests the index does not know,
-// and forgets ended backups whose manifests are gone. Each change is made
+// and forgets ended backups whose manifests are gone (another agent removed
+// them) from an index that is a cache; in the repository's own index, a
+// missing manifest is recorded as damage instead. Each change is made
 // under the backup's lock, after checking the object again, so that a
 // backup this process ends or removes meanwhile is left as it is.
 func (r *repo) syncManifests(ctx context.Context, manifests []string, res *RebuildResult) error {
@@ -295,6 +305,15 @@ func (r *repo) syncManifests(ctx context.Context, manifests []string, res *Rebui
 	}
 	for name, bk := range local {
 		if listed[name] || bk.State != index.Ended {
+			continue
+		}
+		if !r.cached {
+			// The repository's own index is the record: its backup's
+			// missing manifest is damage, for a repair to write again.
+			if err := r.idx.SetDamaged(name, fmt.Sprintf("backup %s/%s has no manifest", bk.Dir, bk.Name)); err != nil {
+				return err
+			}
+			res.DamagedManifests = append(res.DamagedManifests, Damage{Object: name, Problem: "missing"})
 			continue
 		}
 		removed, err := r.underBackupLock(bk.Dir, bk.Name, func() (bool, error) {

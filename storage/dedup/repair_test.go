@@ -259,3 +259,34 @@ func TestRepairSalvagesManifest(t *testing.T) {
 		t.Errorf("lost file b: %v, want ErrNotFound", err)
 	}
 }
+
+// A missing manifest of a backup the index holds is written again by a
+// repair; removing a backup whose manifest is damaged clears the damage.
+func TestRepairMissingManifest(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	files := map[string][]byte{"f": dataset.Random(135, 80<<10)}
+	backup(t, s, "d", "a", files)
+	backup(t, s, "d", "b", files)
+	if err := os.Remove(filepath.Join(root, "manifests", "d", "a")); err != nil {
+		t.Fatal(err)
+	}
+	damageFile(t, filepath.Join(root, "manifests", "d", "b"), func(d []byte) []byte { d[10] ^= 1; return d })
+	if r := runCheck(t, s, check.Options{}); r.OK() {
+		t.Fatal("check did not find the missing and damaged manifests")
+	}
+	if err := s.RemoveBackup(ctx, "d", "b"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Repair(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Manifests) != 1 || rep.Manifests[0].Manifest != "manifests/d/a" || !rep.Manifests[0].FromIndex || rep.Damaged() {
+		t.Fatalf("repair = %+v, want d/a's manifest written from the index", rep)
+	}
+	collect(t, s, everything)
+	if _, err := s.RebuildIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, s, "d", "a", files["f"])
+}

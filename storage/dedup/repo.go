@@ -381,6 +381,9 @@ func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 	if err := r.idx.DeleteBackup(dir, name); err != nil {
 		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
 	}
+	if err := r.idx.ClearDamaged(index.ManifestName(dir, name)); err != nil { // removed with its backup
+		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
+	}
 	return nil
 }
 
