@@ -163,6 +163,12 @@ func TestRepairCommand(t *testing.T) {
 		t.Fatalf("check: exit %d: %s", r.code, r.stdout)
 	}
 	fails(t, dedupctl(t, repo, nil, "gc", "--grace", "1ns"), 5, "damaged")
+	if r := dedupctl(t, repo, nil, "repair", "--dry-run"); r.code != 5 || !strings.Contains(r.stdout, "would move to quarantine/") {
+		t.Errorf("repair --dry-run: exit %d: %s", r.code, r.stdout)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "quarantine")); !os.IsNotExist(err) {
+		t.Fatalf("repair --dry-run changed the repository: %v", err)
+	}
 	r := dedupctl(t, repo, nil, "repair", "--json")
 	if r.code != 5 {
 		t.Fatalf("repair: exit %d, %s %s; want 5", r.code, r.stdout, r.stderr)
