@@ -22,7 +22,9 @@ func (a *app) checkCommand() *cobra.Command {
 		Long: `Check that the index, the packs and every backup's chunk lists agree. With
 --read-data, also read, decompress and hash every chunk (or the stable
 subset --read-data-subset=N% picks). Damage is reported by pack, chunk and
-affected backup file, and exits with code 5.`,
+affected backup file, and exits with code 5. Damaged packs and manifests
+are recorded, so that gc deletes nothing until dedupctl repair has dealt
+with them.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := check.Options{ReadData: o.readData || o.subset != ""}

@@ -22,8 +22,13 @@ func (a *app) gcCommand() *cobra.Command {
 		Short: "Reclaim the space of chunks no backup uses",
 		Long: `Mark every chunk a backup uses, then delete packs with nothing live, rewrite
 packs with at least --repack-threshold dead bytes, and delete packs the
-index does not know once older than --grace (left by a crash). --dry-run
-prints the plan and changes nothing.
+index does not know once older than --grace (left by a crash), and the
+temporary files and incomplete uploads of processes that died once older
+than --grace and an hour. --dry-run prints the plan and changes nothing.
+
+While the repository holds damaged packs or manifests (found by check,
+index rebuild or gc itself), gc deletes nothing and exits 5: run
+dedupctl repair first.
 
 On a shared (s3:) repository, other agents may be backing up meanwhile, so
 collection is two-phase: this run condemns the packs it would delete
