@@ -55,13 +55,13 @@ type DB struct {
 // damaged, with one wrapping ErrDamaged. A file that cannot be opened for
 // writing gives the error of the file system (fs.ErrPermission, or EROFS).
 func Open(path string, timeout time.Duration) (d *DB, err error) {
-	defer recoverDamaged(&err)
+	defer recoverDamaged(nil, &err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("index: %s: %w", path, ErrInUse)
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrNotExist):
+	case fileSystemTrouble(err):
 		return nil, fmt.Errorf("index: open %s: %w", path, err)
 	case err != nil:
 		return nil, fmt.Errorf("index: open %s: %w: %w", path, ErrDamaged, err)
@@ -84,12 +84,24 @@ func Open(path string, timeout time.Duration) (d *DB, err error) {
 	})
 	if err != nil {
 		db.Close()
-		if !errors.Is(err, ErrDamaged) && !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
+		if !errors.Is(err, ErrDamaged) && !fileSystemTrouble(err) {
 			err = fmt.Errorf("%w: %w", ErrDamaged, err) // such as a page count that grows the file past its limit
 		}
 		return nil, fmt.Errorf("index: init %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// fileSystemTrouble reports errors of the file system rather than of the
+// index's contents: a file that is missing, may not be written, or has no
+// room to grow.
+func fileSystemTrouble(err error) bool {
+	for _, e := range []error{fs.ErrNotExist, fs.ErrPermission, syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // view and update run a transaction, reporting a damaged page (bbolt
@@ -98,30 +110,32 @@ func Open(path string, timeout time.Duration) (d *DB, err error) {
 // found damaged marks itself not ready, as far as it still can, so that
 // the next open rebuilds it.
 func (d *DB) view(fn func(*bolt.Tx) error) (err error) {
-	defer d.recoverDamaged(&err)
+	defer recoverDamaged(d.db, &err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return d.db.View(fn)
 }
 
 func (d *DB) update(fn func(*bolt.Tx) error) (err error) {
-	defer d.recoverDamaged(&err)
+	defer recoverDamaged(d.db, &err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return d.db.Update(fn)
 }
 
-func (d *DB) recoverDamaged(err *error) {
+// recoverDamaged, deferred, turns a panic into an error wrapping
+// ErrDamaged, and marks db (if not nil) not ready when it is damaged.
+func recoverDamaged(db *bolt.DB, err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("index: %w: %v", ErrDamaged, r)
 	}
 	if errors.Is(*err, syscall.EFBIG) { // a damaged page count grew the file
 		*err = fmt.Errorf("index: %w: %w", ErrDamaged, *err)
 	}
-	if !errors.Is(*err, ErrDamaged) {
+	if db == nil || !errors.Is(*err, ErrDamaged) {
 		return
 	}
 	func() {
 		defer func() { recover() }()
-		d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyReady) })
+		db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyReady) })
 	}()
 }
 
@@ -129,12 +143,6 @@ func (d *DB) recoverDamaged(err *error) {
 // the start of its key: a damaged page can give a key of any length.
 func damagedRecord(what string, key []byte) error {
 	return fmt.Errorf("index: %s record %q: %w", what, key[:min(len(key), 64)], ErrDamaged)
-}
-
-func recoverDamaged(err *error) {
-	if r := recover(); r != nil {
-		*err = fmt.Errorf("index: %w: %v", ErrDamaged, r)
-	}
 }
 
 // Close closes the database.
