@@ -135,19 +135,24 @@ func (s *Store) LoadChunk(ctx context.Context, id ID, loc Location, scratch, dst
 	return plain[0], nil
 }
 
+// Follows reports whether next is stored right after prev in one pack,
+// behind only its own header: LoadChunks reads such runs in one request.
+func Follows(prev, next Location) bool {
+	return next.Pack == prev.Pack && next.Offset == prev.Offset+prev.Length+headerSize
+}
+
 // LoadChunks loads chunks stored back to back in one pack with a single
-// read: each of locs must start where the one before ends. Each chunk is
-// decompressed into dst's capacity after the one before, and checked as
+// read: each of locs must follow the one before (see Follows). Each chunk
+// is decompressed into dst's capacity after the one before, and checked as
 // LoadChunk checks it.
 func (s *Store) LoadChunks(ctx context.Context, ids []ID, locs []Location, scratch, dst []byte) ([][]byte, error) {
 	first := locs[0]
-	end := first.Offset
-	for _, l := range locs {
-		if l.Pack != first.Pack || l.Offset != end {
+	for i := 1; i < len(locs); i++ {
+		if !Follows(locs[i-1], locs[i]) {
 			return nil, fmt.Errorf("chunkstore: LoadChunks: chunks not stored back to back")
 		}
-		end += l.Length
 	}
+	end := locs[len(locs)-1].Offset + locs[len(locs)-1].Length
 	stored, err := s.readStored(ctx, ids[0], Location{Pack: first.Pack, Blob: Blob{Offset: first.Offset, Length: end - first.Offset}}, scratch)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dedupstore/dedupstore/check"
@@ -378,5 +379,36 @@ func TestRegistryReadsFlagOnEachOpen(t *testing.T) {
 	flag.Set("backup_storage_implementation", "nope")
 	if _, err := storage.GetBackupStorage(); err == nil {
 		t.Error("GetBackupStorage of an unregistered name succeeded")
+	}
+}
+
+// countGets counts the reads of packs.
+type countGets struct {
+	chunkstore.Backend
+	n atomic.Int64
+}
+
+func (b *countGets) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	if strings.HasPrefix(name, chunkstore.PackPrefix) {
+		b.n.Add(1)
+	}
+	return b.Backend.Get(ctx, name, off, n)
+}
+
+// A restore reads the chunks a first backup stored back to back in runs
+// of up to 1 MiB, one request each, not a request per chunk (which the
+// blob headers of pack format 2 caused until runs stepped over them).
+func TestRestoreReadsRuns(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	b := &countGets{Backend: chunkstore.NewLocal(root)}
+	s := dedup.New(root, dedup.Options{Backend: b, Workers: 1}) // one worker packs chunks in file order
+	defer s.Close()
+	data := dataset.Random(160, 8<<20)
+	backup(t, s, "d", "a", map[string][]byte{"f": data})
+	st := stats(t, s)
+	b.n.Store(0)
+	wantContent(t, s, "d", "a", data)
+	if got, most := b.n.Load(), int64(len(data)>>20)+2; got > most {
+		t.Errorf("restoring %d chunks in %d packs took %d reads, want at most %d", st.Chunks, st.Packs, got, most)
 	}
 }

@@ -143,8 +143,7 @@ func (rd *reader) planRun() *fetch {
 	var plain uint32
 	for _, ref := range rd.refs[rd.next:] {
 		loc, found, err := rd.r.idx.Lookup(ref.ID)
-		if n := len(f.locs); n > 0 && (err != nil || !found || loc.Pack != f.locs[0].Pack ||
-			loc.Offset != f.locs[n-1].Offset+f.locs[n-1].Length || plain+loc.PlainLength > runBytes) {
+		if n := len(f.locs); n > 0 && (err != nil || !found || !chunkstore.Follows(f.locs[n-1], loc) || plain+loc.PlainLength > runBytes) {
 			break
 		}
 		f.refs = append(f.refs, ref)
