@@ -164,17 +164,26 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) err
 		}
 		start = filepath.Join(l.root, filepath.FromSlash(base))
 	}
-	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
+	err := l.walk(ctx, start, func(name string, temp bool) bool { return !temp && strings.HasPrefix(name, prefix) }, fn)
+	if err != nil {
+		return fmt.Errorf("chunkstore: list %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// walk calls fn for every file under start whose name (slash-separated,
+// relative to the root) keep accepts; temp says the file is a Put's
+// temporary one. Files that vanish while listed are passed over.
+func (l *Local) walk(ctx context.Context, start string, keep func(name string, temp bool) bool, fn func(ObjectInfo) error) error {
+	return filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil
+		case err != nil:
 			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), TempPrefix) {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case d.IsDir():
 			return nil
 		}
 		rel, err := filepath.Rel(l.root, p)
@@ -182,22 +191,18 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) err
 			return err
 		}
 		name := filepath.ToSlash(rel)
-		if !strings.HasPrefix(name, prefix) {
+		if !keep(name, strings.HasPrefix(d.Name(), TempPrefix)) {
 			return nil
 		}
 		info, err := d.Info()
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil // deleted while listing
+			return nil // deleted or renamed while listing
 		}
 		if err != nil {
 			return err
 		}
 		return fn(ObjectInfo{Name: name, Size: info.Size(), ModTime: info.ModTime()})
 	})
-	if err != nil {
-		return fmt.Errorf("chunkstore: list %q: %w", prefix, err)
-	}
-	return nil
 }
 
 // Delete implements Backend.
@@ -218,31 +223,7 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 // ListPartial implements Backend: the temporary files of Puts, named by
 // their paths.
 func (l *Local) ListPartial(ctx context.Context, fn func(ObjectInfo) error) error {
-	err := filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil
-		case err != nil:
-			return err
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case d.IsDir() || !strings.HasPrefix(d.Name(), TempPrefix):
-			return nil
-		}
-		info, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // renamed into place meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(l.root, p)
-		if err != nil {
-			return err
-		}
-		return fn(ObjectInfo{Name: filepath.ToSlash(rel), Size: info.Size(), ModTime: info.ModTime()})
-	})
-	if err != nil {
+	if err := l.walk(ctx, l.root, func(_ string, temp bool) bool { return temp }, fn); err != nil {
 		return fmt.Errorf("chunkstore: list partial writes: %w", err)
 	}
 	return nil

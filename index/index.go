@@ -189,12 +189,7 @@ func decodeLocation(b []byte) (chunkstore.Location, error) {
 // Lookup returns where chunk id is stored, and false if it is not indexed.
 func (d *DB) Lookup(id chunkstore.ID) (loc chunkstore.Location, found bool, err error) {
 	err = d.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketChunks).Get(id[:])
-		if v == nil {
-			return nil
-		}
-		found = true
-		loc, err = decodeLocation(v)
+		loc, found, err = primary(tx, id)
 		return err
 	})
 	return loc, found, err

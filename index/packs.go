@@ -255,12 +255,8 @@ func (d *DB) SetCondemned(packs []chunkstore.ID) error {
 func (d *DB) Locations(id chunkstore.ID) ([]chunkstore.Location, error) {
 	var locs []chunkstore.Location
 	err := d.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketChunks).Get(id[:])
-		if v == nil {
-			return nil
-		}
-		loc, err := decodeLocation(v)
-		if err != nil {
+		loc, found, err := primary(tx, id)
+		if err != nil || !found {
 			return err
 		}
 		locs = append(locs, loc)
@@ -282,16 +278,23 @@ func (d *DB) Locations(id chunkstore.ID) ([]chunkstore.Location, error) {
 func (d *DB) Usable(id chunkstore.ID) (bool, error) {
 	var usable bool
 	err := d.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketChunks).Get(id[:])
-		if v == nil {
-			return nil
-		}
-		loc, err := decodeLocation(v)
-		if err != nil {
-			return fmt.Errorf("index: chunk %s: %w", id, err)
-		}
-		usable = tx.Bucket(bucketCondemned).Get(loc.Pack[:]) == nil
-		return nil
+		loc, found, err := primary(tx, id)
+		usable = found && tx.Bucket(bucketCondemned).Get(loc.Pack[:]) == nil
+		return err
 	})
 	return usable, err
+}
+
+// primary returns the location Lookup gives for chunk id, and false if the
+// chunk is not indexed.
+func primary(tx *bolt.Tx, id chunkstore.ID) (chunkstore.Location, bool, error) {
+	v := tx.Bucket(bucketChunks).Get(id[:])
+	if v == nil {
+		return chunkstore.Location{}, false, nil
+	}
+	loc, err := decodeLocation(v)
+	if err != nil {
+		return loc, false, fmt.Errorf("index: chunk %s: %w", id, err)
+	}
+	return loc, true, nil
 }
