@@ -16,7 +16,7 @@ VERSITYGW := $(TOOLS)/versitygw-$(VERSITYGW_VERSION)/versitygw
 # The race detector needs cgo, and so a C compiler.
 CC        := $(shell $(GO) env CC)
 
-.PHONY: demo build test vet race cc fuzz benchonce bench bench-realdb
+.PHONY: demo build test vet race large cc fuzz benchonce bench bench-realdb
 
 ## demo: three backups of a generated database, a restore, and what each cost
 demo:
@@ -28,7 +28,7 @@ build:
 
 ## test: vet and staticcheck, every test under the race detector, short fuzz runs,
 ## and every benchmark once, so that none rots
-test: vet race fuzz benchonce
+test: vet race large fuzz benchonce
 
 vet:
 	$(GO) vet ./...
@@ -36,6 +36,11 @@ vet:
 
 race: cc $(VERSITYGW)
 	CGO_ENABLED=1 DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 ./...
+
+# large runs the tests of size (named ...Large), which skip under the race
+# detector: they test limits, not concurrency, and run 5-10x slower there.
+large:
+	$(GO) test -count=1 -run 'Large$$' ./...
 
 # cc installs gcc on Debian (as root) when there is no C compiler, or says
 # what to install.
@@ -56,6 +61,7 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./storage -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tree -run '^$$' -fuzz '^FuzzReadCatalog$$' -fuzztime $(FUZZTIME)
 
 # benchonce runs every benchmark once, to show that each still compiles
 # and runs; figures come from make bench.

@@ -1,110 +1,208 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"strconv"
+	"os/exec"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/dedupstore/dedupstore/tree"
 	"github.com/spf13/cobra"
 )
 
 type backupOptions struct {
 	stdin       bool
+	fromCommand bool
 	name        string
+	allowEmpty  bool
 	concurrency int
 }
 
 func (a *app) backupCommand() *cobra.Command {
 	var o backupOptions
 	cmd := &cobra.Command{
-		Use:   "backup DIR/NAME PATH... | backup DIR/NAME --stdin --name FILE",
-		Short: "Back up files and directory trees, or standard input",
-		Long: `Back up files and directory trees as backup NAME in directory DIR, or, with
---stdin, a stream as the file --name:
+		Use: `backup DIR/NAME PATH...
+  dedupctl backup DIR/NAME --name FILE --stdin
+  dedupctl backup DIR/NAME --name FILE --stdin-from-command -- COMMAND [ARG...]`,
+		Short: "Back up files and directory trees, or a stream",
+		Long: `Back up files and directory trees as backup NAME in directory DIR, or a
+stream as the file --name:
 
-  mariabackup --backup --stream=xbstream | dedupctl backup db1/0/2026-11-25 --stdin --name xbstream
+  dedupctl backup db1/0/2026-11-25 --name xbstream --stdin-from-command -- \
+      mariabackup --backup --stream=xbstream
 
-Send uncompressed data: compressed input cannot deduplicate. Paths are kept
-relative to the parent of each PATH. Ctrl-C aborts the backup; nothing of it
-is kept.`,
+Each PATH is stored under its absolute path (without the leading slash), with
+the directories above it, so that two paths never collide and a restore with
+--target / puts everything back in place. Everything in the trees is kept:
+files, directories (empty ones too), symlinks, hard links, FIFOs and device
+nodes, with modes, owners and times; sparse files come back sparse. A file
+that cannot be read is skipped and named, and the backup then exits with code
+6. A file that changed type after it was listed (swapped for a link or a FIFO)
+is skipped too: no link is followed.
+
+With --stdin-from-command, dedupctl runs COMMAND and stores what it writes to
+standard output; if COMMAND fails, the backup is aborted and nothing of it is
+kept. Prefer it to a shell pipe, whose failure dedupctl cannot see. An empty
+stream is refused unless --allow-empty is given.
+
+Send uncompressed data: compressed input cannot deduplicate. Ctrl-C aborts
+the backup; nothing of it is kept.`,
 		Args: minArgs(1, "DIR/NAME and the paths to back up"),
 		RunE: func(cmd *cobra.Command, args []string) error { return a.runBackup(cmd.Context(), o, args) },
 	}
 	cmd.Flags().BoolVar(&o.stdin, "stdin", false, "back up standard input")
-	cmd.Flags().StringVar(&o.name, "name", "", "with --stdin: the file name to store it as")
+	cmd.Flags().BoolVar(&o.fromCommand, "stdin-from-command", false, "run the command given after -- and back up its standard output")
+	cmd.Flags().StringVar(&o.name, "name", "", "with --stdin or --stdin-from-command: the file name to store the stream as")
+	cmd.Flags().BoolVar(&o.allowEmpty, "allow-empty", false, "store an empty stream")
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 4, "files backed up at once")
 	return cmd
 }
 
-// source is one thing to back up.
-type source struct {
-	entry CatalogEntry
-	open  func() (io.ReadCloser, error)
-}
+// errIncomplete is returned when a backup ended without some of its files.
+var errIncomplete = errors.New("some files could not be read")
 
 func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) error {
 	dir, name, err := splitBackup(args[0])
 	if err != nil {
 		return err
 	}
-	var sources []source
-	switch {
-	case o.stdin && (o.name == "" || len(args) > 1):
-		return usagef("--stdin takes --name FILE and no paths")
-	case o.stdin:
-		// A read of standard input waits for its writer and cannot be
-		// cancelled; an interrupt must not wait with it. The copy goroutine
-		// may stay blocked: the process is about to exit.
-		pr, pw := io.Pipe()
-		go func() { _, err := io.Copy(pw, a.stdin); pw.CloseWithError(err) }()
-		defer context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })()
-		sources = []source{{entry: CatalogEntry{Path: o.name, File: "0", Size: -1, Mode: 0o644, MTime: time.Now()}, open: func() (io.ReadCloser, error) { return pr, nil }}}
-	case len(args) == 1:
-		return usagef("backup takes paths to back up, or --stdin --name FILE")
-	default:
-		if sources, err = a.walk(args[1:]); err != nil {
-			return err
-		}
-	}
 	if o.concurrency < 1 {
 		return usagef("--concurrency must be at least 1")
 	}
-	return a.withStorage(func(s *dedup.Storage) error { return a.store(ctx, s, dir, name, sources, o) })
+	b := &backup{a: a, o: o, dir: dir, name: name}
+	switch {
+	case o.stdin && o.fromCommand:
+		return usagef("--stdin and --stdin-from-command exclude each other")
+	case o.stdin || o.fromCommand:
+		if !tree.ValidPath(o.name) {
+			return usagef("--name %q: want a relative path such as xbstream or dumps/db.sql, without empty, . or .. parts", o.name)
+		}
+		if o.stdin && len(args) > 1 {
+			return usagef("--stdin takes no paths")
+		}
+		if o.fromCommand && len(args) < 2 {
+			return usagef("--stdin-from-command takes the command after --")
+		}
+		b.sources = []tree.Source{{Entry: tree.Entry{Path: tree.Name(o.name), Type: tree.File, Stored: "0", Size: -1, Mode: 0o644, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), MTime: time.Now()}}}
+		b.stream = true
+	case len(args) == 1:
+		return usagef("backup takes paths to back up, or --name FILE with --stdin or --stdin-from-command")
+	case o.name != "":
+		return usagef("--name goes with --stdin or --stdin-from-command")
+	default:
+		b.sources, err = tree.Walk(args[1:], b.skip)
+		if err != nil {
+			return err
+		}
+	}
+	return a.withStorage(func(s *dedup.Storage) error {
+		if o.fromCommand {
+			return b.runCommand(ctx, s, args[1:])
+		}
+		if o.stdin {
+			// A read of standard input waits for its writer and cannot be
+			// cancelled; an interrupt must not wait with it. The copy
+			// goroutine may stay blocked: the process is about to exit.
+			pr, pw := io.Pipe()
+			go func() { _, err := io.Copy(pw, a.stdin); pw.CloseWithError(err) }()
+			defer context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })()
+			b.open = func(tree.Source) (io.ReadCloser, error) { return pr, nil }
+		}
+		return b.run(ctx, s, nil)
+	})
 }
 
-// store writes sources as backup dir/name and reports what it cost.
-func (a *app) store(ctx context.Context, s *dedup.Storage, dir, name string, sources []source, o backupOptions) error {
+// backup is one run of the backup command.
+type backup struct {
+	a         *app
+	o         backupOptions
+	dir, name string
+	sources   []tree.Source
+	stream    bool
+	open      func(tree.Source) (io.ReadCloser, error) // nil: tree.Open
+
+	mu      sync.Mutex
+	skipped []string // paths not backed up
+}
+
+// skip reports a path that is not backed up.
+func (b *backup) skip(path string, err error) {
+	b.mu.Lock()
+	b.skipped = append(b.skipped, path)
+	b.mu.Unlock()
+	b.a.warn("skipping %s: %v", path, err)
+}
+
+// runCommand backs up the standard output of the command args, and aborts
+// the backup if the command fails.
+func (b *backup) runCommand(ctx context.Context, s *dedup.Storage, args []string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdin, cmd.Stderr = b.a.stdin, b.a.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	b.open = func(tree.Source) (io.ReadCloser, error) { return out, nil }
+	waited := false
+	defer func() {
+		if !waited {
+			cancel()
+			cmd.Wait()
+		}
+	}()
+	return b.run(ctx, s, func() error {
+		waited = true
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("%s failed: %w", strings.Join(args, " "), err)
+		}
+		return nil
+	})
+}
+
+// run writes the sources as the backup and reports what it cost. Before it
+// ends the backup, it calls finish, if set: an error aborts the backup.
+func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error) error {
+	a := b.a
 	before, err := s.Stats(ctx)
 	if err != nil {
 		return err
 	}
-
 	start := time.Now()
-	bh, err := s.StartBackup(ctx, dir, name)
+	bh, err := s.StartBackup(ctx, b.dir, b.name)
 	if err != nil {
 		return err
 	}
-	var total int64
-	for _, src := range sources {
-		total += src.entry.Size
-	}
-	if o.stdin {
-		total = -1
+	total := int64(-1)
+	if !b.stream {
+		total = 0
+		for _, src := range b.sources {
+			if src.Type == tree.File && src.HardLink == "" {
+				total += src.Size
+			}
+		}
 	}
 	bar := a.progress(total, "backup")
-	written, err := a.addAll(ctx, bh, sources, o.concurrency, bar)
+	written, err := b.addAll(ctx, bh, bar)
+	if err == nil && finish != nil {
+		err = finish()
+	}
+	if err == nil && b.stream && written == 0 && !b.o.allowEmpty {
+		err = errors.New("the stream was empty (pass --allow-empty to store an empty stream)")
+	}
 	if err == nil {
-		err = writeCatalog(ctx, bh, sources)
+		err = b.writeCatalog(ctx, bh)
 	}
 	if err == nil {
 		err = bh.EndBackup(ctx)
@@ -113,12 +211,12 @@ func (a *app) store(ctx context.Context, s *dedup.Storage, dir, name string, sou
 	if err != nil {
 		abortErr := bh.AbortBackup(context.WithoutCancel(ctx))
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted: backup %s/%s aborted, nothing of it is kept", dir, name)
+			return fmt.Errorf("interrupted: backup %s/%s aborted, nothing of it is kept", b.dir, b.name)
 		}
 		if abortErr != nil {
 			return fmt.Errorf("%w (and aborting it failed: %v)", err, abortErr)
 		}
-		return fmt.Errorf("backup %s/%s aborted, nothing of it is kept: %w", dir, name, err)
+		return fmt.Errorf("backup %s/%s aborted, nothing of it is kept: %w", b.dir, b.name, err)
 	}
 	elapsed := time.Since(start)
 	after, err := s.Stats(ctx)
@@ -126,93 +224,77 @@ func (a *app) store(ctx context.Context, s *dedup.Storage, dir, name string, sou
 		return err
 	}
 	added := after.StoredBytes - before.StoredBytes
+	files := 0
+	for _, src := range b.sources {
+		if src.Type == tree.File {
+			files++
+		}
+	}
 	if a.json {
-		return a.printJSON(backupJSON{Backup: dir + "/" + name, Files: len(sources), Bytes: written, AddedBytes: added, Seconds: elapsed.Seconds()})
+		if err := a.printJSON(backupJSON{Backup: b.dir + "/" + b.name, Files: files, Entries: len(b.sources), Skipped: len(b.skipped), Bytes: written, AddedBytes: added, Seconds: elapsed.Seconds()}); err != nil {
+			return err
+		}
+	} else {
+		grew := "the repository grew by " + size(added)
+		if a.shared() {
+			grew += " (with what other agents wrote meanwhile)"
+		}
+		a.info("backup %s/%s: %d files, %s in %s (%s); %s", b.dir, b.name, files, size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
 	}
-	grew := "the repository grew by " + size(added)
-	if a.shared() {
-		grew += " (with what other agents wrote meanwhile)"
+	if len(b.skipped) > 0 {
+		return fmt.Errorf("backup %s/%s ended without %d paths (named above): %w", b.dir, b.name, len(b.skipped), errIncomplete)
 	}
-	a.info("backup %s/%s: %d files, %s in %s (%s); %s", dir, name, len(sources), size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
 	return nil
 }
 
 type backupJSON struct {
 	Backup     string  `json:"backup"`
 	Files      int     `json:"files"`
+	Entries    int     `json:"entries"`
+	Skipped    int     `json:"skipped"`
 	Bytes      int64   `json:"bytes"`
 	AddedBytes int64   `json:"added_bytes"`
 	Seconds    float64 `json:"seconds"`
 }
 
-// walk lists the regular files under paths, each path kept relative to its
-// parent directory.
-func (a *app) walk(paths []string) ([]source, error) {
-	var out []source
-	for _, p := range paths {
-		p = filepath.Clean(p)
-		base := filepath.Dir(p)
-		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				return nil
-			}
-			if !d.Type().IsRegular() {
-				a.warn("skipping %s: not a regular file", path)
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			rel, err := filepath.Rel(base, path)
-			if err != nil {
-				return err
-			}
-			out = append(out, source{
-				entry: CatalogEntry{Path: filepath.ToSlash(rel), File: strconv.Itoa(len(out)), Size: info.Size(), Mode: info.Mode().Perm(), MTime: info.ModTime()},
-				open:  func() (io.ReadCloser, error) { return os.Open(path) },
-			})
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", p, err)
-		}
-	}
-	if len(out) == 0 {
-		return nil, usagef("nothing to back up in %v", paths)
-	}
-	return out, nil
-}
-
-// addAll copies the sources into the backup, concurrency at a time, and
-// stops at the first error. It records each source's size as copied.
-func (a *app) addAll(ctx context.Context, bh storage.BackupHandle, sources []source, concurrency int, bar progress) (int64, error) {
+// addAll copies the files' data into the backup, concurrency at a time,
+// and stops at the first error of the repository. A file that cannot be
+// read is skipped. It records each file's size as read.
+func (b *backup) addAll(ctx context.Context, bh storage.BackupHandle, bar progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan int)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var written int64
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	failed := map[string]bool{} // stored names of skipped files
+	for range b.o.concurrency {
+		wg.Go(func() {
 			for i := range work {
-				n, err := addOne(ctx, bh, sources[i], bar)
+				src := &b.sources[i]
+				n, err := b.addOne(ctx, bh, *src, bar)
+				var se sourceError
+				if errors.As(err, &se) && ctx.Err() == nil {
+					b.skip(src.Disk, se.err)
+					mu.Lock()
+					failed[src.Stored] = true
+					mu.Unlock()
+					continue
+				}
 				mu.Lock()
 				written += n
-				sources[i].entry.Size = n
+				src.Size = n
 				mu.Unlock()
 				if err != nil {
 					cancel(err)
 				}
 			}
-		}()
+		})
 	}
-	for i := range sources {
+	for i, src := range b.sources {
+		if src.Type != tree.File || src.HardLink != "" {
+			continue
+		}
 		select {
 		case work <- i:
 		case <-ctx.Done():
@@ -223,47 +305,95 @@ func (a *app) addAll(ctx context.Context, bh storage.BackupHandle, sources []sou
 	if err := context.Cause(ctx); err != nil {
 		return written, err
 	}
+	// Drop what was skipped, hard links to it included, and give hard
+	// links the size read.
+	sizes := map[string]int64{}
+	kept := b.sources[:0]
+	for _, src := range b.sources {
+		if src.Type == tree.File {
+			if failed[src.Stored] {
+				continue
+			}
+			if src.HardLink == "" {
+				sizes[src.Stored] = src.Size
+			}
+			src.Size = sizes[src.Stored]
+		}
+		kept = append(kept, src)
+	}
+	b.sources = kept
 	return written, nil
 }
 
-func addOne(ctx context.Context, bh storage.BackupHandle, src source, bar progress) (int64, error) {
+// sourceError marks a failure to read what is backed up, as opposed to a
+// failure to store it.
+type sourceError struct{ err error }
+
+func (e sourceError) Error() string { return e.err.Error() }
+
+func (b *backup) addOne(ctx context.Context, bh storage.BackupHandle, src tree.Source, bar progress) (int64, error) {
 	if ctx.Err() != nil {
 		return 0, context.Cause(ctx)
 	}
-	r, err := src.open()
+	var r io.ReadCloser
+	var err error
+	if b.open != nil {
+		r, err = b.open(src)
+	} else {
+		r, err = tree.Open(src)
+	}
 	if err != nil {
-		return 0, err
+		return 0, sourceError{err}
 	}
 	defer r.Close()
-	w, err := bh.AddFile(ctx, src.entry.File)
+	// A file that fails to read is cancelled, so that Close does not
+	// commit it.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := bh.AddFile(fctx, src.Stored)
 	if err != nil {
 		return 0, err
 	}
-	c := &counter{w: w, p: bar}
-	if _, err := io.CopyBuffer(c, r, make([]byte, 1<<20)); err != nil {
-		w.Close()
-		return c.n, fmt.Errorf("%s: %w", src.entry.Path, err)
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			if _, err := w.Write(buf[:k]); err != nil {
+				w.Close()
+				return n, fmt.Errorf("%s: %w", src.Path, err)
+			}
+			n += int64(k)
+			bar.add(k)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			cancel()
+			w.Close()
+			return n, sourceError{rerr}
+		}
 	}
 	if err := w.Close(); err != nil {
-		return c.n, fmt.Errorf("%s: %w", src.entry.Path, err)
+		return n, fmt.Errorf("%s: %w", src.Path, err)
 	}
-	return c.n, nil
+	return n, nil
 }
 
-func writeCatalog(ctx context.Context, bh storage.BackupHandle, sources []source) error {
-	c := Catalog{Version: 1}
-	for _, s := range sources {
-		c.Files = append(c.Files, s.entry)
-	}
-	data, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
+func (b *backup) writeCatalog(ctx context.Context, bh storage.BackupHandle) error {
 	w, err := bh.AddFile(ctx, catalogFile)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(w, bytes.NewReader(data)); err != nil {
+	entries := func(yield func(tree.Entry) bool) {
+		for _, s := range b.sources {
+			if !yield(s.Entry) {
+				return
+			}
+		}
+	}
+	if err := tree.Write(w, entries); err != nil {
 		w.Close()
 		return err
 	}

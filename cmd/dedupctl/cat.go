@@ -5,6 +5,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/dedupstore/dedupstore/tree"
 	"github.com/spf13/cobra"
 )
 
@@ -15,15 +16,15 @@ func (a *app) catCommand() *cobra.Command {
 		Args:  exactArgs(2, "DIR/NAME and FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			return a.withBackup(ctx, args[0], func(_ *dedup.Storage, bh storage.BackupHandle, all []CatalogEntry) error {
+			return a.withBackup(ctx, args[0], func(_ *dedup.Storage, bh storage.BackupHandle, all []tree.Entry) error {
 				chosen, err := selectEntries(all, args[1:])
 				if err != nil {
 					return err
 				}
-				if len(chosen) != 1 {
-					return usagef("%s names %d files; cat writes one", args[1], len(chosen))
+				if len(chosen) != 1 || chosen[0].Type != tree.File {
+					return usagef("%s names %d entries, not one file; cat writes one file", args[1], len(chosen))
 				}
-				rc, err := bh.ReadFile(ctx, chosen[0].File)
+				rc, err := bh.ReadFile(ctx, chosen[0].Stored)
 				if err != nil {
 					return err
 				}

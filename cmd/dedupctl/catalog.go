@@ -2,40 +2,22 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"path"
+	"os"
 	"strings"
-	"time"
 
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/dedupstore/dedupstore/tree"
 )
 
-// catalogFile is the backup file in which dedupctl records the paths of the
-// files it backed up: backup file names are alphanumerics and hyphens, so
-// file i of a backup is stored as "i" and the catalog maps it to its path.
-// Backups written by agents (Vitess) have no catalog; their stored names are
-// their paths.
+// catalogFile is the backup file in which dedupctl records the tree it
+// backed up (see package tree): backup file names are alphanumerics and
+// hyphens, so the data of regular file i is stored as "i" and the catalog
+// maps it to its path. Backups written by agents (Vitess) have no catalog;
+// their stored names are their paths.
 const catalogFile = "CATALOG"
-
-// Catalog is the JSON content of catalogFile.
-type Catalog struct {
-	Version int            `json:"version"`
-	Files   []CatalogEntry `json:"files"`
-}
-
-// CatalogEntry is one backed-up file.
-type CatalogEntry struct {
-	Path  string      `json:"path"` // slash-separated, relative
-	File  string      `json:"file"` // its name in the backup
-	Size  int64       `json:"size"`
-	Mode  fs.FileMode `json:"mode"`
-	MTime time.Time   `json:"mtime"`
-}
 
 // findBackup returns the read-only handle of DIR/NAME.
 func findBackup(ctx context.Context, s *dedup.Storage, dir, name string) (storage.BackupHandle, error) {
@@ -52,8 +34,8 @@ func findBackup(ctx context.Context, s *dedup.Storage, dir, name string) (storag
 }
 
 // withBackup opens the repository, finds the backup DIR/NAME named by arg,
-// lists its files, and runs fn on them.
-func (a *app) withBackup(ctx context.Context, arg string, fn func(s *dedup.Storage, bh storage.BackupHandle, files []CatalogEntry) error) error {
+// lists its entries, and runs fn on them.
+func (a *app) withBackup(ctx context.Context, arg string, fn func(s *dedup.Storage, bh storage.BackupHandle, entries []tree.Entry) error) error {
 	dir, name, err := splitBackup(arg)
 	if err != nil {
 		return err
@@ -63,26 +45,26 @@ func (a *app) withBackup(ctx context.Context, arg string, fn func(s *dedup.Stora
 		if err != nil {
 			return err
 		}
-		files, err := entries(ctx, s, bh)
+		entries, err := readCatalog(ctx, s, bh)
 		if err != nil {
 			return err
 		}
-		return fn(s, bh, files)
+		return fn(s, bh, entries)
 	})
 }
 
-// entries lists a backup's files: from its catalog, or, for a backup
+// readCatalog lists a backup's entries: from its catalog, or, for a backup
 // without one, its stored files under their own names.
-func entries(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle) ([]CatalogEntry, error) {
+func readCatalog(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle) ([]tree.Entry, error) {
 	rc, err := bh.ReadFile(ctx, catalogFile)
 	if errors.Is(err, storage.ErrNotFound) {
 		files, err := s.Files(ctx, bh.Directory(), bh.Name())
 		if err != nil {
 			return nil, err
 		}
-		out := make([]CatalogEntry, len(files))
+		out := make([]tree.Entry, len(files))
 		for i, f := range files {
-			out[i] = CatalogEntry{Path: f.Name, File: f.Name, Size: f.Size, Mode: 0o644}
+			out[i] = tree.Entry{Path: tree.Name(f.Name), Type: tree.File, Stored: f.Name, Size: f.Size, Mode: 0o644, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 		}
 		return out, nil
 	}
@@ -90,39 +72,28 @@ func entries(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle) ([]
 		return nil, err
 	}
 	defer rc.Close()
-	var c Catalog
-	data, err := io.ReadAll(io.LimitReader(rc, 256<<20))
-	if err == nil {
-		err = json.Unmarshal(data, &c)
+	entries, err := tree.Read(rc)
+	if errors.Is(err, tree.ErrCatalog) {
+		err = fmt.Errorf("%w (%w)", err, storage.ErrCorrupt)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backup %s/%s: catalog: %w", bh.Directory(), bh.Name(), err)
 	}
-	for _, e := range c.Files {
-		if !safePath(e.Path) {
-			return nil, fmt.Errorf("backup %s/%s: catalog path %q reaches outside the target: %w", bh.Directory(), bh.Name(), e.Path, storage.ErrCorrupt)
-		}
-	}
-	return c.Files, nil
+	return entries, nil
 }
 
-// safePath reports whether p stays inside the directory it is joined to.
-func safePath(p string) bool {
-	return p != "" && !path.IsAbs(p) && path.Clean(p) == p && p != ".." && !strings.HasPrefix(p, "../") && !strings.Contains(p, "\\")
-}
-
-// selectEntries keeps the entries named by paths (a file's path, a
-// directory prefix of it, or its stored name); all of them if paths is empty.
-func selectEntries(all []CatalogEntry, paths []string) ([]CatalogEntry, error) {
+// selectEntries keeps the entries named by paths (an entry's path, with or
+// without a leading slash, and everything under it); all if paths is empty.
+func selectEntries(all []tree.Entry, paths []string) ([]tree.Entry, error) {
 	if len(paths) == 0 {
 		return all, nil
 	}
-	var out []CatalogEntry
+	var out []tree.Entry
 	for _, p := range paths {
-		p = strings.TrimSuffix(p, "/")
+		p = strings.Trim(p, "/")
 		n := len(out)
 		for _, e := range all {
-			if e.Path == p || e.File == p || strings.HasPrefix(e.Path, p+"/") {
+			if string(e.Path) == p || strings.HasPrefix(string(e.Path), p+"/") {
 				out = append(out, e)
 			}
 		}

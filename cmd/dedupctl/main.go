@@ -26,6 +26,7 @@ const (
 	exitNotFound = 3
 	exitInUse    = 4
 	exitCorrupt  = 5
+	exitPartial  = 6
 )
 
 func main() {
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitInUse
 	case errors.Is(err, storage.ErrCorrupt), errors.Is(err, chunkstore.ErrCorrupt), errors.Is(err, errDamage):
 		return exitCorrupt
+	case errors.Is(err, errIncomplete):
+		return exitPartial
 	}
 	return exitFailure
 }
@@ -107,7 +110,10 @@ Exit codes:
   2  usage error: unknown command or flag, bad arguments or names
   3  not found: no such repository, backup or file
   4  repository in use by another process
-  5  corrupt data found (by check, or while reading)
+  5  corrupt data found (by check, or while reading); a restore that
+     could not restore some files (it restores all the others)
+  6  the backup ended, but without some files it could not read (each
+     named on stderr)
 
 Every command that prints data takes --json for a stable, machine-readable
 form; progress bars appear on a terminal only, and --quiet hides them.`

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
@@ -45,6 +48,15 @@ func (a *app) warn(format string, args ...any) {
 	if !a.quiet {
 		fmt.Fprintf(a.stderr, "dedupctl: "+format+"\n", args...)
 	}
+}
+
+// printable returns s as it is if it prints as itself, and quoted with
+// escapes otherwise (bytes that are not UTF-8, control characters).
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func size(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

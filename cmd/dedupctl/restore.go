@@ -1,17 +1,16 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/dedupstore/dedupstore/tree"
 	"github.com/spf13/cobra"
 )
 
@@ -23,16 +22,23 @@ type restoreOptions struct {
 func (a *app) restoreCommand() *cobra.Command {
 	var o restoreOptions
 	cmd := &cobra.Command{
-		Use:   "restore DIR/NAME --target PATH [FILE...]",
-		Short: "Restore a backup, or chosen files of it, into a directory",
-		Long: `Restore a whole backup, or the files and directories named, under --target.
-Every byte is checked against its hash before it is written. Existing files
-are never overwritten unless --overwrite is given.`,
-		Args: minArgs(1, "DIR/NAME and optionally the files to restore"),
+		Use:   "restore DIR/NAME --target PATH [PATH...]",
+		Short: "Restore a backup, or chosen paths of it, into a directory",
+		Long: `Restore a whole backup, or the paths named and what is under them, under
+--target: a backed-up /etc/ssh comes back as PATH/etc/ssh, and --target /
+puts files back in place. Every byte is checked against its hash before it is
+written. Files, directories, symlinks, hard links, FIFOs and devices come
+back with their modes and times, and with their owners when dedupctl runs as
+root. Nothing is written outside --target, whatever links exist under it.
+
+Existing entries are never replaced unless --overwrite is given. A file that
+cannot be restored (damaged data) does not stop the restore: everything
+else is restored, the failures are named, and the exit code is 5.`,
+		Args: minArgs(1, "DIR/NAME and optionally the paths to restore"),
 		RunE: func(cmd *cobra.Command, args []string) error { return a.runRestore(cmd.Context(), o, args) },
 	}
 	cmd.Flags().StringVar(&o.target, "target", "", "directory to restore into (required)")
-	cmd.Flags().BoolVar(&o.overwrite, "overwrite", false, "replace files that exist under the target")
+	cmd.Flags().BoolVar(&o.overwrite, "overwrite", false, "replace what exists under the target")
 	return cmd
 }
 
@@ -40,7 +46,7 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 	if o.target == "" {
 		return usagef("restore needs --target PATH")
 	}
-	return a.withBackup(ctx, args[0], func(_ *dedup.Storage, bh storage.BackupHandle, all []CatalogEntry) error {
+	return a.withBackup(ctx, args[0], func(_ *dedup.Storage, bh storage.BackupHandle, all []tree.Entry) error {
 		dir, name := bh.Directory(), bh.Name()
 		chosen, err := selectEntries(all, args[1:])
 		if err != nil {
@@ -49,77 +55,60 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 		var total int64
 		for _, e := range chosen {
 			total += e.Size
-			if !o.overwrite {
-				if _, err := os.Lstat(filepath.Join(o.target, filepath.FromSlash(e.Path))); err == nil {
-					return fmt.Errorf("refusing to overwrite %s (use --overwrite)", filepath.Join(o.target, filepath.FromSlash(e.Path)))
-				}
-			}
 		}
 		start := time.Now()
 		bar := a.progress(total, "restore")
-		var written int64
-		for _, e := range chosen {
-			n, err := restoreOne(ctx, bh, e, o.target, bar)
-			written += n
-			if err != nil {
-				bar.done()
+		rep, err := tree.Restore(ctx, o.target, chosen, tree.RestoreOptions{
+			Overwrite: o.overwrite,
+			Open:      func(ctx context.Context, stored string) (io.ReadCloser, error) { return bh.ReadFile(ctx, stored) },
+			Progress:  bar.add,
+		})
+		bar.done()
+		if err != nil {
+			return err
+		}
+		elapsed := time.Since(start)
+		damaged := false
+		out := restoreJSON{Backup: dir + "/" + name, Target: o.target, Entries: rep.Entries, Files: rep.Files, Bytes: rep.Bytes, Seconds: elapsed.Seconds(), OwnersNotRestored: rep.OwnersNotRestored, Failed: []restoreFailureJSON{}}
+		for _, f := range rep.Failed {
+			damaged = damaged || errors.Is(f.Err, storage.ErrCorrupt) || errors.Is(f.Err, chunkstore.ErrCorrupt)
+			out.Failed = append(out.Failed, restoreFailureJSON{Path: string(f.Path), Error: f.Err.Error()})
+			a.warn("could not restore %s: %v", f.Path, f.Err)
+		}
+		if a.json {
+			if err := a.printJSON(out); err != nil {
 				return err
 			}
+		} else {
+			a.info("restored %d files, %s from %s/%s into %s in %s (%s)", rep.Files, size(rep.Bytes), dir, name, o.target, elapsed.Round(time.Millisecond), rate(rep.Bytes, elapsed))
+			if rep.OwnersNotRestored > 0 {
+				a.info("owners of %d entries not restored: only root can give files away", rep.OwnersNotRestored)
+			}
 		}
-		bar.done()
-		elapsed := time.Since(start)
-		if a.json {
-			return a.printJSON(restoreJSON{Backup: dir + "/" + name, Target: o.target, Files: len(chosen), Bytes: written, Seconds: elapsed.Seconds()})
+		if len(rep.Failed) > 0 {
+			err := fmt.Errorf("%d of %d entries could not be restored (named above)", len(rep.Failed), len(chosen))
+			if damaged {
+				err = fmt.Errorf("%w: %w", err, errDamage)
+			}
+			return err
 		}
-		a.info("restored %d files, %s from %s/%s into %s in %s (%s)", len(chosen), size(written), dir, name, o.target, elapsed.Round(time.Millisecond), rate(written, elapsed))
 		return nil
 	})
 }
 
 type restoreJSON struct {
-	Backup  string  `json:"backup"`
-	Target  string  `json:"target"`
-	Files   int     `json:"files"`
-	Bytes   int64   `json:"bytes"`
-	Seconds float64 `json:"seconds"`
+	Backup            string               `json:"backup"`
+	Target            string               `json:"target"`
+	Entries           int                  `json:"entries"`
+	Files             int                  `json:"files"`
+	Bytes             int64                `json:"bytes"`
+	Seconds           float64              `json:"seconds"`
+	OwnersNotRestored int                  `json:"owners_not_restored"`
+	Failed            []restoreFailureJSON `json:"failed"`
 }
 
-// restoreOne writes one file through a temporary name, so that a failed
-// restore never leaves a partial file under the real one.
-func restoreOne(ctx context.Context, bh storage.BackupHandle, e CatalogEntry, target string, bar progress) (int64, error) {
-	dest := filepath.Join(target, filepath.FromSlash(e.Path))
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-		return 0, err
-	}
-	rc, err := bh.ReadFile(ctx, e.File)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", e.Path, err)
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp(filepath.Dir(dest), ".dedupctl-restore-*")
-	if err != nil {
-		return 0, err
-	}
-	c := &counter{w: f, p: bar}
-	_, err = io.CopyBuffer(c, rc, make([]byte, 1<<20))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), cmp.Or(e.Mode.Perm(), 0o644))
-	}
-	if err == nil && !e.MTime.IsZero() {
-		err = os.Chtimes(f.Name(), e.MTime, e.MTime)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), dest)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		if errors.Is(err, storage.ErrCorrupt) {
-			return c.n, fmt.Errorf("%s: %w", e.Path, err)
-		}
-		return c.n, fmt.Errorf("restoring %s: %w", e.Path, err)
-	}
-	return c.n, nil
+type restoreFailureJSON struct {
+	Path  string `json:"path"`
+	Error string `json:"error"`
 }
+
