@@ -111,4 +111,3 @@ type restoreFailureJSON struct {
 	Path  string `json:"path"`
 	Error string `json:"error"`
 }
-
