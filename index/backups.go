@@ -190,21 +190,32 @@ func decodeFile(name, rec []byte) (File, error) {
 	}, nil
 }
 
-// CommitFile makes f part of a backup, replacing (and dropping the chunk list
-// of) any earlier file of that name. last, the final segment of f's list,
-// is stored in the same transaction (with f's list allocated if f.List is
-// 0), and the list stops being open. It returns false, and changes
-// nothing, if the backup is not there.
+// Commit is a file to commit with the final segment of its chunk list.
+type Commit struct {
+	File File
+	Last Segment
+}
+
+// CommitFiles makes files part of a backup, in one transaction, each
+// replacing (and dropping the chunk list of) any earlier file of its name.
+// Each file's last segment is stored with it (its list allocated if
+// File.List is 0), and its list stops being open. It returns false, and
+// changes nothing, if the backup is not there.
 //
-// IMPORTANT: call it only after every chunk on f's list is indexed.
-func (d *DB) CommitFile(dir, name string, f File, last Segment) (found bool, err error) {
+// IMPORTANT: call it only after every chunk on the files' lists is indexed.
+func (d *DB) CommitFiles(dir, name string, files []Commit) (found bool, err error) {
 	err = d.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBackups).Bucket(backupKey(dir, name))
 		if b == nil {
 			return nil
 		}
 		found = true
-		return commitFile(tx, b, f, last)
+		for _, c := range files {
+			if err := commitFile(tx, b, c.File, c.Last); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return found, err
 }

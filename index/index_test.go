@@ -82,7 +82,7 @@ func addFile(t *testing.T, db *index.DB, dir, name, file string, rs []index.Ref)
 		list = must(db.PutSegment(list, index.Segment{Seq: seg, Refs: rs[seg*index.SegmentRefs : (seg+1)*index.SegmentRefs]}))
 	}
 	f := index.File{Name: file, List: list, Size: size, Chunks: int64(len(rs))}
-	if found, err := db.CommitFile(dir, name, f, index.Segment{Seq: last, Refs: rs[last*index.SegmentRefs:]}); err != nil || !found {
+	if found, err := db.CommitFiles(dir, name, []index.Commit{{File: f, Last: index.Segment{Seq: last, Refs: rs[last*index.SegmentRefs:]}}}); err != nil || !found {
 		t.Fatalf("CommitFile = %v, %v", found, err)
 	}
 	got, _, _ := db.File(dir, name, file)
@@ -147,7 +147,7 @@ func TestBackupLifecycle(t *testing.T) {
 	if _, found, _ := db.Backup("ks/0", "b1"); found {
 		t.Error("deleted backup still found")
 	}
-	if found := must(db.CommitFile("ks/0", "b1", index.File{Name: "g"}, index.Segment{Refs: refs(1, 0)})); found {
+	if found := must(db.CommitFiles("ks/0", "b1", []index.Commit{{File: index.File{Name: "g"}, Last: index.Segment{Refs: refs(1, 0)}}})); found {
 		t.Error("CommitFile into a deleted backup succeeded")
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 // ListID names a file's chunk list. A writer stores the segments of its
 // file's list as it chunks (PutSegment allocates the list with the first)
-// and hands the last one to CommitFile. Lists that were never committed are
+// and hands the last one to CommitFiles. Lists that were never committed are
 // "open" until dropped. ListID 0 is no list: an empty one.
 type ListID uint64
 

@@ -285,6 +285,26 @@ func (d *DB) Usable(id chunkstore.ID) (bool, error) {
 	return usable, err
 }
 
+// AllUsable reports, in one transaction, whether Usable holds for every
+// chunk of refs, and if not, the first that is not.
+func (d *DB) AllUsable(refs []Ref) (missing chunkstore.ID, all bool, err error) {
+	all = true
+	err = d.view(func(tx *bolt.Tx) error {
+		for _, r := range refs {
+			loc, found, err := primary(tx, r.ID)
+			if err != nil {
+				return err
+			}
+			if !found || tx.Bucket(bucketCondemned).Get(loc.Pack[:]) != nil {
+				missing, all = r.ID, false
+				return nil
+			}
+		}
+		return nil
+	})
+	return missing, all, err
+}
+
 // primary returns the location Lookup gives for chunk id, and false if the
 // chunk is not indexed.
 func primary(tx *bolt.Tx, id chunkstore.ID) (chunkstore.Location, bool, error) {

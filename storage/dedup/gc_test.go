@@ -410,25 +410,26 @@ func TestFiles(t *testing.T) {
 	}
 }
 
-// TestGCMergesSmallPacks: small files seal a pack each; a collection copies
-// their chunks into one pack, and the plan says exactly what it frees.
+// TestGCMergesSmallPacks: small backups seal a pack each; a collection
+// copies their chunks into one pack, and the plan says exactly what it frees.
 func TestGCMergesSmallPacks(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
-	files := map[string][]byte{}
+	all := backups{}
 	for i := range 30 {
-		files[fmt.Sprintf("f%d", i)] = dataset.Random(uint64(200+i), 10<<10)
+		name := fmt.Sprintf("small%d", i)
+		all[name] = map[string][]byte{"f": dataset.Random(uint64(200+i), 10<<10)}
+		backup(t, s, "d", name, all[name])
 	}
-	backup(t, s, "d", "small", files)
 	before := stats(t, s)
-	if before.Packs < 10 {
-		t.Fatalf("30 small files made only %d packs; the test needs small packs", before.Packs)
+	if before.Packs != 30 {
+		t.Fatalf("30 small backups made %d packs; the test needs one each", before.Packs)
 	}
 	p, res := collect(t, s, gc.Options{})
 	after := stats(t, s)
 	if after.Packs != 1 || res.Repacked != before.Packs || p.FreedBytes != res.FreedBytes || res.FreedBytes != before.StoredBytes-after.StoredBytes {
 		t.Errorf("%d packs became %d; plan frees %d, result %+v, stored %d -> %d", before.Packs, after.Packs, p.FreedBytes, res, before.StoredBytes, after.StoredBytes)
 	}
-	backups{"small": files}.verify(t, s, "after merging")
+	all.verify(t, s, "after merging")
 	checkClean(t, s, root)
 }
 

@@ -96,6 +96,16 @@ func (h *handle) ReadFile(ctx context.Context, filename string) (io.ReadCloser, 
 		return nil, err
 	}
 	f, found, err := h.r.idx.File(h.dir, h.name, filename)
+	if err == nil && !found && h.r.isStaged(h.dir, h.name, filename) {
+		// Closed in a backup still running: commit it now.
+		l := h.r.backupLock(h.dir, h.name)
+		l.Lock()
+		err = h.r.commitStaged(ctx, h.dir, h.name, true)
+		l.Unlock()
+		if err == nil {
+			f, found, err = h.r.idx.File(h.dir, h.name, filename)
+		}
+	}
 	if err != nil {
 		return nil, asStorageErr(err)
 	}

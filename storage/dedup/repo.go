@@ -63,7 +63,10 @@ type repo struct {
 	lease   *lease              // the lease new backups take, nil if none
 	leases  map[*lease]struct{} // every lease held
 
-	backupLocks [64]sync.Mutex // serialize manifest writes and removal per backup
+	backupLocks [64]sync.Mutex // serialize staging, manifest writes and removal per backup
+
+	stageMu sync.Mutex
+	staged  map[string]*stage // by stageKey: closed files not yet committed
 	seed        maphash.Seed
 
 	writers sync.WaitGroup // running writer goroutines
@@ -136,6 +139,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		pending:   map[chunkstore.ID]*pack{},
 		claims:    map[chunkstore.ID]int{},
 		leases:    map[*lease]struct{}{},
+		staged:    map[string]*stage{},
 		seed:      maphash.MakeSeed(),
 	}
 	params := store.Config().Chunker
@@ -325,9 +329,10 @@ func (r *repo) backupLock(dir, name string) *sync.Mutex {
 	return &r.backupLocks[maphash.String(r.seed, dir+"\x00"+name)%uint64(len(r.backupLocks))]
 }
 
-// endBackup writes the backup's manifest, then marks it ended. It runs at
-// EndBackup and again whenever a file is committed to an ended backup, so the
-// manifest always lists every committed file.
+// endBackup commits the backup's staged files, writes its manifest, then
+// marks it ended. It runs at EndBackup and again whenever a file is
+// committed to an ended backup, so the manifest always lists every
+// committed file.
 //
 // On a shared repository it refuses, with storage.ErrAborted, to write the
 // manifest once the lease the caller's chunk references depend on is lost.
@@ -342,6 +347,9 @@ func (r *repo) endBackup(ctx context.Context, dir, name string, ls *lease) error
 		return err
 	} else if !found {
 		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, storage.ErrAborted)
+	}
+	if err := r.commitStaged(ctx, dir, name, true); err != nil {
+		return err
 	}
 	now := time.Now()
 	if err := r.putManifest(ctx, dir, name, now); err != nil {
@@ -381,6 +389,7 @@ func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 	if err := r.idx.DeleteBackup(dir, name); err != nil {
 		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
 	}
+	r.dropStage(dir, name)
 	if err := r.idx.ClearDamaged(index.ManifestName(dir, name)); err != nil { // removed with its backup
 		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
 	}

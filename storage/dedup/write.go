@@ -17,8 +17,8 @@ import (
 // chunks and hands them, in order, to the worker pool; workers hash each
 // chunk, look it up, and compress and pack only the new ones; the uploader
 // writes sealed packs and indexes them. A writer keeps the chunk list of its
-// file in order and stores it segment by segment; Close waits until every
-// pack the file needs is durable, then commits the file.
+// file in order and stores it segment by segment; Close stages the file,
+// and the backup's end commits it once the packs it needs are durable.
 
 // job is one chunk on its way through a worker.
 type job struct {
@@ -239,8 +239,11 @@ func (w *writer) Write(p []byte) (int, error) {
 	return w.pw.Write(p)
 }
 
-// Close ends the file. It returns nil only once the file is durable and
-// committed to the backup.
+// Close ends the file. It returns nil once the file is complete and its
+// chunks are handed to the store: the file is staged, and the backup's end
+// makes it durable and part of the backup (see stage.go). A file closed
+// after its backup ended is committed before Close returns, and rewrites
+// the manifest.
 func (w *writer) Close() error {
 	if w.closed {
 		return errors.New("dedup: file already closed")
@@ -252,12 +255,10 @@ func (w *writer) Close() error {
 	defer w.r.releaseLease(w.lease)
 	err := w.err
 	if err == nil {
-		err = w.commit()
+		err = w.finish()
 	}
-	// Committed, the last segment is in the index; failed, it is not needed.
-	w.r.release(w.refs)
-	w.refs = nil
 	if err != nil {
+		w.r.release(w.refs)
 		if w.list != 0 {
 			w.r.idx.DropList(w.list)
 		}
@@ -266,37 +267,54 @@ func (w *writer) Close() error {
 	return nil
 }
 
-// commit waits until every chunk of the file is indexed, then makes the file
-// part of the backup, storing the last segment of its list in the same
-// transaction, and rewrites the manifest if the backup had ended.
-func (w *writer) commit() error {
-	for _, p := range w.deps {
+// finish stages the file, or commits it if the backup has ended. Staged,
+// its last segment's claims pass to the stage.
+func (w *writer) finish() error {
+	f := stagedFile{
+		commit: index.Commit{File: index.File{Name: w.file, List: w.list, Size: w.size, Chunks: w.chunks}, Last: index.Segment{Seq: w.seg, Refs: w.refs}},
+		deps:   w.deps,
+	}
+	l := w.r.backupLock(w.dir, w.name)
+	l.Lock()
+	b, found, err := w.r.idx.Backup(w.dir, w.name)
+	if err == nil && !found {
+		err = storage.ErrAborted
+	}
+	if err != nil {
+		l.Unlock()
+		return err
+	}
+	if b.State != index.Ended {
+		w.r.stageFile(w.dir, w.name, f)
+		l.Unlock()
+		w.refs, w.list = nil, 0 // the stage holds them now
+		return nil
+	}
+	l.Unlock()
+	return w.commit(f)
+}
+
+// commit makes the file part of an ended backup once every chunk of it is
+// indexed, storing the last segment of its list in the same transaction,
+// and rewrites the manifest.
+func (w *writer) commit(f stagedFile) error {
+	for _, p := range f.deps {
 		if err := w.r.seal(p); err != nil {
 			return err
 		}
 	}
-	for _, p := range w.deps {
-		select {
-		case <-p.done:
-			if p.err != nil {
-				return p.err
-			}
-		case <-w.ctx.Done():
-			return context.Cause(w.ctx)
-		}
+	if _, err := w.r.packsDone(w.ctx, f.deps, true); err != nil {
+		return err
 	}
-	f := index.File{Name: w.file, List: w.list, Size: w.size, Chunks: w.chunks}
-	found, err := w.r.idx.CommitFile(w.dir, w.name, f, index.Segment{Seq: w.seg, Refs: w.refs})
+	found, err := w.r.idx.CommitFiles(w.dir, w.name, []index.Commit{f.commit})
 	if err != nil {
 		return err
 	}
 	if !found {
 		return storage.ErrAborted
 	}
-	b, _, err := w.r.idx.Backup(w.dir, w.name)
-	if err != nil || b.State != index.Ended {
-		return err
-	}
+	w.r.release(w.refs)
+	w.refs, w.list = nil, 0
 	return w.r.endBackup(w.ctx, w.dir, w.name, w.lease)
 }
 
