@@ -67,7 +67,7 @@ type repo struct {
 
 	stageMu sync.Mutex
 	staged  map[string]*stage // by stageKey: closed files not yet committed
-	seed        maphash.Seed
+	seed    maphash.Seed
 
 	writers sync.WaitGroup // running writer goroutines
 	workers sync.WaitGroup // workers and the uploader
