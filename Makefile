@@ -16,7 +16,7 @@ VERSITYGW := $(TOOLS)/versitygw-$(VERSITYGW_VERSION)/versitygw
 # The race detector needs cgo, and so a C compiler.
 CC        := $(shell $(GO) env CC)
 
-.PHONY: demo build test vet race large cc fuzz benchonce bench bench-realdb
+.PHONY: demo build test vet race large cc fuzz benchonce bench bench-tree bench-realdb
 
 ## demo: three backups of a generated database, a restore, and what each cost
 demo:
@@ -76,6 +76,12 @@ bench:
 	$(GO) test ./bench -run '^$$' -bench 'Chunk|Hash|Compress|Decompress|PackWrite|Index' -benchmem -count $(BENCHCOUNT) > bench-parts.out
 	$(BENCHSTAT) -col /store bench.out
 	$(BENCHSTAT) bench-parts.out
+
+## bench-tree: a tree of 20,000 small files: first backup and unchanged repeat, beside
+## tar | zstd -1 -T1 on the same tree (and restic, when on the PATH)
+bench-tree:
+	$(GO) test ./cmd/dedupctl -run '^$$' -bench 'Tree' -count $(BENCHCOUNT) | tee bench-tree.out
+	$(BENCHSTAT) -col /tool bench-tree.out
 
 ## bench-realdb: three full backups of a private MariaDB under sysbench load, beside the
 ## file storage, a verified restore and a chunker study; report in bench/results.

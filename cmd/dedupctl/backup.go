@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/dedupstore/dedupstore/tree"
@@ -22,6 +23,7 @@ type backupOptions struct {
 	fromCommand bool
 	name        string
 	allowEmpty  bool
+	force       bool
 	concurrency int
 }
 
@@ -42,7 +44,11 @@ Each PATH is stored under its absolute path (without the leading slash), with
 the directories above it, so that two paths never collide and a restore with
 --target / puts everything back in place. Everything in the trees is kept:
 files, directories (empty ones too), symlinks, hard links, FIFOs and device
-nodes, with modes, owners and times; sparse files come back sparse. A file
+nodes, with modes, owners and times; sparse files come back sparse.
+
+A file whose size, modification time, change time and inode are those it had
+in the newest ended backup of DIR is not read again: the new backup refers to
+the chunks it had (--force reads every file). A file
 that cannot be read is skipped and named, and the backup then exits with code
 6. A file that changed type after it was listed (swapped for a link or a FIFO)
 is skipped too: no link is followed.
@@ -61,6 +67,7 @@ the backup; nothing of it is kept.`,
 	cmd.Flags().BoolVar(&o.fromCommand, "stdin-from-command", false, "run the command given after -- and back up its standard output")
 	cmd.Flags().StringVar(&o.name, "name", "", "with --stdin or --stdin-from-command: the file name to store the stream as")
 	cmd.Flags().BoolVar(&o.allowEmpty, "allow-empty", false, "store an empty stream")
+	cmd.Flags().BoolVar(&o.force, "force", false, "read every file, even those unchanged since the previous backup")
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 4, "files backed up at once")
 	return cmd
 }
@@ -115,8 +122,55 @@ func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) err
 			defer context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })()
 			b.open = func(tree.Source) (io.ReadCloser, error) { return pr, nil }
 		}
+		if !b.stream && !o.force {
+			b.loadPrevious(ctx, s)
+		}
 		return b.run(ctx, s, nil)
 	})
+}
+
+// previous is the files cache: the files of the newest ended backup of the
+// same directory, by path.
+type previous struct {
+	name  string
+	files map[tree.Name]tree.Entry
+}
+
+// loadPrevious reads the files cache. Without it every file is read: a
+// catalog it cannot read is reported and costs only time.
+func (b *backup) loadPrevious(ctx context.Context, s *dedup.Storage) {
+	backups, err := s.Backups(ctx, b.dir)
+	if err != nil {
+		b.a.warn("reading every file: %v", err)
+		return
+	}
+	for i := len(backups) - 1; i >= 0; i-- {
+		if backups[i].State != index.Ended {
+			continue
+		}
+		bh, err := findBackup(ctx, s, b.dir, backups[i].Name)
+		var entries []tree.Entry
+		if err == nil {
+			entries, err = readCatalog(ctx, s, bh)
+		}
+		if err != nil {
+			b.a.warn("reading every file: the previous backup %s/%s: %v", b.dir, backups[i].Name, err)
+			return
+		}
+		b.prev = previous{name: backups[i].Name, files: map[tree.Name]tree.Entry{}}
+		for _, e := range entries {
+			if e.Type == tree.File {
+				b.prev.files[e.Path] = e
+			}
+		}
+		return
+	}
+}
+
+// unchanged finds src in the files cache.
+func (p previous) unchanged(src tree.Entry) (tree.Entry, bool) {
+	e, ok := p.files[src.Path]
+	return e, ok && e.Size == src.Size && e.MTime.Equal(src.MTime) && e.CTime.Equal(src.CTime) && e.Inode == src.Inode && !e.CTime.IsZero()
 }
 
 // backup is one run of the backup command.
@@ -127,9 +181,11 @@ type backup struct {
 	sources   []tree.Source
 	stream    bool
 	open      func(tree.Source) (io.ReadCloser, error) // nil: tree.Open
+	prev      previous
 
-	mu      sync.Mutex
-	skipped []string // paths not backed up
+	mu        sync.Mutex
+	skipped   []string // paths not backed up
+	unchanged int      // files added from the files cache
 }
 
 // skip reports a path that is not backed up.
@@ -175,7 +231,7 @@ func (b *backup) runCommand(ctx context.Context, s *dedup.Storage, args []string
 // ends the backup, it calls finish, if set: an error aborts the backup.
 func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error) error {
 	a := b.a
-	before, err := s.Stats(ctx)
+	before, err := s.StoredBytes(ctx)
 	if err != nil {
 		return err
 	}
@@ -194,7 +250,7 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 		}
 	}
 	bar := a.progress(total, "backup")
-	written, err := b.addAll(ctx, bh, bar)
+	written, err := b.addAll(ctx, s, bh, bar)
 	if err == nil && finish != nil {
 		err = finish()
 	}
@@ -219,11 +275,11 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 		return fmt.Errorf("backup %s/%s aborted, nothing of it is kept: %w", b.dir, b.name, err)
 	}
 	elapsed := time.Since(start)
-	after, err := s.Stats(ctx)
+	after, err := s.StoredBytes(ctx)
 	if err != nil {
 		return err
 	}
-	added := after.StoredBytes - before.StoredBytes
+	added := after - before
 	files := 0
 	for _, src := range b.sources {
 		if src.Type == tree.File {
@@ -231,7 +287,7 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 		}
 	}
 	if a.json {
-		if err := a.printJSON(backupJSON{Backup: b.dir + "/" + b.name, Files: files, Entries: len(b.sources), Skipped: len(b.skipped), Bytes: written, AddedBytes: added, Seconds: elapsed.Seconds()}); err != nil {
+		if err := a.printJSON(backupJSON{Backup: b.dir + "/" + b.name, Files: files, Unchanged: b.unchanged, Entries: len(b.sources), Skipped: len(b.skipped), Bytes: written, AddedBytes: added, Seconds: elapsed.Seconds()}); err != nil {
 			return err
 		}
 	} else {
@@ -239,7 +295,11 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 		if a.shared() {
 			grew += " (with what other agents wrote meanwhile)"
 		}
-		a.info("backup %s/%s: %d files, %s in %s (%s); %s", b.dir, b.name, files, size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
+		unchanged := ""
+		if b.unchanged > 0 {
+			unchanged = fmt.Sprintf(" (%d unchanged, not read)", b.unchanged)
+		}
+		a.info("backup %s/%s: %d files%s, %s in %s (%s); %s", b.dir, b.name, files, unchanged, size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
 	}
 	if len(b.skipped) > 0 {
 		return fmt.Errorf("backup %s/%s ended without %d paths (named above): %w", b.dir, b.name, len(b.skipped), errIncomplete)
@@ -250,6 +310,7 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 type backupJSON struct {
 	Backup     string  `json:"backup"`
 	Files      int     `json:"files"`
+	Unchanged  int     `json:"unchanged_files"`
 	Entries    int     `json:"entries"`
 	Skipped    int     `json:"skipped"`
 	Bytes      int64   `json:"bytes"`
@@ -260,7 +321,7 @@ type backupJSON struct {
 // addAll copies the files' data into the backup, concurrency at a time,
 // and stops at the first error of the repository. A file that cannot be
 // read is skipped. It records each file's size as read.
-func (b *backup) addAll(ctx context.Context, bh storage.BackupHandle, bar progress) (int64, error) {
+func (b *backup) addAll(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle, bar progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan int)
@@ -270,9 +331,10 @@ func (b *backup) addAll(ctx context.Context, bh storage.BackupHandle, bar progre
 	failed := map[string]bool{} // stored names of skipped files
 	for range b.o.concurrency {
 		wg.Go(func() {
+			buf := make([]byte, 1<<20)
 			for i := range work {
 				src := &b.sources[i]
-				n, err := b.addOne(ctx, bh, *src, bar)
+				n, err := b.addOne(ctx, s, bh, *src, bar, buf)
 				var se sourceError
 				if errors.As(err, &se) && ctx.Err() == nil {
 					b.skip(src.Disk, se.err)
@@ -331,9 +393,22 @@ type sourceError struct{ err error }
 
 func (e sourceError) Error() string { return e.err.Error() }
 
-func (b *backup) addOne(ctx context.Context, bh storage.BackupHandle, src tree.Source, bar progress) (int64, error) {
+func (b *backup) addOne(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle, src tree.Source, bar progress, buf []byte) (int64, error) {
 	if ctx.Err() != nil {
 		return 0, context.Cause(ctx)
+	}
+	if p, ok := b.prev.unchanged(src.Entry); ok {
+		err := s.CopyFile(ctx, b.dir, b.name, src.Stored, dedup.FileRef{Dir: b.dir, Name: b.prev.name, File: p.Stored})
+		if err == nil {
+			b.mu.Lock()
+			b.unchanged++
+			b.mu.Unlock()
+			bar.add(int(src.Size))
+			return src.Size, nil
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return 0, err
+		}
 	}
 	var r io.ReadCloser
 	var err error
@@ -354,7 +429,6 @@ func (b *backup) addOne(ctx context.Context, bh storage.BackupHandle, src tree.S
 	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, 1<<20)
 	var n int64
 	for {
 		k, rerr := r.Read(buf)

@@ -49,6 +49,7 @@ import (
 	"flag"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -277,6 +278,30 @@ func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
 	return asStorageErr(r.removeBackup(ctx, dir, name))
 }
 
+// Backups returns the backups in dir (every backup if dir is ""), in
+// progress or ended, oldest start first, with their state and times. On a
+// shared repository it first brings the index up to date.
+func (s *Storage) Backups(ctx context.Context, dir string) ([]index.Backup, error) {
+	if dir != "" {
+		if err := storage.ValidateDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.syncShared(ctx); err != nil {
+		return nil, err
+	}
+	backups, err := r.idx.Backups(dir, dir == "")
+	if err != nil {
+		return nil, asStorageErr(err)
+	}
+	slices.SortStableFunc(backups, func(a, b index.Backup) int { return a.Started.Compare(b.Started) })
+	return backups, nil
+}
+
 // Files describes the committed files of a backup, with what each cost the
 // repository; the error wraps storage.ErrNotFound if there is no such backup.
 func (s *Storage) Files(ctx context.Context, dir, name string) ([]gc.FileStats, error) {
@@ -306,6 +331,22 @@ func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, 
 	}
 	rep, err := check.Run(ctx, r.store, r.idx, opts)
 	return rep, asStorageErr(err)
+}
+
+// StoredBytes returns the size of the packs the index knows of: with a
+// reading before and after a backup, what the backup added. It costs one
+// scan of the packs, where Stats reads every backup's chunk lists.
+func (s *Storage) StoredBytes(ctx context.Context) (int64, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	packs, err := r.idx.Packs()
+	var n int64
+	for _, p := range packs {
+		n += p.Size
+	}
+	return n, asStorageErr(err)
 }
 
 // Stats returns what the repository holds and what each backup costs; see

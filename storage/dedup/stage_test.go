@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
@@ -141,4 +143,69 @@ func TestFailedPackFailsEveryEnd(t *testing.T) {
 	}
 	backup(t, s, "d", "after", map[string][]byte{"f": dataset.Random(2, 50<<10)})
 	wantContent(t, s, "d", "after", dataset.Random(2, 50<<10))
+}
+
+var smallChunks = dedup.Options{Chunker: chunkstore.ChunkerParams{Kind: chunkstore.ChunkerFastCDC, MinSize: 2 << 10, AvgSize: 4 << 10, MaxSize: 16 << 10}}
+
+// CopyFile adds a file by reference: it reads back exactly, outlives its
+// source, and spans several list segments.
+func TestCopyFile(t *testing.T) {
+	s, root := newStorage(t, smallChunks)
+	files := map[string][]byte{"big": dataset.Random(5, 6<<20), "small": []byte("small"), "empty": nil}
+	backup(t, s, "d", "a", files)
+	if fs, err := s.Files(ctx, "d", "a"); err != nil || fs[0].Name != "big" || fs[0].Chunks <= index.SegmentRefs {
+		t.Fatalf("the big file (%+v, %v) needs more than one list segment", fs, err)
+	}
+	bh, err := s.StartBackup(ctx, "d", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range files {
+		if err := s.CopyFile(ctx, "d", "b", f+"-copy", dedup.FileRef{Dir: "d", Name: "a", File: f}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CopyFile(ctx, "d", "b", "x", dedup.FileRef{Dir: "d", Name: "a", File: "nope"}); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("CopyFile of a missing file: %v", err)
+	}
+	if err := bh.EndBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CopyFile(ctx, "d", "b", "late", dedup.FileRef{Dir: "d", Name: "a", File: "small"}); !errors.Is(err, storage.ErrAborted) {
+		t.Errorf("CopyFile into an ended backup: %v", err)
+	}
+	if err := s.RemoveBackup(ctx, "d", "a"); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, s, gc.Options{GracePeriod: time.Nanosecond})
+	copies := map[string][]byte{}
+	for f, data := range files {
+		copies[f+"-copy"] = data
+	}
+	backups{"b": copies}.verify(t, s, "after the source was removed and collected")
+	checkClean(t, s, root)
+}
+
+// CopyFile checks that every chunk is there: a source whose pack is lost
+// is refused, so that the caller writes the file instead.
+func TestCopyFileChecksChunks(t *testing.T) {
+	s, root := newStorage(t, dedup.Options{})
+	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(6, 100<<10)})
+	packs, _ := filepath.Glob(filepath.Join(root, "data", "*", "*"))
+	for _, p := range packs {
+		os.Remove(p)
+	}
+	if _, err := s.RebuildIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bh, err := s.StartBackup(ctx, "d", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CopyFile(ctx, "d", "b", "f", dedup.FileRef{Dir: "d", Name: "a", File: "f"}); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("CopyFile of a file whose chunks are lost: %v", err)
+	}
+	if err := bh.EndBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
