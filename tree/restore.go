@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,8 +55,9 @@ type Report struct {
 // already under the target, leads outside it. Each entry is made under a
 // temporary name and renamed into place once complete, with its mode,
 // owner (when running as root) and times; directories get theirs last.
-// An entry that fails is reported in Report.Failed and the others are
-// restored; the error is for what stops the whole restore.
+// Regular files are restored workers at a time. An entry that fails is
+// reported in Report.Failed and the others are restored; the error is for
+// what stops the whole restore.
 func Restore(ctx context.Context, target string, entries []Entry, o RestoreOptions) (Report, error) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return Report{}, err
@@ -65,7 +67,7 @@ func Restore(ctx context.Context, target string, entries []Entry, o RestoreOptio
 		return Report{}, err
 	}
 	defer root.Close()
-	r := &restorer{root: root, o: o, owners: os.Geteuid() == 0, uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), done: map[Name]bool{}, buf: make([]byte, 1<<20)}
+	r := &restorer{root: root, o: o, owners: os.Geteuid() == 0, uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), done: map[Name]bool{}}
 	if !o.Overwrite {
 		for _, e := range entries {
 			if err := r.free(e); err != nil {
@@ -73,37 +75,81 @@ func Restore(ctx context.Context, target string, entries []Entry, o RestoreOptio
 			}
 		}
 	}
-	var dirs []Entry
+	main := r.newWorker()
+	defer main.close()
+	work := make(chan Entry)
+	var wg sync.WaitGroup
+	for range restoreWorkers {
+		wg.Go(func() {
+			w := r.newWorker()
+			defer w.close()
+			for e := range work {
+				w.restore(ctx, e)
+			}
+		})
+	}
+	var links, dirs []Entry
 	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return r.rep, err
+		if ctx.Err() != nil {
+			break
 		}
-		if err := r.restore(ctx, e); err != nil {
-			r.rep.Failed = append(r.rep.Failed, Failure{e.Path, err})
-			continue
-		}
-		r.done[e.Path] = true
-		r.rep.Entries++
-		if e.Type == Dir {
-			dirs = append(dirs, e)
+		switch {
+		case e.Type == File && e.HardLink == "":
+			work <- e
+		case e.Type == File:
+			links = append(links, e) // once the files they link to are there
+		default:
+			if main.restore(ctx, e) && e.Type == Dir {
+				dirs = append(dirs, e)
+			}
 		}
 	}
+	close(work)
+	wg.Wait()
+	for _, e := range links {
+		main.restore(ctx, e)
+	}
+	if err := ctx.Err(); err != nil {
+		return r.rep, err
+	}
 	for _, e := range slices.Backward(dirs) {
-		if err := r.meta(string(e.Path), e); err != nil {
-			r.rep.Failed = append(r.rep.Failed, Failure{e.Path, err})
+		p := string(e.Path)
+		dr, err := main.dir(path.Dir(p))
+		if err == nil {
+			err = main.meta(dr, path.Base(p), e)
+		}
+		if err != nil {
+			r.fail(e, err)
 		}
 	}
 	return r.rep, nil
 }
+
+// restoreWorkers is how many regular files are restored at once: reads of
+// the repository and writes of the target overlap.
+const restoreWorkers = 4
 
 type restorer struct {
 	root     *os.Root
 	o        RestoreOptions
 	owners   bool
 	uid, gid uint32
-	done     map[Name]bool // restored, for hard links to find
-	rep      Report
-	buf      []byte
+
+	mu   sync.Mutex
+	done map[Name]bool // restored: directories need not be made again, hard links find their file
+	rep  Report
+}
+
+func (r *restorer) fail(e Entry, err error) {
+	r.mu.Lock()
+	r.rep.Failed = append(r.rep.Failed, Failure{e.Path, err})
+	r.mu.Unlock()
+}
+
+func (r *restorer) isDone(p Name) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.done[p]
 }
 
 // free checks that restoring e replaces nothing.
@@ -120,76 +166,145 @@ func (r *restorer) free(e Entry) error {
 	return fmt.Errorf("%s/%s: %w (restore with --overwrite to replace it)", r.root.Name(), e.Path, ErrExists)
 }
 
-func (r *restorer) restore(ctx context.Context, e Entry) error {
+// worker restores entries on one goroutine. It keeps the directories it
+// last wrote into open, each as an os.Root, so that an entry costs
+// operations on one name in its directory, not a walk from the target.
+type worker struct {
+	*restorer
+	buf   []byte
+	roots map[string]*os.Root
+	order []string // of roots, oldest first
+}
+
+// dirCache is how many directories a worker keeps open.
+const dirCache = 16
+
+func (r *restorer) newWorker() *worker {
+	return &worker{restorer: r, buf: make([]byte, 1<<20), roots: map[string]*os.Root{}}
+}
+
+func (w *worker) close() {
+	for _, dr := range w.roots {
+		dr.Close()
+	}
+}
+
+// dir returns the directory dir of the target, opened.
+func (w *worker) dir(dir string) (*os.Root, error) {
+	if dir == "." {
+		return w.root, nil
+	}
+	if dr, ok := w.roots[dir]; ok {
+		return dr, nil
+	}
+	dr, err := w.root.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.order) == dirCache {
+		w.roots[w.order[0]].Close()
+		delete(w.roots, w.order[0])
+		w.order = w.order[1:]
+	}
+	w.roots[dir] = dr
+	w.order = append(w.order, dir)
+	return dr, nil
+}
+
+// restore restores one entry, or records why it could not.
+func (w *worker) restore(ctx context.Context, e Entry) bool {
+	if err := w.restoreEntry(ctx, e); err != nil {
+		w.fail(e, err)
+		return false
+	}
+	w.mu.Lock()
+	w.done[e.Path] = true
+	w.rep.Entries++
+	w.mu.Unlock()
+	return true
+}
+
+func (w *worker) restoreEntry(ctx context.Context, e Entry) error {
 	p := string(e.Path)
-	if err := r.root.MkdirAll(path.Dir(p), 0o755); err != nil {
+	parent, base := path.Dir(p), path.Base(p)
+	if parent != "." && !w.isDone(Name(parent)) {
+		if err := w.root.MkdirAll(parent, 0o755); err != nil {
+			return err
+		}
+	}
+	dr, err := w.dir(parent)
+	if err != nil {
 		return err
 	}
 	if e.Type == Dir {
-		err := r.root.Mkdir(p, 0o700)
+		err := dr.Mkdir(base, 0o700)
 		if errors.Is(err, fs.ErrExist) {
-			if info, lerr := r.root.Lstat(p); lerr == nil && info.IsDir() {
+			if info, lerr := dr.Lstat(base); lerr == nil && info.IsDir() {
 				return nil
 			}
 		}
 		return err
 	}
-	tmp := path.Join(path.Dir(p), ".dedupctl-restore-"+rand.Text())
-	err := r.create(ctx, tmp, e)
-	if err == nil && (e.HardLink == "" || !r.done[e.HardLink]) {
-		err = r.meta(tmp, e)
+	tmp := ".dedupctl-restore-" + rand.Text()
+	linked := e.HardLink != "" && w.isDone(e.HardLink)
+	if linked {
+		err = w.root.Link(string(e.HardLink), path.Join(parent, tmp))
+	} else {
+		err = w.create(ctx, dr, tmp, e)
+	}
+	if err == nil && !linked {
+		err = w.meta(dr, tmp, e)
 	}
 	if err == nil {
-		err = r.root.Rename(tmp, p)
+		err = dr.Rename(tmp, base)
 	}
 	if err != nil {
-		r.root.Remove(tmp)
+		dr.Remove(tmp)
 		return err
 	}
 	return nil
 }
 
-// create makes e at name, without its metadata.
-func (r *restorer) create(ctx context.Context, name string, e Entry) error {
+// create makes e as name in dr, without its metadata.
+func (w *worker) create(ctx context.Context, dr *os.Root, name string, e Entry) error {
 	switch e.Type {
 	case File:
-		if e.HardLink != "" && r.done[e.HardLink] {
-			return r.root.Link(string(e.HardLink), name)
-		}
-		return r.writeFile(ctx, name, e)
+		return w.writeFile(ctx, dr, name, e)
 	case Symlink:
-		return r.root.Symlink(string(e.Target), name)
+		return dr.Symlink(string(e.Target), name)
 	case FIFO:
-		return r.mknod(name, unix.S_IFIFO, 0)
+		return mknod(dr, name, unix.S_IFIFO, 0)
 	case Char:
-		return r.mknod(name, unix.S_IFCHR, e.Rdev)
+		return mknod(dr, name, unix.S_IFCHR, e.Rdev)
 	case Block:
-		return r.mknod(name, unix.S_IFBLK, e.Rdev)
+		return mknod(dr, name, unix.S_IFBLK, e.Rdev)
 	}
 	return fmt.Errorf("unknown type %q", e.Type)
 }
 
-func (r *restorer) writeFile(ctx context.Context, name string, e Entry) error {
-	rc, err := r.o.Open(ctx, e.Stored)
+func (w *worker) writeFile(ctx context.Context, dr *os.Root, name string, e Entry) error {
+	rc, err := w.o.Open(ctx, e.Stored)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	f, err := r.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := dr.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	n, err := r.copy(f, rc, e.Sparse)
+	n, err := w.copy(f, rc, e.Sparse)
 	if err == nil && e.Sparse {
 		err = f.Truncate(n) // a hole at the end
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	r.rep.Bytes += n
+	w.mu.Lock()
+	w.rep.Bytes += n
 	if err == nil {
-		r.rep.Files++
+		w.rep.Files++
 	}
+	w.mu.Unlock()
 	return err
 }
 
@@ -200,11 +315,11 @@ var zeros [sparseBlock]byte
 
 // copy writes src into f; with sparse, blocks of zeros are skipped, left
 // as holes.
-func (r *restorer) copy(f *os.File, src io.Reader, sparse bool) (int64, error) {
+func (w *worker) copy(f *os.File, src io.Reader, sparse bool) (int64, error) {
 	var off int64
 	for {
-		n, err := io.ReadFull(src, r.buf)
-		b := r.buf[:n]
+		n, err := io.ReadFull(src, w.buf)
+		b := w.buf[:n]
 		for len(b) > 0 {
 			k := min(len(b), sparseBlock)
 			if !sparse || !bytes.Equal(b[:k], zeros[:k]) {
@@ -214,8 +329,8 @@ func (r *restorer) copy(f *os.File, src io.Reader, sparse bool) (int64, error) {
 				if _, werr := f.WriteAt(b[:k], off); werr != nil {
 					return off, werr
 				}
-				if r.o.Progress != nil {
-					r.o.Progress(k)
+				if w.o.Progress != nil {
+					w.o.Progress(k)
 				}
 			}
 			off += int64(k)
@@ -230,43 +345,41 @@ func (r *restorer) copy(f *os.File, src io.Reader, sparse bool) (int64, error) {
 	}
 }
 
-// meta gives name e's owner, mode and times. Ownership first: changing it
-// clears setuid and setgid.
-func (r *restorer) meta(name string, e Entry) error {
-	if r.owners {
-		if err := r.root.Lchown(name, int(e.UID), int(e.GID)); err != nil {
+// meta gives name in dr e's owner, mode and times. Ownership first:
+// changing it clears setuid and setgid.
+func (w *worker) meta(dr *os.Root, name string, e Entry) error {
+	if w.owners {
+		if err := dr.Lchown(name, int(e.UID), int(e.GID)); err != nil {
 			return err
 		}
-	} else if e.UID != r.uid || e.GID != r.gid {
-		r.rep.OwnersNotRestored++
+	} else if e.UID != w.uid || e.GID != w.gid {
+		w.mu.Lock()
+		w.rep.OwnersNotRestored++
+		w.mu.Unlock()
 	}
 	if e.Type == Symlink {
 		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime.UnixNano()), unix.NsecToTimespec(e.MTime.UnixNano())}
-		return r.at(name, func(dir int, base string) error {
-			return unix.UtimesNanoAt(dir, base, ts, unix.AT_SYMLINK_NOFOLLOW)
-		})
+		return at(dr, name, func(dir int) error { return unix.UtimesNanoAt(dir, name, ts, unix.AT_SYMLINK_NOFOLLOW) })
 	}
-	if err := r.root.Chmod(name, e.FileMode()); err != nil {
+	if err := dr.Chmod(name, e.FileMode()); err != nil {
 		return err
 	}
-	return r.root.Chtimes(name, e.MTime, e.MTime)
+	return dr.Chtimes(name, e.MTime, e.MTime)
 }
 
-func (r *restorer) mknod(name string, typ uint32, rdev uint64) error {
-	return r.at(name, func(dir int, base string) error {
-		return unix.Mknodat(dir, base, typ|0o600, int(rdev))
-	})
+func mknod(dr *os.Root, name string, typ uint32, rdev uint64) error {
+	return at(dr, name, func(dir int) error { return unix.Mknodat(dir, name, typ|0o600, int(rdev)) })
 }
 
-// at runs fn on name's directory, opened through the root, and name's last
-// part: for the calls os.Root does not have.
-func (r *restorer) at(name string, fn func(dir int, base string) error) error {
-	d, err := r.root.Open(path.Dir(name))
+// at runs fn on dr's descriptor, for the calls on name (one part) that
+// os.Root does not have.
+func at(dr *os.Root, name string, fn func(dir int) error) error {
+	d, err := dr.Open(".")
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := fn(int(d.Fd()), path.Base(name)); err != nil {
+	if err := fn(int(d.Fd())); err != nil {
 		return &fs.PathError{Op: "restore", Path: name, Err: err}
 	}
 	return nil

@@ -15,19 +15,38 @@ import (
 
 // BenchmarkTree backs up a generated tree of 20,000 files (200 B to 12 KiB),
 // beside tar | zstd -1 -T1 on the same tree (and restic, when it is on the
-// PATH): a first backup into an empty repository, and an unchanged repeat.
+// PATH): a first backup into an empty repository, an unchanged repeat, and a
+// restore into an empty directory.
 // make bench-tree runs it and compares.
 func BenchmarkTree(b *testing.B) {
 	src, size := benchTree(b)
-	b.Run("tool=tar-zstd", func(b *testing.B) {
+	sh := func(b *testing.B, script string) {
+		if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v: %s", script, err, out)
+		}
+	}
+	b.Run("tool=tar-zstd/run=first", func(b *testing.B) {
 		if _, err := exec.LookPath("zstd"); err != nil {
 			b.Skip("no zstd")
 		}
 		b.SetBytes(size)
 		for b.Loop() {
-			if out, err := exec.Command("sh", "-c", "tar -cf - -C "+src+" . | zstd -1 -T1 >/dev/null").CombinedOutput(); err != nil {
-				b.Fatalf("%v: %s", err, out)
-			}
+			sh(b, "tar -cf - -C "+src+" . | zstd -1 -T1 >/dev/null")
+		}
+	})
+	b.Run("tool=tar-zstd/run=restore", func(b *testing.B) {
+		if _, err := exec.LookPath("zstd"); err != nil {
+			b.Skip("no zstd")
+		}
+		archive := filepath.Join(b.TempDir(), "tree.tar.zst")
+		sh(b, "tar -cf - -C "+src+" . | zstd -1 -T1 -q -o "+archive)
+		b.SetBytes(size)
+		for b.Loop() {
+			b.StopTimer()
+			target := filepath.Join(b.TempDir(), "target")
+			os.Mkdir(target, 0o755)
+			b.StartTimer()
+			sh(b, "zstd -d -c "+archive+" | tar -xf - -C "+target)
 		}
 	})
 	b.Run("tool=dedupctl/run=first", func(b *testing.B) {
@@ -49,6 +68,18 @@ func BenchmarkTree(b *testing.B) {
 		for b.Loop() {
 			i++
 			dedupctlRun(b, repo, "backup", fmt.Sprintf("bench/t/%d", i), src)
+		}
+	})
+	b.Run("tool=dedupctl/run=restore", func(b *testing.B) {
+		repo := filepath.Join(b.TempDir(), "repo")
+		dedupctlRun(b, repo, "init")
+		dedupctlRun(b, repo, "backup", "bench/t/0", src)
+		b.SetBytes(size)
+		for b.Loop() {
+			b.StopTimer()
+			target := filepath.Join(b.TempDir(), "target")
+			b.StartTimer()
+			dedupctlRun(b, repo, "restore", "bench/t/0", "--target", target)
 		}
 	})
 	if _, err := exec.LookPath("restic"); err != nil {
