@@ -240,16 +240,17 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 	if err != nil {
 		return err
 	}
-	total := int64(-1)
+	total, toRead := int64(-1), 0
 	if !b.stream {
 		total = 0
 		for _, src := range b.sources {
 			if src.Type == tree.File && src.HardLink == "" {
 				total += src.Size
+				toRead++
 			}
 		}
 	}
-	bar := a.progress(total, "backup")
+	bar := a.progress(total, toRead, "backup")
 	written, err := b.addAll(ctx, s, bh, bar)
 	if err == nil && finish != nil {
 		err = finish()
@@ -295,11 +296,18 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 		if a.shared() {
 			grew += " (with what other agents wrote meanwhile)"
 		}
-		unchanged := ""
+		var notes []string
 		if b.unchanged > 0 {
-			unchanged = fmt.Sprintf(" (%d unchanged, not read)", b.unchanged)
+			notes = append(notes, fmt.Sprintf("%d unchanged, not read", b.unchanged))
 		}
-		a.info("backup %s/%s: %d files%s, %s in %s (%s); %s", b.dir, b.name, files, unchanged, size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
+		if len(b.skipped) > 0 {
+			notes = append(notes, fmt.Sprintf("%d skipped", len(b.skipped)))
+		}
+		counts := fmt.Sprintf("%d files", files)
+		if len(notes) > 0 {
+			counts += " (" + strings.Join(notes, ", ") + ")"
+		}
+		a.info("backup %s/%s: %s, %s in %s (%s); %s", b.dir, b.name, counts, size(written), elapsed.Round(time.Millisecond), rate(written, elapsed), grew)
 	}
 	if len(b.skipped) > 0 {
 		return fmt.Errorf("backup %s/%s ended without %d paths (named above): %w", b.dir, b.name, len(b.skipped), errIncomplete)
@@ -321,7 +329,7 @@ type backupJSON struct {
 // addAll copies the files' data into the backup, concurrency at a time,
 // and stops at the first error of the repository. A file that cannot be
 // read is skipped. It records each file's size as read.
-func (b *backup) addAll(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle, bar progress) (int64, error) {
+func (b *backup) addAll(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle, bar *progress) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan int)
@@ -335,6 +343,7 @@ func (b *backup) addAll(ctx context.Context, s *dedup.Storage, bh storage.Backup
 			for i := range work {
 				src := &b.sources[i]
 				n, err := b.addOne(ctx, s, bh, *src, bar, buf)
+				bar.file()
 				var se sourceError
 				if errors.As(err, &se) && ctx.Err() == nil {
 					b.skip(src.Disk, se.err)
@@ -393,7 +402,7 @@ type sourceError struct{ err error }
 
 func (e sourceError) Error() string { return e.err.Error() }
 
-func (b *backup) addOne(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle, src tree.Source, bar progress, buf []byte) (int64, error) {
+func (b *backup) addOne(ctx context.Context, s *dedup.Storage, bh storage.BackupHandle, src tree.Source, bar *progress, buf []byte) (int64, error) {
 	if ctx.Err() != nil {
 		return 0, context.Cause(ctx)
 	}

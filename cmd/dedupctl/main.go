@@ -47,7 +47,8 @@ type app struct {
 	stdin     io.Reader
 	stdout    io.Writer
 	stderr    io.Writer
-	ran       bool // a command's RunE started: later errors are not usage errors
+	ran       bool      // a command's RunE started: later errors are not usage errors
+	bar       *progress // the progress bar showing, if any
 }
 
 // usageError marks errors in how dedupctl was called.

@@ -3,10 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -43,9 +43,11 @@ func (a *app) info(format string, args ...any) {
 	}
 }
 
-// warn prints a line on stderr unless --quiet.
+// warn prints a line on stderr unless --quiet, clearing the progress bar
+// first.
 func (a *app) warn(format string, args ...any) {
 	if !a.quiet {
+		a.bar.clear()
 		fmt.Fprintf(a.stderr, "dedupctl: "+format+"\n", args...)
 	}
 }
@@ -75,16 +77,26 @@ func when(t time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-// progress is a bytes progress bar on stderr, shown only when stderr is a
-// terminal and --quiet is not given. Its zero value shows nothing.
-type progress struct{ bar *progressbar.ProgressBar }
+// progress is a progress bar on stderr, of bytes and, when files is
+// set, of files, shown only when stderr is a terminal and --quiet is not
+// given. A nil *progress shows nothing. While it shows, warnings clear it
+// first, so that they do not scroll it away.
+type progress struct {
+	bar   *progressbar.ProgressBar
+	what  string
+	mu    sync.Mutex
+	files int // done
+	total int // files to do, 0 for a stream
+}
 
-func (a *app) progress(total int64, what string) progress {
+// progress starts a bar for total bytes (-1 if unknown: the bytes so far
+// are shown) and, if files > 0, that many files.
+func (a *app) progress(total int64, files int, what string) *progress {
 	f, ok := a.stderr.(*os.File)
 	if a.quiet || !ok || !term.IsTerminal(int(f.Fd())) {
-		return progress{}
+		return nil
 	}
-	return progress{progressbar.NewOptions64(total,
+	p := &progress{what: what, total: files, bar: progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(f),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowBytes(true),
@@ -93,30 +105,42 @@ func (a *app) progress(total int64, what string) progress {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)}
+	if files > 0 {
+		p.bar.Describe(fmt.Sprintf("%s 0/%d files", what, files))
+	}
+	a.bar = p
+	return p
 }
 
-func (p progress) add(n int) {
-	if p.bar != nil {
+func (p *progress) add(n int) {
+	if p != nil {
 		p.bar.Add(n)
 	}
 }
 
-func (p progress) done() {
-	if p.bar != nil {
+// file counts a file done.
+func (p *progress) file() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.files++
+	p.bar.Describe(fmt.Sprintf("%s %d/%d files", p.what, p.files, p.total))
+	p.mu.Unlock()
+}
+
+// clear takes the bar off the screen until it next draws.
+func (p *progress) clear() {
+	if p != nil {
+		p.mu.Lock()
+		p.bar.Clear()
+		p.mu.Unlock()
+	}
+}
+
+func (p *progress) done() {
+	if p != nil {
 		p.bar.Finish()
 	}
 }
 
-// counter counts the bytes written through it into a progress bar.
-type counter struct {
-	w io.Writer
-	p progress
-	n int64
-}
-
-func (c *counter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	c.p.add(n)
-	return n, err
-}

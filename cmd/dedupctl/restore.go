@@ -54,10 +54,12 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 		}
 		var total int64
 		for _, e := range chosen {
-			total += e.Size
+			if e.Type == tree.File && e.HardLink == "" {
+				total += e.Size
+			}
 		}
 		start := time.Now()
-		bar := a.progress(total, "restore")
+		bar := a.progress(total, 0, "restore")
 		rep, err := tree.Restore(ctx, o.target, chosen, tree.RestoreOptions{
 			Overwrite: o.overwrite,
 			Open:      func(ctx context.Context, stored string) (io.ReadCloser, error) { return bh.ReadFile(ctx, stored) },
