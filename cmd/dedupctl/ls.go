@@ -1,22 +1,26 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
-	"github.com/dedupstore/dedupstore/storage/dedup"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/dedupstore/dedupstore/storage"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) lsCommand() *cobra.Command {
-	return &cobra.Command{
+	var sortBy string
+	cmd := &cobra.Command{
 		Use:   "ls [DIR]",
 		Short: "List backups, with what each alone holds",
-		Long: `List the backups in DIR (all backups without it), oldest name first, with
-their state, start time, logical size, and the stored bytes no other backup
-uses: about what removing the backup and collecting garbage would free.`,
+		Long: `List the backups in DIR (all backups without it), oldest first (--sort name
+sorts by DIR/NAME), with their state, start time, logical size, and the
+stored bytes no other backup uses: about what removing the backup and
+collecting garbage would free.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("ls takes at most one directory")
@@ -24,6 +28,9 @@ uses: about what removing the backup and collecting garbage would free.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sortBy != "time" && sortBy != "name" {
+				return usagef("--sort %q: want time or name", sortBy)
+			}
 			return a.withStorage(func(s *dedup.Storage) error {
 				dir := ""
 				if len(args) == 1 {
@@ -42,6 +49,12 @@ uses: about what removing the backup and collecting garbage would free.`,
 						out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started, Ended: b.Ended, Files: b.Files, LogicalBytes: b.LogicalBytes, ExclusiveBytes: b.ExclusiveBytes})
 					}
 				}
+				slices.SortStableFunc(out, func(x, y lsJSON) int {
+					if sortBy == "name" {
+						return cmp.Or(cmp.Compare(x.Dir, y.Dir), cmp.Compare(x.Name, y.Name))
+					}
+					return cmp.Or(x.Started.Compare(y.Started), cmp.Compare(x.Dir, y.Dir), cmp.Compare(x.Name, y.Name))
+				})
 				if a.json {
 					return a.printJSON(out)
 				}
@@ -54,6 +67,8 @@ uses: about what removing the backup and collecting garbage would free.`,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&sortBy, "sort", "time", "order: time (start time, oldest first) or name")
+	return cmd
 }
 
 type lsJSON struct {

@@ -143,7 +143,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		a.initCommand(), a.backupCommand(), a.lsCommand(), a.showCommand(),
-		a.restoreCommand(), a.catCommand(), a.rmCommand(), a.gcCommand(),
+		a.restoreCommand(), a.catCommand(), a.diffCommand(), a.rmCommand(), a.gcCommand(),
 		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
 	)
 	return root

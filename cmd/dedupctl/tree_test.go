@@ -31,7 +31,7 @@ func exoticTree(t *testing.T) string {
 	must(os.MkdirAll(in("private"), 0o700))
 	must(os.Mkdir(in("empty"), 0o750))
 	must(os.Mkdir(in("sticky"), 0o755))
-	must(os.Chmod(in("sticky"), 0o1777))
+	must(syscall.Chmod(in("sticky"), 0o1777)) // os.Chmod takes these bits as fs.Mode flags
 	for name, data := range map[string]string{
 		"plain":                     "hello\n",
 		`system-systemd\x2dcrypt`:   "backslash\n",
@@ -47,8 +47,8 @@ func exoticTree(t *testing.T) string {
 		must(os.MkdirAll(filepath.Dir(in(name)), 0o755))
 		must(os.WriteFile(in(name), []byte(data), 0o640))
 	}
-	must(os.Chmod(in("suid"), 0o4755))
-	must(os.Chmod(in("sgid"), 0o2750))
+	must(syscall.Chmod(in("suid"), 0o4755))
+	must(syscall.Chmod(in("sgid"), 0o2750))
 	must(os.Link(in("hard1"), in("hard2")))
 	must(os.Symlink("plain", in("link")))
 	must(os.Symlink("/nonexistent/elsewhere", in("dangling")))
@@ -75,6 +75,11 @@ func exoticTree(t *testing.T) string {
 	})
 	for _, d := range []string{"deep/er/still/deeper", "deep/er/still", "deep/er", "deep", "sticky", "private", "empty", "."} {
 		must(os.Chtimes(in(d), old, old))
+	}
+	for p, want := range map[string]fs.FileMode{"suid": fs.ModeSetuid, "sgid": fs.ModeSetgid, "sticky": fs.ModeSticky} {
+		if info, _ := os.Stat(in(p)); info.Mode()&want == 0 {
+			t.Fatalf("%s: mode %v, the test needs %v", p, info.Mode(), want)
+		}
 	}
 	return src
 }

@@ -3,6 +3,7 @@ package dedup
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/storage"
@@ -120,4 +121,44 @@ func (r *repo) claimUsable(refs []index.Ref) error {
 		r.claimLocked(ref.ID)
 	}
 	return nil
+}
+
+// SameContent reports whether two committed files have the same content,
+// comparing their chunk lists, not their data. The error wraps
+// storage.ErrNotFound if either is not there.
+func (s *Storage) SameContent(ctx context.Context, a, b FileRef) (bool, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return false, err
+	}
+	fa, foundA, err := r.idx.File(a.Dir, a.Name, a.File)
+	if err != nil {
+		return false, asStorageErr(err)
+	}
+	fb, foundB, err := r.idx.File(b.Dir, b.Name, b.File)
+	if err != nil {
+		return false, asStorageErr(err)
+	}
+	if !foundA || !foundB {
+		return false, fmt.Errorf("dedup: compare %v with %v: %w", a, b, storage.ErrNotFound)
+	}
+	if fa.Size != fb.Size || fa.Chunks != fb.Chunks {
+		return false, nil
+	}
+	var ra, rb []index.Ref
+	for seg := uint32(0); int64(seg)*index.SegmentRefs < fa.Chunks; seg++ {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		if ra, _, err = r.idx.Segment(fa.List, seg, ra[:0]); err != nil {
+			return false, asStorageErr(err)
+		}
+		if rb, _, err = r.idx.Segment(fb.List, seg, rb[:0]); err != nil {
+			return false, asStorageErr(err)
+		}
+		if !slices.Equal(ra, rb) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
