@@ -145,4 +145,3 @@ func abs(n int64) int64 {
 	}
 	return n
 }
-

@@ -143,4 +143,3 @@ func (p *progress) done() {
 		p.bar.Finish()
 	}
 }
-
