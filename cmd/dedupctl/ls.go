@@ -2,11 +2,13 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
@@ -43,10 +45,18 @@ collecting garbage would free.`,
 				if err != nil {
 					return err
 				}
+				catalogs, err := withCatalog(cmd.Context(), s, st.PerBackup)
+				if err != nil {
+					return err
+				}
 				out := []lsJSON{}
 				for _, b := range st.PerBackup {
 					if dir == "" || b.Dir == dir {
-						out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started, Ended: b.Ended, Files: b.Files, LogicalBytes: b.LogicalBytes, ExclusiveBytes: b.ExclusiveBytes})
+						files := b.Files
+						if catalogs[b.Dir+"/"+b.Name] {
+							files-- // dedupctl's own bookkeeping
+						}
+						out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started, Ended: b.Ended, Files: files, LogicalBytes: b.LogicalBytes, ExclusiveBytes: b.ExclusiveBytes})
 					}
 				}
 				slices.SortStableFunc(out, func(x, y lsJSON) int {
@@ -80,4 +90,28 @@ type lsJSON struct {
 	Files          int       `json:"files"`
 	LogicalBytes   int64     `json:"logical_bytes"`
 	ExclusiveBytes int64     `json:"exclusive_bytes"`
+}
+
+// withCatalog returns the backups, as DIR/NAME, that have a catalog.
+func withCatalog(ctx context.Context, s *dedup.Storage, backups []gc.BackupStats) (map[string]bool, error) {
+	out := map[string]bool{}
+	listed := map[string]bool{}
+	for _, b := range backups {
+		if listed[b.Dir] {
+			continue
+		}
+		listed[b.Dir] = true
+		bhs, err := s.ListBackups(ctx, b.Dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, bh := range bhs {
+			rc, err := bh.ReadFile(ctx, catalogFile)
+			if err == nil {
+				rc.Close()
+				out[bh.Directory()+"/"+bh.Name()] = true
+			}
+		}
+	}
+	return out, nil
 }

@@ -27,13 +27,19 @@
 //	locks/<random>          the collection lock
 //	condemned/<random>      packs a collection will delete (phase 1)
 //
-// Guarantees. When a writer's Close returns nil, the file's chunks are
-// durable and indexed and the file is readable. When EndBackup returns nil
-// the backup's manifest is durable. Writes go in the order pack, index,
-// manifest, so a crash at any point loses nothing that had ended; backups
-// still in progress when a process dies are dropped the next time the
-// repository opens. Within the process every method is safe for
-// concurrent use.
+// Guarantees. When a writer's Close returns nil, the file is complete and
+// its chunks are handed to the store: it is staged, and readable (ReadFile
+// of a staged file makes it durable first). When EndBackup returns nil,
+// every file closed before it is durable and indexed, and the backup's
+// manifest is durable: durability is paid once per backup, not per file,
+// so that many small files fill packs and share one index commit. A pack a
+// staged file needed that failed to write fails EndBackup, then and every
+// time after: a backup never ends without a file whose Close succeeded.
+// CopyFile adds a file by reference to chunks already stored, staged the
+// same way. Writes go in the order pack, index, manifest, so a crash at any
+// point loses nothing that had ended; backups still in progress when a
+// process dies are dropped the next time the repository opens. Within the
+// process every method is safe for concurrent use.
 //
 // IMPORTANT: a repository whose index lives with its objects has one
 // process at a time: another gets an error wrapping storage.ErrInUse after
