@@ -69,6 +69,9 @@ type Entry struct {
 	// Sparse marks a file that had holes: its runs of zeros are restored
 	// as holes.
 	Sparse bool `json:"sparse,omitempty"`
+	// XAttrs are the extended attributes, POSIX ACLs (system.posix_acl_*)
+	// and file capabilities (security.capability) included.
+	XAttrs map[string][]byte `json:"xattrs,omitempty"`
 	// Dev, Inode and CTime identify the file on its file system: with Size
 	// and MTime, they tell the next backup that a file is unchanged.
 	Dev   uint64    `json:"dev,omitempty"`

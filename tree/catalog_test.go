@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +17,7 @@ func TestCatalogRoundTrip(t *testing.T) {
 	in := []Entry{
 		{Path: "etc", Type: Dir, Mode: 0o755, MTime: when},
 		{Path: "etc/x\xff", Type: File, Stored: "0", Size: 3, Mode: 0o4755, UID: 1, GID: 2, MTime: when, Sparse: true, Dev: 5, Inode: 6, CTime: when},
-		{Path: "etc/x\xfe", Type: File, Stored: "0", HardLink: "etc/x\xff", Mode: 0o644},
+		{Path: "etc/x\xfe", Type: File, Stored: "0", HardLink: "etc/x\xff", Mode: 0o644, XAttrs: map[string][]byte{"user.a": {0, 1, 0xff}, "security.capability": {1, 2}}},
 		{Path: `etc/back\slash`, Type: Symlink, Target: "../\xff/target", Mode: 0o777},
 		{Path: "etc/null", Type: Char, Rdev: 0x103, Mode: 0o666},
 		{Path: "etc/fifo", Type: FIFO, Mode: 0o600},
@@ -37,7 +38,7 @@ func TestCatalogRoundTrip(t *testing.T) {
 			t.Errorf("entry %d: times %v %v, want %v %v", i, out[i].MTime, out[i].CTime, in[i].MTime, in[i].CTime)
 		}
 		out[i].MTime, out[i].CTime, in[i].MTime, in[i].CTime = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-		if out[i] != in[i] {
+		if !reflect.DeepEqual(out[i], in[i]) {
 			t.Errorf("entry %d: read %+v, wrote %+v", i, out[i], in[i])
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"slices"
@@ -44,9 +45,10 @@ type Report struct {
 	Files   int   // regular files among them
 	Bytes   int64 // file data written
 	Failed  []Failure
-	// OwnersNotRestored counts entries owned by someone else, whose owner a
-	// restore that does not run as root cannot set.
-	OwnersNotRestored int
+	// NotPermitted counts entries whose owner (someone else) or extended
+	// attributes (such as security.capability) only root can set, restored
+	// without them by a restore not running as root.
+	NotPermitted int
 }
 
 // Restore writes entries under target, parents listed before their
@@ -345,26 +347,61 @@ func (w *worker) copy(f *os.File, src io.Reader, sparse bool) (int64, error) {
 	}
 }
 
-// meta gives name in dr e's owner, mode and times. Ownership first:
-// changing it clears setuid and setgid.
+// meta gives name in dr e's owner, mode, extended attributes and times.
+// Ownership first: changing it clears setuid, setgid and capabilities.
 func (w *worker) meta(dr *os.Root, name string, e Entry) error {
 	if w.owners {
 		if err := dr.Lchown(name, int(e.UID), int(e.GID)); err != nil {
 			return err
 		}
-	} else if e.UID != w.uid || e.GID != w.gid {
+	}
+	denied, err := w.modeAndXAttrs(dr, name, e)
+	if err != nil {
+		return err
+	}
+	if denied || !w.owners && (e.UID != w.uid || e.GID != w.gid) {
 		w.mu.Lock()
-		w.rep.OwnersNotRestored++
+		w.rep.NotPermitted++
 		w.mu.Unlock()
 	}
 	if e.Type == Symlink {
 		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime.UnixNano()), unix.NsecToTimespec(e.MTime.UnixNano())}
 		return at(dr, name, func(dir int) error { return unix.UtimesNanoAt(dir, name, ts, unix.AT_SYMLINK_NOFOLLOW) })
 	}
-	if err := dr.Chmod(name, e.FileMode()); err != nil {
-		return err
-	}
 	return dr.Chtimes(name, e.MTime, e.MTime)
+}
+
+// modeAndXAttrs gives name in dr e's mode (but for a symlink, which has
+// none) and extended attributes, in that order: a mode set after a POSIX
+// ACL would change its mask. It reports whether an attribute only root may
+// set was left out, the restore not running as root.
+func (w *worker) modeAndXAttrs(dr *os.Root, name string, e Entry) (denied bool, err error) {
+	if e.Type != Symlink {
+		if err := dr.Chmod(name, e.FileMode()); err != nil {
+			return false, err
+		}
+	}
+	if len(e.XAttrs) == 0 {
+		return false, nil
+	}
+	err = at(dr, name, func(dir int) error {
+		// The directory's descriptor, named through /proc, and one part:
+		// nothing is resolved outside the target, and lsetxattr does not
+		// follow a link.
+		p := fmt.Sprintf("/proc/self/fd/%d/%s", dir, name)
+		for _, k := range slices.Sorted(maps.Keys(e.XAttrs)) {
+			err := unix.Lsetxattr(p, k, e.XAttrs[k], 0)
+			if errors.Is(err, unix.EPERM) && !w.owners {
+				denied = true
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		return nil
+	})
+	return denied, err
 }
 
 func mknod(dr *os.Root, name string, typ uint32, rdev uint64) error {

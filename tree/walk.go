@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrChanged is returned by Open when the file on disk is no longer the one
@@ -23,13 +26,32 @@ type Source struct {
 	Disk string
 }
 
+// WalkOptions say what Walk leaves out.
+type WalkOptions struct {
+	// Exclude holds patterns of path.Match. A pattern without a slash
+	// matches an entry's name, one with a slash its absolute path; an
+	// excluded directory is left out with everything under it.
+	Exclude []string
+	// OneFileSystem stays on the file system of each path given: a mount
+	// point under it is listed, empty.
+	OneFileSystem bool
+	// Skip is told of every path that cannot be listed, and left out.
+	Skip func(path string, err error)
+}
+
 // Walk lists the trees at paths, each under its absolute path, with the
 // directories above it, parents before their contents. A path given twice,
 // or inside another given path, is listed once. Regular files are numbered
 // in Stored in the order listed; a hard link to a file listed before shares
-// its Stored. What cannot be listed inside a tree is passed to skip and
-// left out; a path that cannot be listed at all is an error.
-func Walk(paths []string, skip func(path string, err error)) ([]Source, error) {
+// its Stored. What cannot be listed inside a tree is passed to o.Skip and
+// left out; a path that cannot be listed at all is an error, as is a bad
+// pattern (path.ErrBadPattern).
+func Walk(paths []string, o WalkOptions) ([]Source, error) {
+	for _, p := range o.Exclude {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("--exclude %q: %w", p, err)
+		}
+	}
 	var abs []string
 	for _, p := range paths {
 		a, err := filepath.Abs(p)
@@ -42,7 +64,7 @@ func Walk(paths []string, skip func(path string, err error)) ([]Source, error) {
 		abs = append(abs, a)
 	}
 	slices.Sort(abs)
-	w := &walker{seen: map[string]bool{}, links: map[[2]uint64]Entry{}, skip: skip}
+	w := &walker{o: o, seen: map[string]bool{}, links: map[[2]uint64]Entry{}}
 	for i, a := range abs {
 		if i > 0 && inside(a, abs[i-1]) {
 			abs[i] = abs[i-1] // so that what follows is compared with the outer one
@@ -51,11 +73,26 @@ func Walk(paths []string, skip func(path string, err error)) ([]Source, error) {
 		if err := w.ancestors(a); err != nil {
 			return nil, err
 		}
+		w.dev = 0
 		if err := filepath.WalkDir(a, w.visit); err != nil {
 			return nil, err
 		}
 	}
 	return w.out, nil
+}
+
+// excluded reports whether an exclude pattern matches p.
+func (w *walker) excluded(p string) bool {
+	for _, pat := range w.o.Exclude {
+		target := filepath.Base(p)
+		if strings.Contains(pat, "/") {
+			target = p
+		}
+		if ok, _ := path.Match(pat, target); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // inside reports whether path a is b or below it.
@@ -64,11 +101,12 @@ func inside(a, b string) bool {
 }
 
 type walker struct {
+	o     WalkOptions
 	out   []Source
 	seen  map[string]bool
 	links map[[2]uint64]Entry // (dev, inode) of files with several links
 	files int
-	skip  func(string, error)
+	dev   uint64 // of the path being walked, once its root is listed
 }
 
 // ancestors lists the directories above a, outermost first, so that a
@@ -94,18 +132,30 @@ func (w *walker) visit(p string, d fs.DirEntry, err error) error {
 		if d == nil {
 			return err // the path given itself
 		}
-		w.skip(p, err) // a directory that cannot be read: it is kept, empty
+		w.o.Skip(p, err) // a directory that cannot be read: it is kept, empty
+		return nil
+	}
+	if w.excluded(p) {
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
 		return nil
 	}
 	info, err := d.Info()
 	if err != nil {
-		w.skip(p, err)
+		w.o.Skip(p, err)
 		return nil
 	}
-	if p == "/" {
-		return nil
+	st, _ := info.Sys().(*syscall.Stat_t)
+	if st != nil && w.dev == 0 {
+		w.dev = st.Dev
 	}
-	w.add(p, info)
+	if p != "/" {
+		w.add(p, info)
+	}
+	if w.o.OneFileSystem && d.IsDir() && st != nil && st.Dev != w.dev {
+		return filepath.SkipDir // a mount point: listed, empty
+	}
 	return nil
 }
 
@@ -116,7 +166,7 @@ func (w *walker) add(p string, info fs.FileInfo) {
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
-		w.skip(p, errors.New("no file status"))
+		w.o.Skip(p, errors.New("no file status"))
 		return
 	}
 	e := Entry{
@@ -148,7 +198,7 @@ func (w *walker) add(p string, info fs.FileInfo) {
 	case m&fs.ModeSymlink != 0:
 		target, err := os.Readlink(p)
 		if err != nil {
-			w.skip(p, err)
+			w.o.Skip(p, err)
 			return
 		}
 		e.Type, e.Target = Symlink, Name(target)
@@ -159,11 +209,51 @@ func (w *walker) add(p string, info fs.FileInfo) {
 	case m&fs.ModeDevice != 0:
 		e.Type, e.Rdev = Block, st.Rdev
 	default:
-		w.skip(p, fmt.Errorf("a %v is not backed up", m.Type()))
+		w.o.Skip(p, fmt.Errorf("a %v is not backed up", m.Type()))
 		return
 	}
+	xattrs, err := readXAttrs(p)
+	if err != nil {
+		w.o.Skip(p, err)
+		return
+	}
+	e.XAttrs = xattrs
 	w.seen[p] = true
 	w.out = append(w.out, Source{Entry: e, Disk: p})
+}
+
+// readXAttrs reads the extended attributes of p, not following a link; nil
+// if it has none or its file system has none.
+func readXAttrs(p string) (map[string][]byte, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(p, buf)
+	for errors.Is(err, unix.ERANGE) {
+		buf = make([]byte, 2*len(buf))
+		n, err = unix.Llistxattr(p, buf)
+	}
+	if errors.Is(err, unix.ENOTSUP) || n == 0 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "llistxattr", Path: p, Err: err}
+	}
+	out := map[string][]byte{}
+	for name := range strings.SplitSeq(strings.TrimSuffix(string(buf[:n]), "\x00"), "\x00") {
+		v := make([]byte, 256)
+		k, err := unix.Lgetxattr(p, name, v)
+		for errors.Is(err, unix.ERANGE) {
+			v = make([]byte, 2*len(v))
+			k, err = unix.Lgetxattr(p, name, v)
+		}
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "lgetxattr " + name, Path: p, Err: err}
+		}
+		out[name] = v[:k]
+	}
+	return out, nil
 }
 
 // Open opens a listed regular file for reading. It never follows a link and

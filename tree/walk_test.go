@@ -3,6 +3,7 @@ package tree
 import (
 	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -27,7 +28,7 @@ func TestOpenRefusesWhatChanged(t *testing.T) {
 			src := filepath.Join(dir, "src-"+strings.ReplaceAll(swap.name, " ", "-"))
 			os.MkdirAll(src, 0o755)
 			os.WriteFile(filepath.Join(src, "f"), []byte("listed"), 0o644)
-			sources, err := Walk([]string{src}, func(p string, err error) { t.Errorf("skipped %s: %v", p, err) })
+			sources, err := Walk([]string{src}, WalkOptions{Skip: func(p string, err error) { t.Errorf("skipped %s: %v", p, err) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +64,7 @@ func TestWalkListsEachPathOnceWithItsParents(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755)
 	os.WriteFile(filepath.Join(dir, "a", "b", "f"), nil, 0o644)
-	sources, err := Walk([]string{filepath.Join(dir, "a", "b"), filepath.Join(dir, "a"), filepath.Join(dir, "a", "b", "f")}, func(p string, err error) { t.Errorf("skipped %s: %v", p, err) })
+	sources, err := Walk([]string{filepath.Join(dir, "a", "b"), filepath.Join(dir, "a"), filepath.Join(dir, "a", "b", "f")}, WalkOptions{Skip: func(p string, err error) { t.Errorf("skipped %s: %v", p, err) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,57 @@ func TestWalkListsEachPathOnceWithItsParents(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("Walk listed\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if _, err := Walk([]string{filepath.Join(dir, "nope")}, nil); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Walk([]string{filepath.Join(dir, "nope")}, WalkOptions{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Walk of a missing path: %v", err)
+	}
+}
+
+func TestWalkExcludes(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"keep/a.txt", "keep/a.tmp", "cache/big", "sub/cache/x", "sub/y"} {
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755)
+		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
+	}
+	sources, err := Walk([]string{dir}, WalkOptions{Exclude: []string{"*.tmp", dir + "/cache"}, Skip: func(p string, err error) { t.Errorf("skipped %s: %v", p, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range sources {
+		if rel, err := filepath.Rel(dir, s.Disk); err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+			got = append(got, rel)
+		}
+	}
+	if want := "keep keep/a.txt sub sub/cache sub/cache/x sub/y"; strings.Join(got, " ") != want {
+		t.Errorf("Walk with excludes listed %q, want %q", strings.Join(got, " "), want)
+	}
+	if _, err := Walk([]string{dir}, WalkOptions{Exclude: []string{"[x"}}); !errors.Is(err, path.ErrBadPattern) {
+		t.Errorf("a bad pattern: %v", err)
+	}
+}
+
+// A mount point under the path is listed, empty, with OneFileSystem.
+func TestWalkOneFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	defer syscall.Unmount(mnt, 0)
+	os.WriteFile(filepath.Join(mnt, "inside"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "outside"), nil, 0o644)
+	for _, one := range []bool{false, true} {
+		sources, err := Walk([]string{dir}, WalkOptions{OneFileSystem: one, Skip: func(p string, err error) { t.Errorf("skipped %s: %v", p, err) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := map[string]bool{}
+		for _, s := range sources {
+			listed[s.Disk] = true
+		}
+		if !listed[mnt] || !listed[filepath.Join(dir, "outside")] || listed[filepath.Join(mnt, "inside")] != !one {
+			t.Errorf("OneFileSystem %v listed %v", one, listed)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,8 @@ type backupOptions struct {
 	name        string
 	allowEmpty  bool
 	force       bool
+	exclude     []string
+	oneFS       bool
 	concurrency int
 }
 
@@ -45,6 +48,8 @@ the directories above it, so that two paths never collide and a restore with
 --target / puts everything back in place. Everything in the trees is kept:
 files, directories (empty ones too), symlinks, hard links, FIFOs and device
 nodes, with modes, owners and times; sparse files come back sparse.
+--exclude leaves out what matches a pattern (--exclude '*.tmp', --exclude
+/var/lib/mysql/tmp) and --one-file-system stays off other mounts (/proc).
 
 A file whose size, modification time, change time and inode are those it had
 in the newest ended backup of DIR is not read again: the new backup refers to
@@ -68,6 +73,8 @@ the backup; nothing of it is kept.`,
 	cmd.Flags().StringVar(&o.name, "name", "", "with --stdin or --stdin-from-command: the file name to store the stream as")
 	cmd.Flags().BoolVar(&o.allowEmpty, "allow-empty", false, "store an empty stream")
 	cmd.Flags().BoolVar(&o.force, "force", false, "read every file, even those unchanged since the previous backup")
+	cmd.Flags().StringArrayVar(&o.exclude, "exclude", nil, "leave out what matches `PATTERN` (a name, or with a slash an absolute path; path.Match syntax); repeatable")
+	cmd.Flags().BoolVarP(&o.oneFS, "one-file-system", "x", false, "stay on the file system of each PATH (mount points are kept, empty)")
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 4, "files backed up at once")
 	return cmd
 }
@@ -104,7 +111,10 @@ func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) err
 	case o.name != "":
 		return usagef("--name goes with --stdin or --stdin-from-command")
 	default:
-		b.sources, err = tree.Walk(args[1:], b.skip)
+		b.sources, err = tree.Walk(args[1:], tree.WalkOptions{Exclude: o.exclude, OneFileSystem: o.oneFS, Skip: b.skip})
+		if errors.Is(err, path.ErrBadPattern) {
+			return usageError{err}
+		}
 		if err != nil {
 			return err
 		}

@@ -71,7 +71,7 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 		}
 		elapsed := time.Since(start)
 		damaged := false
-		out := restoreJSON{Backup: dir + "/" + name, Target: o.target, Entries: rep.Entries, Files: rep.Files, Bytes: rep.Bytes, Seconds: elapsed.Seconds(), OwnersNotRestored: rep.OwnersNotRestored, Failed: []restoreFailureJSON{}}
+		out := restoreJSON{Backup: dir + "/" + name, Target: o.target, Entries: rep.Entries, Files: rep.Files, Bytes: rep.Bytes, Seconds: elapsed.Seconds(), NotPermitted: rep.NotPermitted, Failed: []restoreFailureJSON{}}
 		for _, f := range rep.Failed {
 			damaged = damaged || errors.Is(f.Err, storage.ErrCorrupt) || errors.Is(f.Err, chunkstore.ErrCorrupt)
 			out.Failed = append(out.Failed, restoreFailureJSON{Path: string(f.Path), Error: f.Err.Error()})
@@ -83,8 +83,8 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 			}
 		} else {
 			a.info("restored %d files, %s from %s/%s into %s in %s (%s)", rep.Files, size(rep.Bytes), dir, name, o.target, elapsed.Round(time.Millisecond), rate(rep.Bytes, elapsed))
-			if rep.OwnersNotRestored > 0 {
-				a.info("owners of %d entries not restored: only root can give files away", rep.OwnersNotRestored)
+			if rep.NotPermitted > 0 {
+				a.info("%d entries restored without their owner or extended attributes (such as capabilities): only root can set them", rep.NotPermitted)
 			}
 		}
 		if len(rep.Failed) > 0 {
@@ -99,14 +99,14 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions, args []string) e
 }
 
 type restoreJSON struct {
-	Backup            string               `json:"backup"`
-	Target            string               `json:"target"`
-	Entries           int                  `json:"entries"`
-	Files             int                  `json:"files"`
-	Bytes             int64                `json:"bytes"`
-	Seconds           float64              `json:"seconds"`
-	OwnersNotRestored int                  `json:"owners_not_restored"`
-	Failed            []restoreFailureJSON `json:"failed"`
+	Backup       string               `json:"backup"`
+	Target       string               `json:"target"`
+	Entries      int                  `json:"entries"`
+	Files        int                  `json:"files"`
+	Bytes        int64                `json:"bytes"`
+	Seconds      float64              `json:"seconds"`
+	NotPermitted int                  `json:"not_permitted"`
+	Failed       []restoreFailureJSON `json:"failed"`
 }
 
 type restoreFailureJSON struct {

@@ -2,16 +2,19 @@ package main_test
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"golang.org/x/sys/unix"
 )
 
 // Tree backups: everything a file system holds comes back exactly.
@@ -59,7 +62,11 @@ func exoticTree(t *testing.T) string {
 	_, err = sparse.WriteAt([]byte("middle"), 50<<20)
 	must(err)
 	must(sparse.Close())
+	must(unix.Lsetxattr(in("plain"), "user.comment", []byte("a file\x00with a NUL"), 0))
+	must(unix.Lsetxattr(in("private"), "user.comment", []byte("a directory"), 0))
 	if os.Geteuid() == 0 {
+		// cap_net_raw, permitted and effective, as setcap gives ping
+		must(unix.Lsetxattr(in("suid"), "security.capability", []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0))
 		must(syscall.Mknod(in("null"), syscall.S_IFCHR|0o600, 1<<8|3))
 		must(os.Lchown(in("plain"), 1234, 5678))
 		must(os.Lchown(in("private"), 1234, 5678))
@@ -111,6 +118,9 @@ func sameTree(t *testing.T, src, dst string) {
 		if sa.Uid != sb.Uid || sa.Gid != sb.Gid {
 			t.Errorf("%q: owner %d:%d, want %d:%d", rel, sb.Uid, sb.Gid, sa.Uid, sa.Gid)
 		}
+		if x, y := xattrs(t, p), xattrs(t, q); x != y {
+			t.Errorf("%q: extended attributes %q, want %q", rel, y, x)
+		}
 		if !a.ModTime().Equal(b.ModTime()) {
 			t.Errorf("%q: mtime %v, want %v", rel, b.ModTime(), a.ModTime())
 		}
@@ -148,6 +158,30 @@ func sameTree(t *testing.T, src, dst string) {
 	if restored != seen {
 		t.Errorf("restored %d entries, the source has %d", restored, seen)
 	}
+}
+
+// xattrs lists p's extended attributes and their values, sorted.
+func xattrs(t *testing.T, p string) string {
+	buf := make([]byte, 1<<16)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Split(strings.TrimSuffix(string(buf[:n]), "\x00"), "\x00")
+	slices.Sort(names)
+	var out []string
+	for _, name := range names {
+		if name == "" {
+			continue
+		}
+		v := make([]byte, 1<<16)
+		k, err := unix.Lgetxattr(p, name, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s=%q", name, v[:k]))
+	}
+	return strings.Join(out, " ")
 }
 
 func TestTreeRestoresExactly(t *testing.T) {
