@@ -142,8 +142,9 @@ func (a *app) runBackup(ctx context.Context, o backupOptions, args []string) err
 // previous is the files cache: the files of the newest ended backup of the
 // same directory, by path.
 type previous struct {
-	name  string
-	files map[tree.Name]tree.Entry
+	name    string
+	started time.Time
+	files   map[tree.Name]tree.Entry
 }
 
 // loadPrevious reads the files cache. Without it every file is read: a
@@ -167,7 +168,7 @@ func (b *backup) loadPrevious(ctx context.Context, s *dedup.Storage) {
 			b.a.warn("reading every file: the previous backup %s/%s: %v", b.dir, backups[i].Name, err)
 			return
 		}
-		b.prev = previous{name: backups[i].Name, files: map[tree.Name]tree.Entry{}}
+		b.prev = previous{name: backups[i].Name, started: backups[i].Started, files: map[tree.Name]tree.Entry{}}
 		for _, e := range entries {
 			if e.Type == tree.File {
 				b.prev.files[e.Path] = e
@@ -177,10 +178,14 @@ func (b *backup) loadPrevious(ctx context.Context, s *dedup.Storage) {
 	}
 }
 
-// unchanged finds src in the files cache.
+// unchanged finds src in the files cache. A file changed less than a
+// second before the previous backup started is read again: file systems
+// keep change times at the kernel's tick, so a write just after that
+// backup read it could have left its change time as it was.
 func (p previous) unchanged(src tree.Entry) (tree.Entry, bool) {
 	e, ok := p.files[src.Path]
-	return e, ok && e.Size == src.Size && e.MTime.Equal(src.MTime) && e.CTime.Equal(src.CTime) && e.Inode == src.Inode && !e.CTime.IsZero()
+	return e, ok && e.Size == src.Size && e.MTime.Equal(src.MTime) && e.CTime.Equal(src.CTime) && e.Inode == src.Inode &&
+		!e.CTime.IsZero() && e.CTime.Before(p.started.Add(-time.Second))
 }
 
 // backup is one run of the backup command.
