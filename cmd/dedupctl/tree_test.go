@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -374,4 +375,38 @@ func corruptLargestPack(t *testing.T, repo string) {
 	}
 	data[len(data)/2] ^= 0xff
 	os.WriteFile(pack, data, 0o644)
+}
+
+// Restoring as another user than root restores what it can and says how
+// many owners and root-only attributes it could not set.
+func TestRestoreUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to back up files of other owners and run the restore as nobody")
+	}
+	repo, work := newRepo(t)
+	src := filepath.Join(work, "src")
+	writeTree(t, src, map[string][]byte{"owned": []byte("x"), "cap": []byte("y")})
+	os.Lchown(filepath.Join(src, "owned"), 1234, 1234)
+	if err := unix.Lsetxattr(filepath.Join(src, "cap"), "security.capability", []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0); err != nil {
+		t.Fatal(err)
+	}
+	ok(t, repo, "backup", "h/x/1", src)
+	target := filepath.Join(work, "target")
+	os.Mkdir(target, 0o755)
+	cmd := exec.Command(bin, "restore", "h/x/1", "--target", target, "--json")
+	cmd.Env = append(os.Environ(), "DEDUP_REPO="+repo)
+	asUnprivileged(t, cmd, work)
+	out, err := cmd.Output()
+	var res struct {
+		Files        int `json:"files"`
+		NotPermitted int `json:"not_permitted"`
+	}
+	if err != nil || json.Unmarshal(out, &res) != nil || res.Files != 2 || res.NotPermitted < 2 {
+		t.Fatalf("restore as nobody: %v, %s", err, out)
+	}
+	for f, want := range map[string]string{"owned": "x", "cap": "y"} {
+		if got, _ := os.ReadFile(filepath.Join(target, src, f)); string(got) != want {
+			t.Errorf("%s restored as %q", f, got)
+		}
+	}
 }
