@@ -163,6 +163,19 @@ func (s *Storage) open(ctx context.Context) (*repo, error) {
 	return s.openRepo(ctx, false)
 }
 
+// openSynced returns the open repository with its index brought up to
+// date with what other agents wrote (on a shared repository).
+func (s *Storage) openSynced(ctx context.Context) (*repo, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.syncShared(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // openRepo opens the repository, with a fresh index if asked; the caller
 // holds s.mu.
 func (s *Storage) openRepo(ctx context.Context, freshIndex bool) (*repo, error) {
@@ -200,11 +213,8 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	if err := storage.ValidateDir(dir); err != nil {
 		return nil, err
 	}
-	r, err := s.open(ctx)
+	r, err := s.openSynced(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := r.syncShared(ctx); err != nil {
 		return nil, err
 	}
 	backups, err := r.idx.Backups(dir, false)
@@ -293,11 +303,8 @@ func (s *Storage) Backups(ctx context.Context, dir string) ([]index.Backup, erro
 			return nil, err
 		}
 	}
-	r, err := s.open(ctx)
+	r, err := s.openSynced(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := r.syncShared(ctx); err != nil {
 		return nil, err
 	}
 	backups, err := r.idx.Backups(dir, dir == "")
@@ -328,11 +335,8 @@ func (s *Storage) Files(ctx context.Context, dir, name string) ([]gc.FileStats, 
 // Check verifies the repository; see package check. Damage is in the
 // report, not the error.
 func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, error) {
-	r, err := s.open(ctx)
+	r, err := s.openSynced(ctx)
 	if err != nil {
-		return check.Report{}, err
-	}
-	if err := r.syncShared(ctx); err != nil {
 		return check.Report{}, err
 	}
 	rep, err := check.Run(ctx, r.store, r.idx, opts)
@@ -358,11 +362,8 @@ func (s *Storage) StoredBytes(ctx context.Context) (int64, error) {
 // Stats returns what the repository holds and what each backup costs; see
 // gc.Stats.
 func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
-	r, err := s.open(ctx)
+	r, err := s.openSynced(ctx)
 	if err != nil {
-		return gc.Stats{}, err
-	}
-	if err := r.syncShared(ctx); err != nil {
 		return gc.Stats{}, err
 	}
 	st, err := gc.ComputeStats(ctx, r.idx)

@@ -46,18 +46,24 @@ func backup(t *testing.T, s storage.BackupStorage, dir, name string, files map[s
 func finish(t *testing.T, bh storage.BackupHandle, files map[string][]byte) {
 	t.Helper()
 	for file, data := range files {
-		w, err := bh.AddFile(ctx, file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		write(t, bh, file, data)
 	}
 	if err := bh.EndBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// write adds one closed file to a started backup.
+func write(t *testing.T, bh storage.BackupHandle, file string, data []byte) {
+	t.Helper()
+	w, err := bh.AddFile(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -89,20 +89,6 @@ func TestCollectionSparesStagedFiles(t *testing.T) {
 	checkClean(t, s, root)
 }
 
-func write(t *testing.T, bh storage.BackupHandle, file string, data []byte) {
-	t.Helper()
-	w, err := bh.AddFile(ctx, file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // failPacks fails every pack write while fail is set.
 type failPacks struct {
 	chunkstore.Backend
