@@ -84,9 +84,10 @@ func when(t time.Time) string {
 type progress struct {
 	bar   *progressbar.ProgressBar
 	what  string
-	mu    sync.Mutex
-	files int // done
-	total int // files to do, 0 for a stream
+	mu       sync.Mutex
+	files    int // done
+	total    int // files to do, 0 for a stream
+	finished bool
 }
 
 // progress starts a bar for total bytes (-1 if unknown: the bytes so far
@@ -131,15 +132,22 @@ func (p *progress) file() {
 
 // clear takes the bar off the screen until it next draws.
 func (p *progress) clear() {
-	if p != nil {
-		p.mu.Lock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.finished {
 		p.bar.Clear()
-		p.mu.Unlock()
 	}
 }
 
 func (p *progress) done() {
-	if p != nil {
-		p.bar.Finish()
+	if p == nil {
+		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.finished = true
+	p.bar.Finish()
 }
