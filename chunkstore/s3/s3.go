@@ -17,22 +17,36 @@ import (
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/encrypt"
 )
 
 // Config locates a repository on an S3 server.
 type Config struct {
-	Endpoint  string // host:port
-	Secure    bool   // https
-	Bucket    string
-	Prefix    string // "" or ends in "/"
-	AccessKey string
-	SecretKey string
+	Endpoint string // host:port
+	Secure   bool   // https
+	Bucket   string
+	Prefix   string // "" or ends in "/"
+	// AccessKey and SecretKey, if set, are the credentials. Otherwise they
+	// come from the standard chain, the first that has them: the variables
+	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; the
+	// shared files (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, and
+	// AWS_CONFIG_FILE or ~/.aws/config) with the profile AWS_PROFILE; an IAM
+	// role: of a service account (AWS_WEB_IDENTITY_TOKEN_FILE and
+	// AWS_ROLE_ARN), of an ECS task, or of the EC2 instance.
+	AccessKey, SecretKey string
+	// ServerSideEncryption is what the server encrypts objects with, as
+	// Vitess's S3 storage takes it: "" (the bucket's default), "AES256"
+	// (SSE-S3), "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS), or "sse_c:FILE"
+	// (SSE-C, with the 32-byte key in FILE; over https only).
+	ServerSideEncryption string
+	// StorageClass, if set, is the storage class of every object written,
+	// such as STANDARD_IA.
+	StorageClass string
 	// Transport, if set, carries the requests (tests inject faults here).
 	Transport http.RoundTripper
 }
 
-// ParseLocation reads a location such as s3:http://127.0.0.1:7070/bucket/prefix,
-// with credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+// ParseLocation reads a location such as s3:http://127.0.0.1:7070/bucket/prefix.
 func ParseLocation(loc string) (Config, error) {
 	rest, ok := strings.CutPrefix(loc, "s3:")
 	u, err := url.Parse(rest)
@@ -46,10 +60,7 @@ func ParseLocation(loc string) (Config, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	return Config{
-		Endpoint: u.Host, Secure: u.Scheme == "https", Bucket: bucket, Prefix: prefix,
-		AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"),
-	}, nil
+	return Config{Endpoint: u.Host, Secure: u.Scheme == "https", Bucket: bucket, Prefix: prefix}, nil
 }
 
 // Backend implements chunkstore.Backend. Objects are named Prefix + name.
@@ -57,19 +68,68 @@ type Backend struct {
 	client *minio.Client
 	bucket string
 	prefix string
+	sse    encrypt.ServerSide // nil: the bucket's default
+	class  string
 }
 
 // New connects to the server in cfg. It does not create the bucket.
 func New(cfg Config) (*Backend, error) {
+	creds := credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
+	if cfg.AccessKey == "" && cfg.SecretKey == "" {
+		creds = credentials.NewChainCredentials([]credentials.Provider{
+			&credentials.EnvAWS{},
+			&credentials.FileAWSCredentials{},
+			&credentials.IAM{},
+		})
+	}
+	sse, err := serverSide(cfg.ServerSideEncryption)
+	if err != nil {
+		return nil, err
+	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:     creds,
 		Secure:    cfg.Secure,
 		Transport: cfg.Transport,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3: %w", err)
 	}
-	return &Backend{client: client, bucket: cfg.Bucket, prefix: cfg.Prefix}, nil
+	return &Backend{client: client, bucket: cfg.Bucket, prefix: cfg.Prefix, sse: sse, class: cfg.StorageClass}, nil
+}
+
+// serverSide reads Config.ServerSideEncryption.
+func serverSide(s string) (encrypt.ServerSide, error) {
+	switch {
+	case s == "":
+		return nil, nil
+	case s == "AES256":
+		return encrypt.NewSSE(), nil
+	case s == "aws:kms" || strings.HasPrefix(s, "aws:kms:"):
+		sse, err := encrypt.NewSSEKMS(strings.TrimPrefix(strings.TrimPrefix(s, "aws:kms"), ":"), nil)
+		if err != nil {
+			return nil, fmt.Errorf("s3: server-side encryption %q: %w", s, err)
+		}
+		return sse, nil
+	case strings.HasPrefix(s, "sse_c:"):
+		key, err := os.ReadFile(strings.TrimPrefix(s, "sse_c:"))
+		if err == nil {
+			var sse encrypt.ServerSide
+			if sse, err = encrypt.NewSSEC(key); err == nil {
+				return sse, nil
+			}
+		}
+		return nil, fmt.Errorf("s3: server-side encryption with a customer key: %w (want a file of 32 bytes)", err)
+	}
+	return nil, fmt.Errorf("s3: server-side encryption %q: want AES256, aws:kms[:KEY-ID] or sse_c:FILE", s)
+}
+
+// readSSE is what reads must send: the key of SSE-C; nothing for the
+// encryption the server keeps the keys of.
+func (b *Backend) readSSE() encrypt.ServerSide {
+	if b.sse != nil && b.sse.Type() == encrypt.SSEC {
+		return b.sse
+	}
+	return nil
 }
 
 // Client is the minio client, for tests that create buckets.
@@ -134,6 +194,7 @@ func (b *Backend) put(ctx context.Context, name string, r io.Reader, opts minio.
 		size = int64(br.Len())
 	}
 	opts.PartSize, opts.SendContentMd5 = 16<<20, true
+	opts.ServerSideEncryption, opts.StorageClass = b.sse, b.class
 	if _, err := b.client.PutObject(ctx, b.bucket, key, r, size, opts); err != nil {
 		return fmt.Errorf("s3: put %s: %w", name, err)
 	}
@@ -147,7 +208,7 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		return nil, err
 	}
 	if length == 0 { // no range request can ask for nothing: check the object and the offset
-		info, err := b.client.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
+		info, err := b.client.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{ServerSideEncryption: b.readSSE()})
 		if err != nil {
 			return nil, b.getErr(name, err)
 		}
@@ -156,7 +217,7 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		}
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
-	var opts minio.GetObjectOptions
+	opts := minio.GetObjectOptions{ServerSideEncryption: b.readSSE()}
 	switch {
 	case length > 0:
 		err = opts.SetRange(offset, offset+length-1)

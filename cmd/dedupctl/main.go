@@ -40,8 +40,10 @@ func main() {
 type app struct {
 	repo      string
 	cacheDir  string
-	accessKey string // overrides AWS_ACCESS_KEY_ID
-	secretKey string // overrides AWS_SECRET_ACCESS_KEY
+	accessKey string // with secretKey, replaces the credentials chain
+	secretKey string
+	sse       string // s3.Config.ServerSideEncryption
+	class     string // s3.Config.StorageClass
 	json      bool
 	quiet     bool
 	stdin     io.Reader
@@ -98,8 +100,10 @@ and restores them exactly.
 
 The repository is the directory given by --repo or the DEDUP_REPO
 environment variable, or an S3 location such as
-s3:http://127.0.0.1:7070/bucket/prefix with credentials from
-AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; an S3 repository keeps its
+s3:http://127.0.0.1:7070/bucket/prefix, with credentials from the standard
+chain: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, then
+~/.aws/credentials and ~/.aws/config with the profile AWS_PROFILE, then the
+IAM role of the service account, ECS task or EC2 instance. An S3 repository keeps its
 index in --cache-dir, brings it up to date with what other agents wrote,
 and rebuilds it from the objects when it is missing. Many agents may back
 up into one S3 repository at once; see how collection
@@ -136,8 +140,10 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&a.repo, "repo", "", "repository: a directory, or s3:http(s)://HOST:PORT/BUCKET[/PREFIX] (default $DEDUP_REPO)")
 	root.PersistentFlags().StringVar(&a.cacheDir, "cache-dir", "", "where an s3: repository keeps its index (default the user cache directory)")
-	root.PersistentFlags().StringVar(&a.accessKey, "s3-access-key-id", "", "S3 access key (default $AWS_ACCESS_KEY_ID)")
-	root.PersistentFlags().StringVar(&a.secretKey, "s3-secret-access-key", "", "S3 secret key (default $AWS_SECRET_ACCESS_KEY; the variable keeps it out of the process list)")
+	root.PersistentFlags().StringVar(&a.accessKey, "s3-access-key-id", "", "S3 access key, instead of the credentials chain (see dedupctl help)")
+	root.PersistentFlags().StringVar(&a.secretKey, "s3-secret-access-key", "", "S3 secret key, with --s3-access-key-id (default $AWS_SECRET_ACCESS_KEY; the variable keeps it out of the process list)")
+	root.PersistentFlags().StringVar(&a.sse, "s3-server-side-encryption", "", "encryption the S3 server applies: AES256 (SSE-S3), aws:kms[:KEY-ID] (SSE-KMS) or sse_c:FILE (SSE-C, a 32-byte key; https only)")
+	root.PersistentFlags().StringVar(&a.class, "s3-storage-class", "", "S3 storage class of the objects written, such as STANDARD_IA")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })

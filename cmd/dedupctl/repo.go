@@ -29,8 +29,11 @@ func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 	if err != nil {
 		return "", nil, usageError{err}
 	}
-	cfg.AccessKey = cmp.Or(a.accessKey, cfg.AccessKey)
-	cfg.SecretKey = cmp.Or(a.secretKey, cfg.SecretKey)
+	if a.accessKey != "" || a.secretKey != "" {
+		cfg.AccessKey = cmp.Or(a.accessKey, os.Getenv("AWS_ACCESS_KEY_ID"))
+		cfg.SecretKey = cmp.Or(a.secretKey, os.Getenv("AWS_SECRET_ACCESS_KEY"))
+	}
+	cfg.ServerSideEncryption, cfg.StorageClass = a.sse, a.class
 	b, err := s3.New(cfg)
 	if err != nil {
 		return "", nil, err

@@ -72,6 +72,8 @@ func TestS3Repository(t *testing.T) {
 	// Credentials by flag instead of the environment.
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	if r := run(nil, "ls"); r.code == 0 {
 		t.Error("ls without credentials succeeded")
 	}
