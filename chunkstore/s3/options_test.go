@@ -94,4 +94,3 @@ func TestWriteOptions(t *testing.T) {
 		t.Errorf("a 32-byte customer key: %v", err)
 	}
 }
-

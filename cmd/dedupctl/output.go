@@ -82,8 +82,8 @@ func when(t time.Time) string {
 // given. A nil *progress shows nothing. While it shows, warnings clear it
 // first, so that they do not scroll it away.
 type progress struct {
-	bar   *progressbar.ProgressBar
-	what  string
+	bar      *progressbar.ProgressBar
+	what     string
 	mu       sync.Mutex
 	files    int // done
 	total    int // files to do, 0 for a stream
