@@ -21,7 +21,14 @@ type Stats struct {
 	// trailers. Chunks of files still being written count here until their
 	// writers close.
 	DeadBytes int64
-	Chunks    int
+	// DuplicateChunks and DuplicateBytes count the second copies of
+	// chunks, part of DeadBytes: agents of a shared repository that stored
+	// the same new data at the same moment (neither could see the other's
+	// pack yet), or a copy a collection made of a chunk a writer claimed
+	// meanwhile. A collection reclaims them.
+	DuplicateChunks int
+	DuplicateBytes  int64
+	Chunks          int
 	Packs     int
 	// Partials and PartialBytes count the writes that never completed
 	// (see chunkstore.Backend.ListPartial), which a collection removes
@@ -93,6 +100,14 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 				st.PerBackup[o].ExclusiveBytes += int64(loc.Length)
 			}
 		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("gc: stats: %w", err)
+	}
+	err = idx.ForEachCopy(func(_ chunkstore.ID, loc chunkstore.Location) error {
+		st.DuplicateChunks++
+		st.DuplicateBytes += int64(loc.Length)
 		return ctx.Err()
 	})
 	if err != nil {

@@ -66,6 +66,21 @@ func (d *DB) ForEachListRef(fn func(Ref) error) error {
 	})
 }
 
+// ForEachCopy calls fn for every further copy of an indexed chunk (see
+// AddPack) and its location.
+func (d *DB) ForEachCopy(fn func(chunkstore.ID, chunkstore.Location) error) error {
+	return d.scan(bucketCopies, func(k, v []byte) error {
+		if len(k) != 64 {
+			return damagedRecord("copy", k)
+		}
+		loc, err := decodeLocation(v)
+		if err != nil {
+			return err
+		}
+		return fn(chunkstore.ID(k[:32]), loc)
+	})
+}
+
 // ForEachChunk calls fn for every indexed chunk and its location.
 func (d *DB) ForEachChunk(fn func(chunkstore.ID, chunkstore.Location) error) error {
 	return d.scan(bucketChunks, func(k, v []byte) error {

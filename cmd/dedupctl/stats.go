@@ -19,7 +19,7 @@ func (a *app) statsCommand() *cobra.Command {
 					return err
 				}
 				out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
-					DeadBytes: st.DeadBytes, Chunks: st.Chunks, Packs: st.Packs, PartialWrites: st.Partials, PartialBytes: st.PartialBytes, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
+					DeadBytes: st.DeadBytes, DuplicateChunks: st.DuplicateChunks, DuplicateBytes: st.DuplicateBytes, Chunks: st.Chunks, Packs: st.Packs, PartialWrites: st.Partials, PartialBytes: st.PartialBytes, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
 				if st.StoredBytes > 0 {
 					out.TotalRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
 				}
@@ -32,6 +32,7 @@ func (a *app) statsCommand() *cobra.Command {
 					{"unique", size(out.UniqueBytes) + "\tdistinct chunks, before compression"},
 					{"stored", size(out.StoredBytes) + "\tpack files on disk"},
 					{"dead", size(out.DeadBytes) + "\tno backup uses it: dedupctl gc reclaims it"},
+					{"  stored twice", fmt.Sprintf("%s in %d chunks\tsecond copies, as agents storing the same new data at once leave", size(out.DuplicateBytes), out.DuplicateChunks)},
 					{"partial writes", fmt.Sprintf("%s in %d\tleft by processes that died: dedupctl gc removes them after a day", size(out.PartialBytes), out.PartialWrites)},
 					{"chunks / packs", fmt.Sprintf("%d / %d", out.Chunks, out.Packs)},
 					{"dedup ratio", fmt.Sprintf("%.2f\tlogical ÷ unique", out.DedupRatio)},
@@ -50,6 +51,8 @@ type statsJSON struct {
 	UniqueBytes      int64   `json:"unique_bytes"`
 	StoredBytes      int64   `json:"stored_bytes"`
 	DeadBytes        int64   `json:"dead_bytes"`
+	DuplicateChunks  int     `json:"duplicate_chunks"`
+	DuplicateBytes   int64   `json:"duplicate_bytes"`
 	Chunks           int     `json:"chunks"`
 	Packs            int     `json:"packs"`
 	PartialWrites    int     `json:"partial_writes"`

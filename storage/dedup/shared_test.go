@@ -305,3 +305,25 @@ func TestSharedSyncWhileBackingUp(t *testing.T) {
 	}
 	wantContent(t, b, "d", "long", x)
 }
+
+// Two agents storing the same new data at the same moment store it twice;
+// stats reports the second copy, and a collection reclaims it.
+func TestSharedDuplicatesReported(t *testing.T) {
+	as, _ := agents(t, 2, smallPacks)
+	data := dataset.Random(77, 2<<20)
+	var handles []storage.BackupHandle
+	for i, s := range as { // both start, and sync, before either stores
+		bh, err := s.StartBackup(ctx, "d", fmt.Sprint("b", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles = append(handles, bh)
+	}
+	for _, bh := range handles {
+		finish(t, bh, map[string][]byte{"f": data})
+	}
+	st := stats(t, as[0])
+	if st.DuplicateChunks == 0 || st.DuplicateBytes < int64(len(data)) || st.DeadBytes < st.DuplicateBytes {
+		t.Errorf("stats after two agents stored the same data: %d duplicate chunks, %d bytes, %d dead", st.DuplicateChunks, st.DuplicateBytes, st.DeadBytes)
+	}
+}
