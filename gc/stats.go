@@ -29,7 +29,7 @@ type Stats struct {
 	DuplicateChunks int
 	DuplicateBytes  int64
 	Chunks          int
-	Packs     int
+	Packs           int
 	// Partials and PartialBytes count the writes that never completed
 	// (see chunkstore.Backend.ListPartial), which a collection removes
 	// once they are old; ComputeStats leaves them to its caller.
