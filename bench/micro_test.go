@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/zeebo/blake3"
 )
@@ -24,7 +25,7 @@ func newStore(b *testing.B, level string) *chunkstore.Store {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(b.TempDir()), cfg)
+	s, err := chunkstore.Create(context.Background(), local.New(b.TempDir()), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 // Package chunkstore owns the bytes of a repository: how streams are cut into
 // content-defined chunks, how a chunk is named (keyed BLAKE3-256), compressed
 // (zstd) and packed into immutable pack files, the repository's config object,
-// and the Backend interface through which every object reaches storage.
+// and the Backend interface through which every object reaches storage. The
+// backends sit beside it, one sub-package each: local (a directory, or NFS)
+// and s3, each wired to the conformance suite in backendtest.
 //
 // It knows nothing of backups, manifests or indexes: those belong to the
 // index and storage/dedup packages, which use the types defined here.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 )
 
@@ -21,7 +22,7 @@ func newStore(t *testing.T) (*chunkstore.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(dir), cfg)
+	s, err := chunkstore.Create(context.Background(), local.New(dir), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,14 +123,14 @@ func TestLoadChunkDetectsDamage(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	s, dir := newStore(t)
-	cfg, err := chunkstore.ReadConfig(context.Background(), chunkstore.NewLocal(dir))
+	cfg, err := chunkstore.ReadConfig(context.Background(), local.New(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(cfg.Key, s.Config().Key) || cfg.Chunker != chunkstore.DefaultChunkerParams() || cfg.PackSize != chunkstore.DefaultPackSize {
 		t.Errorf("read back config %+v, want %+v", cfg, s.Config())
 	}
-	if _, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(dir), cfg); !errors.Is(err, chunkstore.ErrExist) {
+	if _, err := chunkstore.Create(context.Background(), local.New(dir), cfg); !errors.Is(err, chunkstore.ErrExist) {
 		t.Errorf("Create over an existing repository: %v, want ErrExist", err)
 	}
 	cfg.Version = 99

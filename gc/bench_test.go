@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/zeebo/blake3"
@@ -33,7 +34,7 @@ func BenchmarkPlan(b *testing.B) {
 			idx, live := buildIndex(b, dir, n)
 			defer idx.Close()
 			cfg, _ := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
-			store, err := chunkstore.Create(context.Background(), chunkstore.NewLocal(filepath.Join(dir, "objects")), cfg)
+			store, err := chunkstore.Create(context.Background(), local.New(filepath.Join(dir, "objects")), cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 )
 
@@ -28,7 +29,7 @@ func (b *slowPuts) Put(ctx context.Context, name string, r io.Reader) error {
 func TestHeartbeatLost(t *testing.T) {
 	const ttl = 2 * time.Second
 	ctx := context.Background()
-	b := &slowPuts{Backend: chunkstore.NewLocal(t.TempDir())}
+	b := &slowPuts{Backend: local.New(t.TempDir())}
 	h, err := gc.StartHeartbeat(ctx, b, gc.LeasePrefix, ttl)
 	if err != nil {
 		t.Fatal(err)

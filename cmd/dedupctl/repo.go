@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/chunkstore/s3"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
@@ -23,7 +24,7 @@ func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 		return "", nil, usagef("no repository: pass --repo or set DEDUP_REPO")
 	}
 	if !a.shared() {
-		return a.repo, chunkstore.NewLocal(a.repo), nil
+		return a.repo, local.New(a.repo), nil
 	}
 	cfg, err := s3.ParseLocation(a.repo)
 	if err != nil {

@@ -5,10 +5,11 @@ import (
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/backendtest"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/internal/faulty"
 )
 
 // A disarmed wrapper is a conforming backend.
 func TestDisarmedConforms(t *testing.T) {
-	backendtest.Run(t, func(t *testing.T) chunkstore.Backend { return faulty.New(chunkstore.NewLocal(t.TempDir())) })
+	backendtest.Run(t, func(t *testing.T) chunkstore.Backend { return faulty.New(local.New(t.TempDir())) })
 }

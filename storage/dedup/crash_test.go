@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/check"
-	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -42,7 +42,7 @@ func openCrashRepo(root string, shared bool, cache string) *dedup.Storage {
 	if !shared {
 		return dedup.New(root, opts)
 	}
-	opts.Shared, opts.Backend = true, chunkstore.NewLocal(filepath.Join(root, "objects"))
+	opts.Shared, opts.Backend = true, local.New(filepath.Join(root, "objects"))
 	return dedup.New(filepath.Join(root, cache), opts)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage"
@@ -224,7 +225,7 @@ func TestChunkerSettingsKept(t *testing.T) {
 	data := dataset.Pages(6, 200)
 	backup(t, s, "d", "n", map[string][]byte{"f": data})
 	s.Close()
-	cfg, err := chunkstore.ReadConfig(ctx, chunkstore.NewLocal(root))
+	cfg, err := chunkstore.ReadConfig(ctx, local.New(root))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +407,7 @@ func (b *countGets) Get(ctx context.Context, name string, off, n int64) (io.Read
 // blob headers of pack format 2 caused until runs stepped over them).
 func TestRestoreReadsRuns(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	b := &countGets{Backend: chunkstore.NewLocal(root)}
+	b := &countGets{Backend: local.New(root)}
 	s := dedup.New(root, dedup.Options{Backend: b, Workers: 1}) // one worker packs chunks in file order
 	defer s.Close()
 	data := dataset.Random(160, 8<<20)

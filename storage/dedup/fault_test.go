@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/dedupstore/dedupstore/check"
-	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/internal/faulty"
 	"github.com/dedupstore/dedupstore/storage"
@@ -66,7 +66,7 @@ func TestBackupFaultAtEveryStep(t *testing.T) {
 		"f2": dataset.Pages(93, 20),
 	}
 	setup := func() (*dedup.Storage, *faulty.Backend) {
-		fb := faulty.New(chunkstore.NewLocal(filepath.Join(t.TempDir(), "objects")))
+		fb := faulty.New(local.New(filepath.Join(t.TempDir(), "objects")))
 		s, _ := newStorage(t, dedup.Options{Backend: fb, PackSize: 256 << 10})
 		backup(t, s, "d", "earlier", earlier)
 		return s, fb

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/internal/faulty"
@@ -84,7 +85,7 @@ func (b slowBackend) Get(ctx context.Context, name string, off, n int64) (io.Rea
 
 // gcHelper collects garbage in a loop until it is killed.
 func gcHelper(root string) {
-	s := dedup.New(root, dedup.Options{Backend: slowBackend{chunkstore.NewLocal(root)}})
+	s := dedup.New(root, dedup.Options{Backend: slowBackend{local.New(root)}})
 	for {
 		p, err := s.PlanGC(ctx, everything)
 		if err != nil {
@@ -165,7 +166,7 @@ func gcFaultAtEveryStep(t *testing.T, shared bool) {
 		}
 	}
 	run := func(k int, fault faulty.Fault) (s *dedup.Storage, kept backups, calls int, failed bool, err error) {
-		fb := faulty.New(chunkstore.NewLocal(filepath.Join(t.TempDir(), "objects")))
+		fb := faulty.New(local.New(filepath.Join(t.TempDir(), "objects")))
 		s, _ = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20, Shared: shared, LeaseTTL: leaseTTL})
 		kept = makeGarbage(t, s, 0)
 		fb.Arm(k, fault, ops...)
@@ -263,7 +264,7 @@ func TestGCKilled(t *testing.T) {
 	// The temporary files of killed writes, aged past the hour a
 	// collection waits, go with the final collection.
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasPrefix(d.Name(), chunkstore.TempPrefix) {
+		if err == nil && strings.HasPrefix(d.Name(), local.TempPrefix) {
 			then := time.Now().Add(-gc.PartialMinAge - time.Minute)
 			os.Chtimes(p, then, then)
 		}

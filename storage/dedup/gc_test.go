@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
@@ -227,7 +228,7 @@ func gcBesideLiveBackups(t *testing.T, slow bool, gcOpts gc.Options) {
 	root := filepath.Join(t.TempDir(), "repo")
 	opts := dedup.Options{PackSize: 256 << 10}
 	if slow {
-		opts.Backend = slowReturn{chunkstore.NewLocal(root)}
+		opts.Backend = slowReturn{local.New(root)}
 	}
 	s := dedup.New(root, opts)
 	t.Cleanup(func() { s.Close() })

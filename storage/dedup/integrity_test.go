@@ -19,6 +19,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
@@ -47,7 +48,7 @@ func concurrentCreation(t *testing.T, shared bool) {
 	for trial := range 20 {
 		objects := filepath.Join(t.TempDir(), "objects")
 		opts := smallPacks
-		opts.Shared, opts.Backend = shared, chunkstore.NewLocal(objects)
+		opts.Shared, opts.Backend = shared, local.New(objects)
 		root := func() string { return t.TempDir() }
 		if !shared {
 			opts.LockTimeout = 10 * time.Millisecond
@@ -131,7 +132,7 @@ func packFiles(t *testing.T, root string) []string {
 	}
 	var out []string
 	for _, p := range paths {
-		if !strings.HasPrefix(filepath.Base(p), chunkstore.TempPrefix) {
+		if !strings.HasPrefix(filepath.Base(p), local.TempPrefix) {
 			out = append(out, p)
 		}
 	}
@@ -433,7 +434,7 @@ func TestNameTooLongForTheBackend(t *testing.T) {
 // open; it used to fail every open, and so every read.
 func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	fb := faulty.New(chunkstore.NewLocal(root))
+	fb := faulty.New(local.New(root))
 	var logged []string
 	opts := dedup.Options{Backend: fb, Logf: func(f string, args ...any) { logged = append(logged, fmt.Sprintf(f, args...)) }}
 	s := dedup.New(root, opts)
@@ -466,8 +467,8 @@ func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
 func TestGCRemovesPartialWrites(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
 	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(140, 100<<10)})
-	old := []string{filepath.Join(root, "data", "ab", chunkstore.TempPrefix+"1"), filepath.Join(root, "manifests", "d", chunkstore.TempPrefix+"2")}
-	young := filepath.Join(root, "data", "cd", chunkstore.TempPrefix+"3")
+	old := []string{filepath.Join(root, "data", "ab", local.TempPrefix+"1"), filepath.Join(root, "manifests", "d", local.TempPrefix+"2")}
+	young := filepath.Join(root, "data", "cd", local.TempPrefix+"3")
 	for _, p := range append(old, young) {
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		if err := os.WriteFile(p, make([]byte, 1000), 0o644); err != nil {
@@ -541,7 +542,7 @@ func TestReadOnlyRepository(t *testing.T) {
 // every backend error used to.
 func TestReadErrorIsNotCorruption(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	b := &refusePacks{Backend: chunkstore.NewLocal(root)}
+	b := &refusePacks{Backend: local.New(root)}
 	s := dedup.New(root, dedup.Options{Backend: b})
 	defer s.Close()
 	data := dataset.Random(142, 100<<10)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/storage"
@@ -179,7 +180,7 @@ func (o Options) backend(root string) chunkstore.Backend {
 	if o.Backend != nil {
 		return o.Backend
 	}
-	return chunkstore.NewLocal(root)
+	return local.New(root)
 }
 
 // openStore opens the repository's chunk store, creating the repository if

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
@@ -66,7 +67,7 @@ func (b *failLeases) Put(ctx context.Context, name string, r io.Reader) error {
 // An agent whose lease was lost must not write a manifest: a collection
 // may already have swept the packs its chunk references depend on.
 func TestLostLeaseEndsNoBackup(t *testing.T) {
-	objects := chunkstore.NewLocal(t.TempDir())
+	objects := local.New(t.TempDir())
 	fb := &failLeases{Backend: objects}
 	ttl := 400 * time.Millisecond
 	a := dedup.New(t.TempDir(), dedup.Options{Shared: true, Backend: fb, LeaseTTL: ttl})
@@ -130,7 +131,7 @@ func (b *hookLeases) List(ctx context.Context, prefix string, fn func(chunkstore
 // after the sync, the condemnation would be due without that manifest,
 // and the sweep would delete packs the ended backup uses.
 func TestSweepDecidesBeforeSyncing(t *testing.T) {
-	objects := chunkstore.NewLocal(t.TempDir())
+	objects := local.New(t.TempDir())
 	hb := &hookLeases{Backend: objects}
 	opts := smallPacks
 	opts.Shared = true

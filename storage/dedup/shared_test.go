@@ -12,6 +12,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage"
@@ -29,7 +30,7 @@ func agents(t *testing.T, n int, opts dedup.Options) ([]*dedup.Storage, string) 
 	t.Helper()
 	objects := filepath.Join(t.TempDir(), "objects")
 	opts.Shared = true
-	opts.Backend = chunkstore.NewLocal(objects)
+	opts.Backend = local.New(objects)
 	var out []*dedup.Storage
 	for range n {
 		s := dedup.New(t.TempDir(), opts)
@@ -43,7 +44,7 @@ func TestSharedConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
 		opts := smallPacks
 		opts.Shared = true
-		opts.Backend = chunkstore.NewLocal(filepath.Join(root, "objects"))
+		opts.Backend = local.New(filepath.Join(root, "objects"))
 		return dedup.New(filepath.Join(root, "cache"), opts)
 	})
 }
@@ -51,7 +52,7 @@ func TestSharedConformance(t *testing.T) {
 // countObjects counts the objects under prefix and their bytes.
 func countObjects(t *testing.T, objects, prefix string) (n int, size int64) {
 	t.Helper()
-	err := chunkstore.NewLocal(objects).List(ctx, prefix, func(o chunkstore.ObjectInfo) error {
+	err := local.New(objects).List(ctx, prefix, func(o chunkstore.ObjectInfo) error {
 		n++
 		size += o.Size
 		return nil
@@ -272,13 +273,13 @@ func TestCreateChecksTheBackend(t *testing.T) {
 	cache := t.TempDir()
 	os.WriteFile(filepath.Join(cache, "left-over"), []byte("x"), 0o644)
 	objects := t.TempDir()
-	s := dedup.New(cache, dedup.Options{Backend: chunkstore.NewLocal(objects), Shared: true})
+	s := dedup.New(cache, dedup.Options{Backend: local.New(objects), Shared: true})
 	backup(t, s, "d", "a", map[string][]byte{"f": []byte("hello")})
 	s.Close()
 
 	foreign := t.TempDir()
 	os.WriteFile(filepath.Join(foreign, "photo.jpg"), []byte("x"), 0o644)
-	s = dedup.New(t.TempDir(), dedup.Options{Backend: chunkstore.NewLocal(foreign), Shared: true})
+	s = dedup.New(t.TempDir(), dedup.Options{Backend: local.New(foreign), Shared: true})
 	defer s.Close()
 	if _, err := s.ListBackups(ctx, "d"); err == nil || !strings.Contains(err.Error(), "not a dedupstore repository") {
 		t.Errorf("opening a foreign bucket: %v", err)

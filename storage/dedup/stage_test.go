@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
@@ -106,7 +107,7 @@ func (b *failPacks) Put(ctx context.Context, name string, r io.Reader) error {
 // EndBackup is called, and nothing of it is listed as ended.
 func TestFailedPackFailsEveryEnd(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	b := &failPacks{Backend: chunkstore.NewLocal(root)}
+	b := &failPacks{Backend: local.New(root)}
 	s := dedup.New(root, dedup.Options{Backend: b})
 	t.Cleanup(func() { s.Close() })
 	bh, err := s.StartBackup(ctx, "d", "b")

@@ -1,4 +1,7 @@
-package chunkstore
+// Package local is a chunkstore.Backend on a local directory, including one
+// on NFS: one file per object, written through a temporary file that is
+// fsynced and renamed into place. It passes chunkstore/backendtest.
+package local
 
 import (
 	"context"
@@ -9,45 +12,47 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
 )
 
-// TempPrefix marks files that Local.Put has not yet renamed into place. They
+// TempPrefix marks files that Backend.Put has not yet renamed into place. They
 // are not listed as objects; a crash can leave them behind.
 const TempPrefix = ".tmp-"
 
-// Local is a Backend on a local directory: one file per object.
+// Backend is a chunkstore.Backend on a local directory: one file per object.
 //
 // Put writes a temporary file in the target directory, fsyncs it, renames it
 // into place and fsyncs the directory, so a Put that returned nil survives a
 // crash and a crash during Put leaves at most a temporary file.
-type Local struct {
+type Backend struct {
 	root string
 }
 
-// NewLocal returns a backend rooted at dir. The directory is created on the
+// New returns a backend rooted at dir. The directory is created on the
 // first Put if it does not exist.
-func NewLocal(dir string) *Local { return &Local{root: dir} }
+func New(dir string) *Backend { return &Backend{root: dir} }
 
-func (l *Local) path(name string) (string, error) {
-	if err := CheckObjectName(name); err != nil {
+func (l *Backend) path(name string) (string, error) {
+	if err := chunkstore.CheckObjectName(name); err != nil {
 		return "", err
 	}
 	return filepath.Join(l.root, filepath.FromSlash(name)), nil
 }
 
-// Put implements Backend.
-func (l *Local) Put(ctx context.Context, name string, r io.Reader) error {
+// Put implements chunkstore.Backend.
+func (l *Backend) Put(ctx context.Context, name string, r io.Reader) error {
 	return l.write(ctx, name, r, os.Rename)
 }
 
 // Create implements Backend with a hard link, which fails if the name
 // exists, also on NFS.
-func (l *Local) Create(ctx context.Context, name string, r io.Reader) error {
+func (l *Backend) Create(ctx context.Context, name string, r io.Reader) error {
 	return l.write(ctx, name, r, func(tmp, p string) error {
 		err := os.Link(tmp, p)
 		os.Remove(tmp)
 		if errors.Is(err, fs.ErrExist) {
-			return ErrExist
+			return chunkstore.ErrExist
 		}
 		return err
 	})
@@ -55,7 +60,7 @@ func (l *Local) Create(ctx context.Context, name string, r io.Reader) error {
 
 // write stores r in a temporary file in the object's directory, fsyncs it,
 // moves it into place with place and fsyncs the directory.
-func (l *Local) write(ctx context.Context, name string, r io.Reader, place func(tmp, p string) error) error {
+func (l *Backend) write(ctx context.Context, name string, r io.Reader, place func(tmp, p string) error) error {
 	p, err := l.path(name)
 	if err != nil {
 		return err
@@ -103,8 +108,8 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Get implements Backend.
-func (l *Local) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+// Get implements chunkstore.Backend.
+func (l *Backend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -114,7 +119,7 @@ func (l *Local) Get(ctx context.Context, name string, offset, length int64) (io.
 	}
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunkstore: get %s: %w", name, ErrNotExist)
+		return nil, fmt.Errorf("chunkstore: get %s: %w", name, chunkstore.ErrNotExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunkstore: get %s: %w", name, err)
@@ -150,8 +155,8 @@ func (r rangeReader) Read(p []byte) (int, error) {
 
 func (r rangeReader) Close() error { return r.f.Close() }
 
-// List implements Backend.
-func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+// List implements chunkstore.Backend.
+func (l *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
 	// Walk the deepest directory the prefix names in full.
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
@@ -159,7 +164,7 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) err
 	}
 	start := l.root
 	if base != "" {
-		if err := CheckObjectName(base); err != nil {
+		if err := chunkstore.CheckObjectName(base); err != nil {
 			return err
 		}
 		start = filepath.Join(l.root, filepath.FromSlash(base))
@@ -174,7 +179,7 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(ObjectInfo) err
 // walk calls fn for every file under start whose name (slash-separated,
 // relative to the root) keep accepts; temp says the file is a Put's
 // temporary one. Files that vanish while listed are passed over.
-func (l *Local) walk(ctx context.Context, start string, keep func(name string, temp bool) bool, fn func(ObjectInfo) error) error {
+func (l *Backend) walk(ctx context.Context, start string, keep func(name string, temp bool) bool, fn func(chunkstore.ObjectInfo) error) error {
 	return filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -201,12 +206,12 @@ func (l *Local) walk(ctx context.Context, start string, keep func(name string, t
 		if err != nil {
 			return err
 		}
-		return fn(ObjectInfo{Name: name, Size: info.Size(), ModTime: info.ModTime()})
+		return fn(chunkstore.ObjectInfo{Name: name, Size: info.Size(), ModTime: info.ModTime()})
 	})
 }
 
-// Delete implements Backend.
-func (l *Local) Delete(ctx context.Context, name string) error {
+// Delete implements chunkstore.Backend.
+func (l *Backend) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -222,15 +227,15 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 
 // ListPartial implements Backend: the temporary files of Puts, named by
 // their paths.
-func (l *Local) ListPartial(ctx context.Context, fn func(ObjectInfo) error) error {
+func (l *Backend) ListPartial(ctx context.Context, fn func(chunkstore.ObjectInfo) error) error {
 	if err := l.walk(ctx, l.root, func(_ string, temp bool) bool { return temp }, fn); err != nil {
 		return fmt.Errorf("chunkstore: list partial writes: %w", err)
 	}
 	return nil
 }
 
-// DeletePartial implements Backend.
-func (l *Local) DeletePartial(ctx context.Context, name string) error {
+// DeletePartial implements chunkstore.Backend.
+func (l *Backend) DeletePartial(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
