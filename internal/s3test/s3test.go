@@ -1,7 +1,9 @@
 // Package s3test runs a real S3 server for tests: the Versity gateway on a
 // posix directory, on a free loopback port. make installs the gateway into
 // .tools and names it in DEDUP_VERSITYGW; DEDUP_SKIP_S3=1 is the only way
-// to skip the tests that need it.
+// to skip the tests that need it. DEDUP_S3_ENDPOINT=HOST:PORT runs them
+// against a server already running instead (SeaweedFS, MinIO, ...), which
+// must accept the keys Access and Secret.
 package s3test
 
 import (
@@ -26,6 +28,9 @@ var ErrSkip = errors.New("DEDUP_SKIP_S3=1: S3 tests skipped")
 func Start(moduleRoot string) (endpoint string, stop func(), err error) {
 	if os.Getenv("DEDUP_SKIP_S3") == "1" {
 		return "", nil, ErrSkip
+	}
+	if ep := os.Getenv("DEDUP_S3_ENDPOINT"); ep != "" {
+		return ep, func() {}, nil
 	}
 	bin := os.Getenv("DEDUP_VERSITYGW")
 	if bin == "" {
