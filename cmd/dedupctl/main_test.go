@@ -300,11 +300,12 @@ func startStdinBackup(t *testing.T, repo, name string) (*exec.Cmd, io.WriteClose
 	return cmd, stdin, &stderr
 }
 
-// waitInUse waits until the repository is held by another process.
+// waitInUse waits until the repository is held by another process: a
+// collection, which writes, is refused.
 func waitInUse(t *testing.T, repo string) result {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r := dedupctl(t, repo, nil, "ls")
+		r := dedupctl(t, repo, nil, "gc", "--dry-run")
 		if r.code == 4 || time.Now().After(deadline) {
 			return r
 		}
@@ -312,10 +313,24 @@ func waitInUse(t *testing.T, repo string) result {
 	}
 }
 
+// While a backup runs, other processes read the repository (without the
+// running backup) and cannot write it.
 func TestRepositoryInUse(t *testing.T) {
 	repo, _ := newRepo(t)
+	if r := dedupctl(t, repo, strings.NewReader("ended"), "backup", "d/ended", "--stdin", "--name", "f"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
 	cmd, stdin, stderr := startStdinBackup(t, repo, "d/running")
 	fails(t, waitInUse(t, repo), 4, "in use")
+	if r := dedupctl(t, repo, nil, "ls"); r.code != 0 || !strings.Contains(r.stdout, "d/ended") || strings.Contains(r.stdout, "d/running") {
+		t.Errorf("ls while a backup runs: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := dedupctl(t, repo, nil, "cat", "d/ended", "f"); r.code != 0 || r.stdout != "ended" {
+		t.Errorf("cat while a backup runs: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := dedupctl(t, repo, strings.NewReader("x"), "backup", "d/second", "--stdin", "--name", "f"); r.code != 4 {
+		t.Errorf("a second backup while one runs: exit %d, want 4: %s", r.code, r.stderr)
+	}
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("the backup holding the repository failed: %v: %s", err, stderr)

@@ -33,7 +33,7 @@ func (s *Storage) CopyFile(ctx context.Context, dir, name, file string, from Fil
 	if err := storage.ValidateFileName(file); err != nil {
 		return err
 	}
-	r, err := s.open(ctx)
+	r, err := s.openWritable(ctx)
 	if err != nil {
 		return err
 	}

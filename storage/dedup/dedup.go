@@ -42,8 +42,13 @@
 // process every method is safe for concurrent use.
 //
 // IMPORTANT: a repository whose index lives with its objects has one
-// process at a time: another gets an error wrapping storage.ErrInUse after
-// Options.LockTimeout. A repository that many agents write into at once
+// writing process at a time. Another that finds the index held (after
+// Options.LockTimeout) reads the repository through an index cache of its
+// own, brought up to date from the objects, so it sees the ended backups;
+// its writes (StartBackup, RemoveBackup, collections, repairs) fail with an
+// error wrapping storage.ErrInUse until the Storage is closed and used
+// again. A read-only mount is read the same way; its writes fail with
+// storage.ErrReadOnly. A repository that many agents write into at once
 // (on S3) must be opened with Options.Shared by every one of them; then
 // each has its own index cache, brought up to date from the objects, and
 // collections are two-phase with leases (see package gc).
@@ -163,6 +168,21 @@ func (s *Storage) open(ctx context.Context) (*repo, error) {
 	return s.openRepo(ctx, false)
 }
 
+// openWritable returns the open repository if this process may write it:
+// not on a read-only mount, and not while another process holds a local
+// repository's index (the errors wrap storage.ErrReadOnly and
+// storage.ErrInUse).
+func (s *Storage) openWritable(ctx context.Context) (*repo, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.writable(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // openSynced returns the open repository with its index brought up to
 // date with what other agents wrote (on a shared repository).
 func (s *Storage) openSynced(ctx context.Context) (*repo, error) {
@@ -239,7 +259,7 @@ func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.Ba
 	if err := ValidateBackupName(dir, name); err != nil {
 		return nil, err
 	}
-	r, err := s.open(ctx)
+	r, err := s.openWritable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +307,7 @@ func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
 	if err := storage.ValidateBackupName(dir, name); err != nil {
 		return err
 	}
-	r, err := s.open(ctx)
+	r, err := s.openWritable(ctx)
 	if err != nil {
 		return err
 	}

@@ -172,20 +172,43 @@ func TestConcurrentIdenticalChunksStoredOnce(t *testing.T) {
 	}
 }
 
+// A second storage on a repository another holds reads it, through an
+// index cache, and writes nothing: every write fails with ErrInUse. Once
+// the first is closed, the second's next use after its own Close writes.
 func TestRepositoryInUse(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
-	if _, err := s.ListBackups(ctx, "d"); err != nil {
+	data := dataset.Random(31, 300<<10)
+	backup(t, s, "d", "ended", map[string][]byte{"f": data})
+	running, err := s.StartBackup(ctx, "d", "running")
+	if err != nil {
 		t.Fatal(err)
 	}
 	other := dedup.New(root, dedup.Options{LockTimeout: 100e6})
 	defer other.Close()
-	if _, err := other.ListBackups(ctx, "d"); !errors.Is(err, storage.ErrInUse) {
-		t.Fatalf("second storage on a held repository: %v, want ErrInUse", err)
+	bhs, err := other.ListBackups(ctx, "d")
+	if err != nil || len(bhs) != 1 || bhs[0].Name() != "ended" {
+		t.Fatalf("second storage lists %v, %v; want the ended backup", bhs, err)
 	}
+	wantContent(t, other, "d", "ended", data)
+	if _, err := other.StartBackup(ctx, "d", "second"); !errors.Is(err, storage.ErrInUse) {
+		t.Errorf("StartBackup on a held repository: %v, want ErrInUse", err)
+	}
+	if err := other.RemoveBackup(ctx, "d", "ended"); !errors.Is(err, storage.ErrInUse) {
+		t.Errorf("RemoveBackup on a held repository: %v, want ErrInUse", err)
+	}
+	if _, err := other.PlanGC(ctx, gc.Options{}); !errors.Is(err, storage.ErrInUse) {
+		t.Errorf("PlanGC on a held repository: %v, want ErrInUse", err)
+	}
+	if _, err := other.Repair(ctx, false); !errors.Is(err, storage.ErrInUse) {
+		t.Errorf("Repair on a held repository: %v, want ErrInUse", err)
+	}
+	finish(t, running, map[string][]byte{"g": data})
 	s.Close()
-	if _, err := other.ListBackups(ctx, "d"); err != nil {
-		t.Errorf("after the first storage closed: %v", err)
+	other.Close()
+	if _, err := other.StartBackup(ctx, "d", "second"); err != nil {
+		t.Errorf("after both closed: %v", err)
 	}
+	wantContent(t, other, "d", "ended", data)
 }
 
 func TestRefusesForeignDirectory(t *testing.T) {

@@ -81,7 +81,7 @@ func (r *repo) collector(opts gc.Options) *gc.Collector {
 //
 // IMPORTANT: call ExecuteGC or the plan's Close.
 func (s *Storage) PlanGC(ctx context.Context, opts gc.Options) (*gc.Plan, error) {
-	r, err := s.open(ctx)
+	r, err := s.openWritable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (s *Storage) PlanGC(ctx context.Context, opts gc.Options) (*gc.Plan, error)
 // ExecuteGC carries out a plan from PlanGC. Chunks that backups running
 // meanwhile deduplicated against are spared.
 func (s *Storage) ExecuteGC(ctx context.Context, p *gc.Plan) (gc.Result, error) {
-	r, err := s.open(ctx)
+	r, err := s.openWritable(ctx)
 	if err != nil {
 		p.Close()
 		return gc.Result{}, err

@@ -93,7 +93,11 @@ func (r RepairReport) Damaged() bool {
 // IMPORTANT: no backup may be running in the repository meanwhile, in
 // this process or another.
 func (s *Storage) Repair(ctx context.Context, dryRun bool) (RepairReport, error) {
-	r, err := s.open(ctx)
+	open := s.openWritable
+	if dryRun {
+		open = s.open
+	}
+	r, err := open(ctx)
 	if err != nil {
 		return RepairReport{}, err
 	}

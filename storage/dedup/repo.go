@@ -31,6 +31,10 @@ type repo struct {
 	// date from the objects (see sync): on a shared repository, and on a
 	// read-only one.
 	cached bool
+	// readOnly, if set, is why this process may not write the repository
+	// (a read-only mount, or another process holding its index): every
+	// write fails with it.
+	readOnly error
 	// rebuilt is what the index rebuild at open found, nil if there was none.
 	rebuilt *RebuildResult
 
@@ -108,17 +112,28 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
 	var idx *index.DB
+	var readOnly error
 	cached := opts.Shared
 	if opts.Shared {
 		idx, err = openSharedIndex(root, store.Config(), fresh, opts.Logf)
 	} else {
 		path := filepath.Join(root, "index.db")
 		idx, err = openIndex(path, opts.LockTimeout, fresh, opts.Logf)
-		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
-			// A read-only mount or snapshot: read it through an index
-			// cache of this user's, as a shared repository is read.
+		switch {
+		case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS):
+			readOnly = fmt.Errorf("dedup: %s cannot be written (%v): %w", path, err, storage.ErrReadOnly)
+		case errors.Is(err, index.ErrInUse):
+			readOnly = fmt.Errorf("dedup: %s is held by another process, and this one only reads the repository: %w", path, storage.ErrInUse)
+		}
+		if readOnly != nil {
+			// A read-only mount or snapshot, or a repository another
+			// process writes: read it through an index cache of this
+			// user's, brought up to date from the objects as a shared
+			// repository's, and write nothing.
 			cacheRoot := filepath.Join(os.TempDir(), fmt.Sprintf("dedupstore-%d", os.Getuid()))
-			opts.Logf("dedup: %s cannot be written (%v): using an index cache in %s", path, err, cacheRoot)
+			if !errors.Is(err, index.ErrInUse) { // that one is said by the first write tried
+				opts.Logf("dedup: %s cannot be written (%v): reading through an index cache in %s, without writing", path, err, cacheRoot)
+			}
 			idx, err = openSharedIndex(cacheRoot, store.Config(), fresh, opts.Logf)
 			cached = true
 		}
@@ -131,6 +146,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		store:     store,
 		idx:       idx,
 		cached:    cached,
+		readOnly:  readOnly,
 		opts:      opts,
 		jobs:      make(chan *job),
 		slots:     make(chan struct{}, opts.ChunksInFlight),
@@ -285,6 +301,9 @@ func (r *repo) ensureIndex(ctx context.Context, created bool) (rebuilt bool, err
 // full disk, a read-only mount) it logs and leaves for the next open: it
 // never keeps healthy backups from being read.
 func (r *repo) recover(ctx context.Context) error {
+	if r.readOnly != nil {
+		return nil // what is half done belongs to the process that writes
+	}
 	if _, err := r.idx.DropOpenLists(); errors.Is(err, index.ErrDamaged) {
 		return err
 	} else if err != nil {
@@ -316,6 +335,15 @@ func (r *repo) close() error {
 	r.stopLeases()
 	r.store.Close()
 	return r.idx.Close()
+}
+
+// writable returns r.readOnly, or an error wrapping storage.ErrClosed once
+// the repo is closed.
+func (r *repo) writable() error {
+	if r.readOnly != nil {
+		return r.readOnly
+	}
+	return r.alive()
 }
 
 // alive returns an error wrapping storage.ErrClosed once the repo is closed.
