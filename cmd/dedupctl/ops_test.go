@@ -1,12 +1,17 @@
 package main_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dedupstore/dedupstore/internal/dataset"
 )
 
 // The files cache reads only what changed, and a file rewritten with its
@@ -169,4 +174,76 @@ func TestShowMetadata(t *testing.T) {
 	if last.Type != "file" || last.Mode != 0o4750 || last.Size != 5 {
 		t.Errorf("show --json: %+v", js.Entries)
 	}
+}
+
+// Readers in processes of their own read a local repository while a writer
+// process backs up, removes and collects in a loop: every backup a reader
+// lists and reads comes back exactly, or the read fails because the writer
+// removed it meanwhile; never other bytes.
+func TestReadersBesideWriter(t *testing.T) {
+	repo, _ := newRepo(t)
+	content := func(i int) []byte { return dataset.Random(uint64(500+i), 300<<10+i*4096) }
+	const rounds = 8
+	done := make(chan struct{})
+	// A reader that finds the repository free opens it as its writer, for
+	// a moment: the writer then waits for it, as a script would.
+	write := func(stdin []byte, args ...string) bool {
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			r := dedupctl(t, repo, bytes.NewReader(stdin), args...)
+			if r.code == 0 {
+				return true
+			}
+			if r.code != 4 || time.Now().After(deadline) {
+				t.Errorf("%v: exit %d: %s", args, r.code, r.stderr)
+				return false
+			}
+		}
+	}
+	go func() {
+		defer close(done)
+		for i := range rounds {
+			if !write(content(i), "backup", fmt.Sprintf("d/b%d", i), "--stdin", "--name", "f") {
+				return
+			}
+			if i >= 2 && (!write(nil, "rm", fmt.Sprintf("d/b%d", i-2)) || !write(nil, "gc", "--grace", "1ns")) {
+				return
+			}
+		}
+	}()
+	reads := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		var ls []struct{ Name, State string }
+		r := dedupctl(t, repo, nil, "ls", "--json")
+		if r.code != 0 {
+			t.Fatalf("ls beside the writer: exit %d: %s", r.code, r.stderr)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &ls); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range ls {
+			var i int
+			fmt.Sscanf(b.Name, "b%d", &i)
+			r := dedupctl(t, repo, nil, "cat", "d/"+b.Name, "f")
+			switch {
+			case r.code == 0 && r.stdout == string(content(i)):
+				reads++
+			case r.code == 0:
+				t.Fatalf("cat d/%s returned %d other bytes", b.Name, len(r.stdout))
+			case r.code != 3 && r.code != 1:
+				t.Fatalf("cat d/%s beside the writer: exit %d: %s", b.Name, r.code, r.stderr)
+			}
+		}
+	}
+	if reads == 0 {
+		t.Error("no read succeeded beside the writer")
+	}
+	if out := ok(t, repo, "check", "--read-data"); !strings.Contains(out, "no errors") {
+		t.Errorf("check --read-data:\n%s", out)
+	}
+	t.Logf("%d reads beside the writer", reads)
 }
