@@ -49,27 +49,57 @@ func BenchmarkTree(b *testing.B) {
 			sh(b, "zstd -d -c "+archive+" | tar -xf - -C "+target)
 		}
 	})
-	b.Run("tool=dedupctl/run=first", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			b.StopTimer()
+	// A backup tool is what the first and repeat runs compare: how it
+	// makes a repository and backs the tree up into it.
+	type tool struct {
+		name   string
+		init   func(b *testing.B, repo string)
+		backup func(b *testing.B, repo string, n int)
+	}
+	tools := []tool{{
+		name: "dedupctl",
+		init: func(b *testing.B, repo string) { dedupctlRun(b, repo, "init") },
+		backup: func(b *testing.B, repo string, n int) {
+			dedupctlRun(b, repo, "backup", fmt.Sprintf("bench/t/%d", n), src)
+		},
+	}}
+	if _, err := exec.LookPath("restic"); err == nil {
+		restic := func(b *testing.B, repo string, args ...string) {
+			cmd := exec.Command("restic", append([]string{"-r", repo, "-q"}, args...)...)
+			cmd.Env = append(os.Environ(), "RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR="+filepath.Join(filepath.Dir(repo), "cache"))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("restic %v: %v: %s", args, err, out)
+			}
+		}
+		tools = append(tools, tool{
+			name:   "restic",
+			init:   func(b *testing.B, repo string) { restic(b, repo, "init") },
+			backup: func(b *testing.B, repo string, _ int) { restic(b, repo, "backup", src) },
+		})
+	}
+	for _, t := range tools {
+		b.Run("tool="+t.name+"/run=first", func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				b.StopTimer()
+				repo := filepath.Join(b.TempDir(), "repo")
+				t.init(b, repo)
+				b.StartTimer()
+				t.backup(b, repo, 0)
+			}
+		})
+		b.Run("tool="+t.name+"/run=repeat", func(b *testing.B) {
 			repo := filepath.Join(b.TempDir(), "repo")
-			dedupctlRun(b, repo, "init")
-			b.StartTimer()
-			dedupctlRun(b, repo, "backup", "bench/t/1", src)
-		}
-	})
-	b.Run("tool=dedupctl/run=repeat", func(b *testing.B) {
-		repo := filepath.Join(b.TempDir(), "repo")
-		dedupctlRun(b, repo, "init")
-		dedupctlRun(b, repo, "backup", "bench/t/0", src)
-		b.SetBytes(size)
-		i := 0
-		for b.Loop() {
-			i++
-			dedupctlRun(b, repo, "backup", fmt.Sprintf("bench/t/%d", i), src)
-		}
-	})
+			t.init(b, repo)
+			t.backup(b, repo, 0)
+			b.SetBytes(size)
+			n := 0
+			for b.Loop() {
+				n++
+				t.backup(b, repo, n)
+			}
+		})
+	}
 	b.Run("tool=dedupctl/run=restore", func(b *testing.B) {
 		repo := filepath.Join(b.TempDir(), "repo")
 		dedupctlRun(b, repo, "init")
@@ -80,35 +110,6 @@ func BenchmarkTree(b *testing.B) {
 			target := filepath.Join(b.TempDir(), "target")
 			b.StartTimer()
 			dedupctlRun(b, repo, "restore", "bench/t/0", "--target", target)
-		}
-	})
-	if _, err := exec.LookPath("restic"); err != nil {
-		return
-	}
-	restic := func(b *testing.B, repo string, args ...string) {
-		cmd := exec.Command("restic", append([]string{"-r", repo, "-q"}, args...)...)
-		cmd.Env = append(os.Environ(), "RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR="+filepath.Join(filepath.Dir(repo), "cache"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("restic %v: %v: %s", args, err, out)
-		}
-	}
-	b.Run("tool=restic/run=first", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			b.StopTimer()
-			repo := filepath.Join(b.TempDir(), "restic")
-			restic(b, repo, "init")
-			b.StartTimer()
-			restic(b, repo, "backup", src)
-		}
-	})
-	b.Run("tool=restic/run=repeat", func(b *testing.B) {
-		repo := filepath.Join(b.TempDir(), "restic")
-		restic(b, repo, "init")
-		restic(b, repo, "backup", src)
-		b.SetBytes(size)
-		for b.Loop() {
-			restic(b, repo, "backup", src)
 		}
 	})
 }
