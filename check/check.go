@@ -101,7 +101,7 @@ func (c *checker) run(opts Options) error {
 	}
 	c.report.Packs = len(packs)
 	sizes := map[string]int64{}
-	err = c.store.Backend().List(c.ctx, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error {
+	err = c.store.Backend().List(c.ctx, chunkstore.PackPrefix, "", func(o chunkstore.ObjectInfo) error {
 		sizes[o.Name] = o.Size
 		return nil
 	})
@@ -226,7 +226,7 @@ func (c *checker) run(opts Options) error {
 // index does not have: a rebuild would lose the one and revive the other.
 func (c *checker) checkManifests(backups []index.Backup) error {
 	stray := map[string]bool{}
-	err := c.store.Backend().List(c.ctx, index.ManifestPrefix, func(o chunkstore.ObjectInfo) error {
+	err := c.store.Backend().List(c.ctx, index.ManifestPrefix, "", func(o chunkstore.ObjectInfo) error {
 		stray[o.Name] = true
 		return nil
 	})

@@ -9,7 +9,7 @@ import (
 )
 
 // Backend stores named objects. Names are slash-separated relative paths such
-// as "config", "data/ab/<pack id>" or "manifests/<dir>/<name>".
+// as "config", "data/18a2b/<pack id>" or "manifests/<dir>/<name>".
 //
 // Every method is safe for concurrent use. A Backend must pass the suite in
 // chunkstore/backendtest.
@@ -31,9 +31,12 @@ type Backend interface {
 	// ErrNotExist. A range past the end gives an error from the reader.
 	Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error)
 
-	// List calls fn for every object whose name starts with prefix, in no
-	// particular order. An error from fn stops the listing and is returned.
-	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// List calls fn for every object whose name starts with prefix and, if
+	// after is not empty, sorts after it (byte-wise), in no particular
+	// order: a listing resumed where an earlier one stopped costs only what
+	// is new, as S3's StartAfter does. An error from fn stops the listing
+	// and is returned.
+	List(ctx context.Context, prefix, after string, fn func(ObjectInfo) error) error
 
 	// Delete removes the object. Deleting an object that is not there is not
 	// an error, so that an interrupted cleanup can simply run again.

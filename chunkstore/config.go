@@ -12,7 +12,8 @@ import (
 )
 
 // FormatVersion is the repository format this build writes and reads.
-const FormatVersion = 2
+// Version 3 names packs by the time they were written (see NewPackID).
+const FormatVersion = 3
 
 // ConfigName is the object name of the repository config.
 const ConfigName = "config"

@@ -3,10 +3,12 @@ package chunkstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 )
 
 // Pack format. A pack is the stored chunks back to back, each behind a
@@ -60,21 +62,52 @@ type Location struct {
 	Blob
 }
 
-// PackName is the object name of a pack: data/<first two hex digits>/<id>.
+// A pack's ID begins with the time its writer named it, in nanoseconds
+// since 1970, big-endian, and goes on with random bytes; its object name,
+// data/<first 5 hex digits>/<id>, groups packs by about 5 hours. So pack
+// names sort by the time they were named, and a process catches up with
+// what others wrote by listing the names after the last time it looked
+// (see PacksAfter), not every pack.
+
+// NewPackID returns a new pack ID named at t.
+func NewPackID(t time.Time) (ID, error) {
+	var id ID
+	binary.BigEndian.PutUint64(id[:8], uint64(t.UnixNano()))
+	_, err := rand.Read(id[8:])
+	return id, err
+}
+
+// PackTime is the time pack id was named at, by its writer's clock.
+func PackTime(id ID) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(id[:8])))
+}
+
+// PackName is the object name of a pack: data/<first 5 hex digits>/<id>.
 func PackName(id ID) string {
 	s := id.String()
-	return "data/" + s[:2] + "/" + s
+	return PackPrefix + s[:packShard] + "/" + s
+}
+
+// PacksAfter is the name before every pack named at t or later: the start
+// of a listing of packs written since t.
+func PacksAfter(t time.Time) string {
+	var id ID
+	binary.BigEndian.PutUint64(id[:8], uint64(t.UnixNano()))
+	return PackName(id)[:len(PackPrefix)+packShard+1+16]
 }
 
 // PackPrefix is the prefix under which all packs are listed.
 const PackPrefix = "data/"
 
+// packShard is how many hex digits of a pack's ID name its directory.
+const packShard = 5
+
 // ParsePackName is the inverse of PackName.
 func ParsePackName(name string) (ID, error) {
-	if len(name) != len(PackPrefix)+3+64 || name[:len(PackPrefix)] != PackPrefix {
+	if len(name) != len(PackPrefix)+packShard+1+64 || name[:len(PackPrefix)] != PackPrefix {
 		return ID{}, fmt.Errorf("chunkstore: %q is not a pack name", name)
 	}
-	id, err := ParseID(name[len(PackPrefix)+3:])
+	id, err := ParseID(name[len(PackPrefix)+packShard+1:])
 	if err != nil || PackName(id) != name {
 		return ID{}, fmt.Errorf("chunkstore: %q is not a pack name", name)
 	}

@@ -3,13 +3,13 @@ package chunkstore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/zeebo/blake3"
 )
@@ -108,11 +108,11 @@ func (s *Store) Encode(dst []byte, id ID, plain []byte) EncodedChunk {
 	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
 }
 
-// WritePack finishes p and stores it under a new random ID. When it returns
+// WritePack finishes p and stores it under a new ID (see NewPackID). When it returns
 // nil the pack is durable under PackName(id) and its entries may be indexed.
 func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries []PackEntry, size int64, err error) {
 	data, entries := p.Finish()
-	if _, err := rand.Read(id[:]); err != nil {
+	if id, err = NewPackID(time.Now()); err != nil {
 		return ID{}, nil, 0, err
 	}
 	if err := s.backend.Put(ctx, PackName(id), bytes.NewReader(data)); err != nil {

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/local"
@@ -65,7 +68,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	// The pack describes itself.
 	var size int64
-	s.Backend().List(context.Background(), chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error { size = o.Size; return nil })
+	s.Backend().List(context.Background(), chunkstore.PackPrefix, "", func(o chunkstore.ObjectInfo) error { size = o.Size; return nil })
 	trailer, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(packID), size)
 	if err != nil {
 		t.Fatal(err)
@@ -138,14 +141,55 @@ func TestConfig(t *testing.T) {
 	if _, err := chunkstore.ParseConfig(future); !errors.Is(err, chunkstore.ErrUnsupportedVersion) {
 		t.Errorf("config of version 99: %v, want ErrUnsupportedVersion", err)
 	}
-	cfg.Version = 1 // before the blob headers of packs
-	older, _ := json.Marshal(cfg)
-	if _, err := chunkstore.ParseConfig(older); !errors.Is(err, chunkstore.ErrUnsupportedVersion) || !strings.Contains(err.Error(), "not migrated") {
-		t.Errorf("config of version 1: %v, want ErrUnsupportedVersion saying it is not migrated", err)
+	for v := 1; v < chunkstore.FormatVersion; v++ { // 1: before blob headers; 2: before time-ordered pack names
+		cfg.Version = v
+		older, _ := json.Marshal(cfg)
+		if _, err := chunkstore.ParseConfig(older); !errors.Is(err, chunkstore.ErrUnsupportedVersion) || !strings.Contains(err.Error(), "not migrated") {
+			t.Errorf("config of version %d: %v, want ErrUnsupportedVersion saying it is not migrated", v, err)
+		}
 	}
-	for _, bad := range []string{"", "{", `{"version":2}`, "null"} {
+	for _, bad := range []string{"", "{", fmt.Sprintf(`{"version":%d}`, chunkstore.FormatVersion), "null"} {
 		if _, err := chunkstore.ParseConfig([]byte(bad)); !errors.Is(err, chunkstore.ErrCorrupt) {
 			t.Errorf("ParseConfig(%q) = %v, want ErrCorrupt", bad, err)
+		}
+	}
+}
+
+// TestPackNamesSortByTime: a listing after PacksAfter(t) holds every pack
+// named at t or later and none named before, whatever their random bytes.
+func TestPackNamesSortByTime(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 8, 0, 0, 0, time.UTC)
+	var names []string
+	for i, d := range []time.Duration{-5 * time.Hour, -time.Nanosecond, 0, time.Nanosecond, 5 * time.Hour, 50 * 24 * time.Hour} {
+		for range 20 {
+			id, err := chunkstore.NewPackID(t0.Add(d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := chunkstore.PackTime(id); !got.Equal(t0.Add(d)) {
+				t.Fatalf("PackTime = %v, want %v", got, t0.Add(d))
+			}
+			name := chunkstore.PackName(id)
+			if back, err := chunkstore.ParsePackName(name); err != nil || back != id {
+				t.Fatalf("ParsePackName(%s) = %v, %v", name, back, err)
+			}
+			if after := name > chunkstore.PacksAfter(t0); after != (i >= 2) {
+				t.Errorf("pack named %v from t0 (%s) sorts after PacksAfter(t0) = %v", d, name, after)
+			}
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for i := 1; i < len(names); i++ {
+		a, _ := chunkstore.ParsePackName(names[i-1])
+		b, _ := chunkstore.ParsePackName(names[i])
+		if chunkstore.PackTime(a).After(chunkstore.PackTime(b)) {
+			t.Errorf("%s sorts before %s but was named later", names[i-1], names[i])
+		}
+	}
+	for _, bad := range []string{"data/ab/" + strings.Repeat("a", 64), "data/aaaaa/" + strings.Repeat("b", 64)} {
+		if _, err := chunkstore.ParsePackName(bad); err == nil {
+			t.Errorf("ParsePackName(%s) succeeded", bad)
 		}
 	}
 }

@@ -138,6 +138,7 @@ type Plan struct {
 	live    liveSet
 	end     func() error
 	due     []Condemnation  // carried out by this plan
+	swept   []Condemnation  // carried out before
 	unrec   []Condemnation  // whose leases were never recorded
 	condemn []chunkstore.ID // packs Execute condemns
 	heldBy  *Heartbeat      // the collection lock
@@ -239,7 +240,7 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		return fmt.Errorf("gc: sweep: %w", err)
 	}
 	objects := map[chunkstore.ID]chunkstore.ObjectInfo{}
-	err = c.Store.Backend().List(ctx, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) error {
+	err = c.Store.Backend().List(ctx, chunkstore.PackPrefix, "", func(o chunkstore.ObjectInfo) error {
 		if id, err := chunkstore.ParsePackName(o.Name); err == nil {
 			objects[id] = o
 		} // else not ours to judge

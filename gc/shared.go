@@ -43,7 +43,15 @@ import (
 //     records is alive (rewritten within LeaseTTL, by the server's clock).
 //     Which are due is settled first; then the collection syncs its index,
 //     marks again, deletes the condemned packs that hold no live chunk, and
-//     spares the rest.
+//     spares the rest. It rewrites the condemnation as swept, listing only
+//     the packs it deleted, and a collection deletes it once it is
+//     CondemnedKeep old: until then it tells every agent's sync which packs
+//     are gone.
+//   - An agent's index may list only the packs written since its last sync
+//     (see chunkstore.PacksAfter) if that sync began less than MaxSyncGap
+//     ago; otherwise it lists every pack. Every sync lists every
+//     condemnation, swept or not, and a sync that did not list every pack
+//     keeps the packs it knew condemned as condemned.
 //
 // Why it is safe. A writer can deduplicate against a chunk of a condemned
 // pack P only if its index did not know P was condemned, that is, if it
@@ -54,7 +62,10 @@ import (
 // writing manifests before its lease can expire, so by phase 2 every
 // manifest that could refer to P is stored and the second mark sees it.
 // Pack names are random, so a pack can never be deleted under a writer
-// that stored the same bytes again. Clocks: the lease and condemnation ages
+// that stored the same bytes again. A sync that lists only new packs
+// learns of every deleted pack from its condemnation: one written after
+// the previous sync began is still listed, since MaxSyncGap is shorter
+// than CondemnedKeep, and one written before was listed then. Clocks: the lease and condemnation ages
 // are measured by the server's object times only; the agents' clocks only
 // time their own lease rewrites.
 
@@ -67,6 +78,16 @@ const (
 
 // DefaultLeaseTTL is how long a lease or lock lives without being rewritten.
 const DefaultLeaseTTL = 10 * time.Minute
+
+// CondemnedKeep is how long a swept condemnation stays listed, by the
+// server's clock, for a repository whose leases live ttl.
+func CondemnedKeep(ttl time.Duration) time.Duration { return 6 * ttl }
+
+// MaxSyncGap is the longest time, by an agent's own clock, from the start
+// of one sync of its index to the start of the next for the next to list
+// only the packs written since: CondemnedKeep less a margin for clocks
+// that run at different rates.
+func MaxSyncGap(ttl time.Duration) time.Duration { return 4 * ttl }
 
 var (
 	// ErrLocked is returned when another agent's collection holds the lock.
@@ -178,7 +199,7 @@ func (h *Heartbeat) Stop(ctx context.Context) error {
 // listHeartbeats returns the objects under prefix by name.
 func listHeartbeats(ctx context.Context, b chunkstore.Backend, prefix string) (map[string]time.Time, error) {
 	out := map[string]time.Time{}
-	err := b.List(ctx, prefix, func(o chunkstore.ObjectInfo) error {
+	err := b.List(ctx, prefix, "", func(o chunkstore.ObjectInfo) error {
 		out[o.Name] = o.ModTime
 		return nil
 	})
@@ -222,12 +243,14 @@ type Condemnation struct {
 	Packs []chunkstore.ID `json:"packs"`
 	// Leases alive when the condemnation was written; nil until recorded.
 	Leases []string `json:"leases"`
+	// Swept says phase 2 carried the condemnation out: Packs are deleted.
+	Swept bool `json:"swept,omitempty"`
 }
 
 // Condemnations reads every condemnation in the repository.
 func Condemnations(ctx context.Context, b chunkstore.Backend) ([]Condemnation, error) {
 	var out []Condemnation
-	err := b.List(ctx, CondemnedPrefix, func(o chunkstore.ObjectInfo) error {
+	err := b.List(ctx, CondemnedPrefix, "", func(o chunkstore.ObjectInfo) error {
 		out = append(out, Condemnation{Name: o.Name, Time: o.ModTime})
 		return nil
 	})
@@ -268,17 +291,26 @@ func putCondemnation(ctx context.Context, b chunkstore.Backend, c Condemnation) 
 }
 
 // SyncCondemned sets the index's condemned packs to those of the
-// repository's condemnations.
-func SyncCondemned(ctx context.Context, b chunkstore.Backend, idx *index.DB) error {
+// repository's condemnations and forgets the packs of swept ones. With
+// add, as a sync that did not list every pack must, the packs it holds
+// condemned stay so (see index.DB.SetCondemned).
+func SyncCondemned(ctx context.Context, b chunkstore.Backend, idx *index.DB, add bool) error {
 	cs, err := Condemnations(ctx, b)
 	if err != nil {
 		return err
 	}
-	var packs []chunkstore.ID
+	var packs, swept []chunkstore.ID
 	for _, c := range cs {
-		packs = append(packs, c.Packs...)
+		if c.Swept {
+			swept = append(swept, c.Packs...)
+		} else {
+			packs = append(packs, c.Packs...)
+		}
 	}
-	return idx.SetCondemned(packs)
+	if err := idx.DropPacks(swept); err != nil {
+		return err
+	}
+	return idx.SetCondemned(packs, add)
 }
 
 func (s *Shared) ttl() time.Duration {
@@ -305,6 +337,10 @@ func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options)
 	for _, cd := range conds {
 		for _, id := range cd.Packs {
 			condemned[id] = true
+		}
+		if cd.Swept {
+			p.swept = append(p.swept, cd)
+			continue
 		}
 		due := cd.Leases != nil && p.now.Sub(cd.Time) >= opts.GracePeriod
 		for _, name := range cd.Leases {
@@ -348,8 +384,10 @@ func (c *Collector) planSweep(p *Plan, actions map[chunkstore.ID]*PackAction, ob
 	}
 }
 
-// sweep is phase 2: it deletes the packs of the due condemnations, then the
-// condemnations, whose spared packs are no longer condemned.
+// sweep is phase 2: it deletes the packs of the due condemnations, then
+// rewrites each as swept, listing only the packs deleted; spared packs are
+// no longer condemned. A condemnation whose packs were all spared is
+// deleted.
 func (c *Collector) sweep(ctx context.Context, p *Plan, res *Result) error {
 	if len(p.due) == 0 {
 		return nil
@@ -370,8 +408,20 @@ func (c *Collector) sweep(ctx context.Context, p *Plan, res *Result) error {
 	if err := c.Index.DropPacks(ids); err != nil {
 		return fmt.Errorf("gc: sweep: %w", err)
 	}
+	deleted := map[chunkstore.ID]bool{}
+	for _, id := range ids {
+		deleted[id] = true
+	}
 	for _, cd := range p.due {
-		if err := b.Delete(ctx, cd.Name); err != nil {
+		cd.Packs = slices.DeleteFunc(cd.Packs, func(id chunkstore.ID) bool { return !deleted[id] })
+		cd.Swept = true
+		var err error
+		if len(cd.Packs) == 0 {
+			err = b.Delete(ctx, cd.Name)
+		} else {
+			err = putCondemnation(ctx, b, cd)
+		}
+		if err != nil {
 			return fmt.Errorf("gc: sweep: %w", err)
 		}
 	}
@@ -430,5 +480,12 @@ func (c *Collector) condemn(ctx context.Context, p *Plan) error {
 			}
 		}
 	}
-	return SyncCondemned(ctx, b, c.Index)
+	for _, cd := range p.swept {
+		if p.now.Sub(cd.Time) >= CondemnedKeep(c.Shared.ttl()) {
+			if err := b.Delete(ctx, cd.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return SyncCondemned(ctx, b, c.Index, false)
 }

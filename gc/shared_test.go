@@ -51,7 +51,7 @@ func TestHeartbeatLost(t *testing.T) {
 	var last time.Time
 	mtime := func() time.Time {
 		var m time.Time
-		b.List(ctx, gc.LeasePrefix, func(o chunkstore.ObjectInfo) error { m = o.ModTime; return nil })
+		b.List(ctx, gc.LeasePrefix, "", func(o chunkstore.ObjectInfo) error { m = o.ModTime; return nil })
 		return m
 	}
 	time.Sleep(ttl / 2) // a write in flight when it was lost may still land

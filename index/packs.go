@@ -183,20 +183,25 @@ func bestCopy(tx *bolt.Tx, c chunkstore.ID, prefer *chunkstore.ID) (best chunkst
 	return best, found, nil
 }
 
-// SetCondemned replaces the set of condemned packs: those a collection of a
-// shared repository has decided to delete once no agent can still depend on
-// them. Writers must not deduplicate against their chunks (see Usable);
-// reads may go on. Chunks located in a condemned pack move to a copy in a
-// pack that is not, if they have one.
-func (d *DB) SetCondemned(packs []chunkstore.ID) error {
+// SetCondemned makes packs the set of condemned packs: those a collection
+// has decided to delete once no agent can still depend on them. With add,
+// they join the set instead, and packs in it stay, as a sync that did not
+// list every pack must leave them: a pack deleted since may still be
+// indexed. Writers must not deduplicate against the chunks of condemned
+// packs (see Usable); reads may go on. Chunks located in a condemned pack
+// move to a copy in a pack that is not, if they have one.
+func (d *DB) SetCondemned(packs []chunkstore.ID, add bool) error {
 	return d.update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketCondemned); err != nil {
-			return err
+		if !add {
+			if err := tx.DeleteBucket(bucketCondemned); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(bucketCondemned); err != nil {
+				return err
+			}
 		}
-		condemned, err := tx.CreateBucket(bucketCondemned)
-		if err != nil {
-			return err
-		}
+		condemned := tx.Bucket(bucketCondemned)
+		var err error
 		for _, p := range packs {
 			if err := condemned.Put(p[:], []byte{1}); err != nil {
 				return err

@@ -48,7 +48,7 @@ func TestCopiesAndCondemned(t *testing.T) {
 	wantAt(t, db, 1, 100, true)
 
 	// Condemning 100 moves chunk 1 to its copy; chunk 2 has none.
-	if err := db.SetCondemned([]chunkstore.ID{id(100)}); err != nil {
+	if err := db.SetCondemned([]chunkstore.ID{id(100)}, false); err != nil {
 		t.Fatal(err)
 	}
 	wantAt(t, db, 1, 101, true)
@@ -67,8 +67,15 @@ func TestCopiesAndCondemned(t *testing.T) {
 	wantAt(t, db, 2, 100, false)
 	wantAt(t, db, 3, 0, false)
 
-	// Spared by the collection, 100 is usable again.
-	if err := db.SetCondemned(nil); err != nil {
+	// A sync that lists only what is new adds to the condemned packs and
+	// never drops one: it cannot tell a spared pack from a deleted one.
+	if err := db.SetCondemned(nil, true); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 100, false)
+
+	// Spared by the collection, 100 is usable again after a full sync.
+	if err := db.SetCondemned(nil, false); err != nil {
 		t.Fatal(err)
 	}
 	wantAt(t, db, 1, 100, true)
@@ -78,6 +85,27 @@ func TestCopiesAndCondemned(t *testing.T) {
 	wantAt(t, db, 1, 0, false)
 	if s := must(db.Stats()); s != (index.Stats{}) {
 		t.Errorf("Stats after dropping every pack = %+v", s)
+	}
+}
+
+// SyncedAt reads back what SetSyncedAt recorded, and Reset forgets it.
+func TestSyncedAt(t *testing.T) {
+	db, _ := open(t)
+	if _, ok, err := db.SyncedAt(); err != nil || ok {
+		t.Fatalf("SyncedAt of a new index = %v, %v", ok, err)
+	}
+	at := time.Date(2026, 11, 28, 8, 0, 0, 123, time.UTC)
+	if err := db.SetSyncedAt(at); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := db.SyncedAt(); err != nil || !ok || !got.Equal(at) {
+		t.Errorf("SyncedAt = %v, %v, %v, want %v", got, ok, err, at)
+	}
+	if err := db.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := db.SyncedAt(); err != nil || ok {
+		t.Errorf("SyncedAt after Reset = %v, %v", ok, err)
 	}
 }
 

@@ -1,7 +1,9 @@
 package index
 
 import (
+	"encoding/binary"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -9,6 +11,7 @@ import (
 var (
 	bucketMeta  = []byte("meta")
 	keyReady    = []byte("ready")
+	keySynced   = []byte("synced")
 	dataBuckets = [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen, bucketCopies, bucketCondemned, bucketDamaged}
 )
 
@@ -34,10 +37,33 @@ func (d *DB) SetReady(ready bool) error {
 	})
 }
 
-// Reset empties the index and marks it not ready.
+// SyncedAt returns when the last sync of the index with the repository
+// began, by this host's clock, as SetSyncedAt recorded it; ok is false if
+// none did.
+func (d *DB) SyncedAt() (t time.Time, ok bool, err error) {
+	err = d.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keySynced); len(v) == 8 {
+			t, ok = time.Unix(0, int64(binary.BigEndian.Uint64(v))), true
+		}
+		return nil
+	})
+	return t, ok, err
+}
+
+// SetSyncedAt records when a sync that completed began.
+func (d *DB) SetSyncedAt(t time.Time) error {
+	return d.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySynced, binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())))
+	})
+}
+
+// Reset empties the index and marks it not ready and never synced.
 func (d *DB) Reset() error {
 	return d.update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Delete(keyReady); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Delete(keySynced); err != nil {
 			return err
 		}
 		for _, b := range dataBuckets {

@@ -67,16 +67,21 @@ func get(t *testing.T, b chunkstore.Backend, name string, off, n int64) []byte {
 
 func list(t *testing.T, b chunkstore.Backend, prefix string) map[string]int64 {
 	t.Helper()
+	return listAfter(t, b, prefix, "")
+}
+
+func listAfter(t *testing.T, b chunkstore.Backend, prefix, after string) map[string]int64 {
+	t.Helper()
 	got := map[string]int64{}
 	var mu sync.Mutex
-	err := b.List(context.Background(), prefix, func(o chunkstore.ObjectInfo) error {
+	err := b.List(context.Background(), prefix, after, func(o chunkstore.ObjectInfo) error {
 		mu.Lock()
 		defer mu.Unlock()
 		got[o.Name] = o.Size
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("List(%q): %v", prefix, err)
+		t.Fatalf("List(%q, %q): %v", prefix, after, err)
 	}
 	return got
 }
@@ -222,8 +227,30 @@ func testList(t *testing.T, b chunkstore.Backend) {
 			t.Errorf("List(%q) = %v, want %v", prefix, gotNames, want)
 		}
 	}
+	// Resumed listings: only the names after the given one.
+	for _, c := range []struct {
+		prefix, after string
+		want          []string
+	}{
+		{"", "data/00/a", names[2:]},
+		{"data/", "data/00", names[1:3]},
+		{"data/", "data/00/b", names[2:3]},
+		{"data/", "data/01/b", nil},
+		{"manifests/", "manifests/d/n1", names[4:]},
+		{"manifests/d/", "a", names[3:5]},
+		{"", "zzz", nil},
+	} {
+		var gotNames []string
+		for name := range listAfter(t, b, c.prefix, c.after) {
+			gotNames = append(gotNames, name)
+		}
+		sort.Strings(gotNames)
+		if fmt.Sprint(gotNames) != fmt.Sprint(c.want) {
+			t.Errorf("List(%q, after %q) = %v, want %v", c.prefix, c.after, gotNames, c.want)
+		}
+	}
 	stop := errors.New("stop")
-	if err := b.List(context.Background(), "", func(chunkstore.ObjectInfo) error { return stop }); !errors.Is(err, stop) {
+	if err := b.List(context.Background(), "", "", func(chunkstore.ObjectInfo) error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("List did not return the callback's error: %v", err)
 	}
 }

@@ -155,8 +155,9 @@ func (r rangeReader) Read(p []byte) (int, error) {
 
 func (r rangeReader) Close() error { return r.f.Close() }
 
-// List implements chunkstore.Backend.
-func (l *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
+// List implements chunkstore.Backend. Directories whose names all sort
+// before after are not read.
+func (l *Backend) List(ctx context.Context, prefix, after string, fn func(chunkstore.ObjectInfo) error) error {
 	// Walk the deepest directory the prefix names in full.
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
@@ -169,8 +170,8 @@ func (l *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.Ob
 		}
 		start = filepath.Join(l.root, filepath.FromSlash(base))
 	}
-	err := l.walk(ctx, start, func(name string, temp bool) bool { return !temp && strings.HasPrefix(name, prefix) }, fn)
-	if err != nil {
+	keep := func(name string, temp bool) bool { return !temp && strings.HasPrefix(name, prefix) && name > after }
+	if err := l.walk(ctx, start, after, keep, fn); err != nil {
 		return fmt.Errorf("chunkstore: list %q: %w", prefix, err)
 	}
 	return nil
@@ -178,8 +179,9 @@ func (l *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.Ob
 
 // walk calls fn for every file under start whose name (slash-separated,
 // relative to the root) keep accepts; temp says the file is a Put's
-// temporary one. Files that vanish while listed are passed over.
-func (l *Backend) walk(ctx context.Context, start string, keep func(name string, temp bool) bool, fn func(chunkstore.ObjectInfo) error) error {
+// temporary one. Directories holding only names up to after are skipped.
+// Files that vanish while listed are passed over.
+func (l *Backend) walk(ctx context.Context, start, after string, keep func(name string, temp bool) bool, fn func(chunkstore.ObjectInfo) error) error {
 	return filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -188,14 +190,19 @@ func (l *Backend) walk(ctx context.Context, start string, keep func(name string,
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case d.IsDir():
-			return nil
 		}
 		rel, err := filepath.Rel(l.root, p)
 		if err != nil {
 			return err
 		}
 		name := filepath.ToSlash(rel)
+		if d.IsDir() {
+			// Every name under it starts with name+"/".
+			if p != start && name+"/" < after && !strings.HasPrefix(after, name+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
 		if !keep(name, strings.HasPrefix(d.Name(), TempPrefix)) {
 			return nil
 		}
@@ -228,7 +235,7 @@ func (l *Backend) Delete(ctx context.Context, name string) error {
 // ListPartial implements Backend: the temporary files of Puts, named by
 // their paths.
 func (l *Backend) ListPartial(ctx context.Context, fn func(chunkstore.ObjectInfo) error) error {
-	if err := l.walk(ctx, l.root, func(_ string, temp bool) bool { return temp }, fn); err != nil {
+	if err := l.walk(ctx, l.root, "", func(_ string, temp bool) bool { return temp }, fn); err != nil {
 		return fmt.Errorf("chunkstore: list partial writes: %w", err)
 	}
 	return nil

@@ -32,7 +32,7 @@ func TestPartialWrites(t *testing.T) {
 	if len(partial) != 1 || partial[0].Name != "data/ab/"+local.TempPrefix+"123" || partial[0].Size != 100 {
 		t.Fatalf("ListPartial = %+v", partial)
 	}
-	b.List(ctx, "", func(o chunkstore.ObjectInfo) error { t.Errorf("List lists %s", o.Name); return nil })
+	b.List(ctx, "", "", func(o chunkstore.ObjectInfo) error { t.Errorf("List lists %s", o.Name); return nil })
 	if err := b.DeletePartial(ctx, "config"); err == nil {
 		t.Error("DeletePartial of an object succeeded")
 	}

@@ -297,10 +297,14 @@ func (e *exact) Read(p []byte) (int, error) {
 func (e *exact) Close() error { return e.obj.Close() }
 
 // List implements chunkstore.Backend.
-func (b *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
+func (b *Backend) List(ctx context.Context, prefix, after string, fn func(chunkstore.ObjectInfo) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for obj := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}) {
+	opts := minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}
+	if after != "" {
+		opts.StartAfter = b.prefix + after
+	}
+	for obj := range b.client.ListObjects(ctx, b.bucket, opts) {
 		if obj.Err != nil {
 			return fmt.Errorf("s3: list %q: %w", prefix, obj.Err)
 		}

@@ -132,11 +132,11 @@ func (f *Backend) Get(ctx context.Context, name string, off, n int64) (io.ReadCl
 	return f.Backend.Get(ctx, name, off, n)
 }
 
-func (f *Backend) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
+func (f *Backend) List(ctx context.Context, prefix, after string, fn func(chunkstore.ObjectInfo) error) error {
 	if err := f.refuse(List, prefix); err != nil {
 		return err
 	}
-	return f.Backend.List(ctx, prefix, fn)
+	return f.Backend.List(ctx, prefix, after, fn)
 }
 
 func (f *Backend) Delete(ctx context.Context, name string) error {

@@ -22,12 +22,25 @@ var syncPacks = flag.String("sync-packs", "1000", "comma-separated pack counts f
 // counting counts what a backend is asked for.
 type counting struct {
 	chunkstore.Backend
-	lists, listed, gets atomic.Int64
+	lists, listed, packsListed, gets atomic.Int64
 }
 
-func (c *counting) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
+func (c *counting) List(ctx context.Context, prefix, after string, fn func(chunkstore.ObjectInfo) error) error {
 	c.lists.Add(1)
-	return c.Backend.List(ctx, prefix, func(o chunkstore.ObjectInfo) error { c.listed.Add(1); return fn(o) })
+	return c.Backend.List(ctx, prefix, after, func(o chunkstore.ObjectInfo) error {
+		c.listed.Add(1)
+		if strings.HasPrefix(o.Name, chunkstore.PackPrefix) {
+			c.packsListed.Add(1)
+		}
+		return fn(o)
+	})
+}
+
+func (c *counting) reset() {
+	c.lists.Store(0)
+	c.listed.Store(0)
+	c.packsListed.Store(0)
+	c.gets.Store(0)
 }
 
 func (c *counting) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {

@@ -184,13 +184,14 @@ func (s *Storage) openWritable(ctx context.Context) (*repo, error) {
 }
 
 // openSynced returns the open repository with its index brought up to
-// date with what other agents wrote (on a shared repository).
-func (s *Storage) openSynced(ctx context.Context) (*repo, error) {
+// date with what other agents wrote (on a shared repository), by a full
+// sync if asked.
+func (s *Storage) openSynced(ctx context.Context, full bool) (*repo, error) {
 	r, err := s.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.syncShared(ctx); err != nil {
+	if err := r.syncShared(ctx, full); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -233,7 +234,7 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	if err := storage.ValidateDir(dir); err != nil {
 		return nil, err
 	}
-	r, err := s.openSynced(ctx)
+	r, err := s.openSynced(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +324,7 @@ func (s *Storage) Backups(ctx context.Context, dir string) ([]index.Backup, erro
 			return nil, err
 		}
 	}
-	r, err := s.openSynced(ctx)
+	r, err := s.openSynced(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +356,7 @@ func (s *Storage) Files(ctx context.Context, dir, name string) ([]gc.FileStats, 
 // Check verifies the repository; see package check. Damage is in the
 // report, not the error.
 func (s *Storage) Check(ctx context.Context, opts check.Options) (check.Report, error) {
-	r, err := s.openSynced(ctx)
+	r, err := s.openSynced(ctx, true)
 	if err != nil {
 		return check.Report{}, err
 	}
@@ -382,7 +383,7 @@ func (s *Storage) StoredBytes(ctx context.Context) (int64, error) {
 // Stats returns what the repository holds and what each backup costs; see
 // gc.Stats.
 func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
-	r, err := s.openSynced(ctx)
+	r, err := s.openSynced(ctx, true)
 	if err != nil {
 		return gc.Stats{}, err
 	}

@@ -65,7 +65,7 @@ func (r *repo) collector(opts gc.Options) *gc.Collector {
 	c := &gc.Collector{Store: r.store, Index: r.idx, Claims: repoClaims{r}, Options: opts}
 	if r.opts.Shared {
 		c.Shared = &gc.Shared{LeaseTTL: r.opts.LeaseTTL, Sync: func(ctx context.Context) error {
-			_, err := r.sync(ctx)
+			_, err := r.sync(ctx, true)
 			return err
 		}}
 	}

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
@@ -68,65 +68,101 @@ func (r *repo) rebuildIndex(ctx context.Context) (RebuildResult, error) {
 	if err := r.idx.Reset(); err != nil {
 		return RebuildResult{}, err
 	}
-	res, err := r.sync(ctx)
+	res, err := r.sync(ctx, true)
 	if err != nil {
 		return res, err
 	}
 	return res, r.idx.SetReady(true)
 }
 
+// syncWindow is how far before the start of its last sync an incremental
+// sync lists packs again: a pack is found if its writer's clock is at most
+// this much behind the syncing process's, and its upload took at most this
+// long. One that is not costs only its chunks stored again, until a full
+// sync finds it.
+const syncWindow = time.Hour
+
 // sync brings the index up to date with the repository's objects: it
-// indexes packs it does not know, forgets packs that are gone (deleted by a
-// collection of another agent), takes the condemned packs from the
-// condemnations, imports backups whose manifests it does not know and
-// forgets ended backups whose manifests are gone. From an empty index this
-// is a rebuild.
-func (r *repo) sync(ctx context.Context) (RebuildResult, error) {
+// indexes packs it does not know, takes the condemned packs from the
+// condemnations and forgets the packs they say are deleted, imports
+// backups whose manifests it does not know and forgets ended backups whose
+// manifests are gone.
+//
+// A full sync lists every pack and also forgets the packs gone from the
+// listing (deleted by a collection, or moved aside by a repair); from an
+// empty index it is a rebuild. Otherwise, if the last sync began less than
+// gc.MaxSyncGap ago, only the packs named since its start, less
+// syncWindow, are listed: a sync that costs what changed, whatever the
+// size of the repository (see package gc for why that is safe). A sync
+// that must know every pack (a collection, a check, a repair, a read that
+// missed) asks for a full one.
+func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	defer r.syncs.Add(1)
 	var res RebuildResult
 	b := r.store.Backend()
+	started := time.Now()
+	last, synced, err := r.idx.SyncedAt()
+	if err != nil {
+		return res, err
+	}
+	full = full || !synced || started.Sub(last) >= gc.MaxSyncGap(r.opts.LeaseTTL) || started.Before(last)
+	after := ""
+	if !full {
+		after = chunkstore.PacksAfter(last.Add(-syncWindow))
+	}
+	// Condemnations first: a pack deleted since, if listed below, was
+	// listed here as condemned.
+	if err := gc.SyncCondemned(ctx, b, r.idx, !full); err != nil {
+		return res, fmt.Errorf("dedup: sync index: %w", err)
+	}
 	known, err := r.idx.Packs() // before listing: any of these not listed is gone
 	if err != nil {
 		return res, err
 	}
 	listed := map[chunkstore.ID]chunkstore.ObjectInfo{}
-	var manifests []string
-	err = b.List(ctx, "", func(o chunkstore.ObjectInfo) error {
+	err = b.List(ctx, chunkstore.PackPrefix, after, func(o chunkstore.ObjectInfo) error {
 		if id, err := chunkstore.ParsePackName(o.Name); err == nil {
 			listed[id] = o
-		} else if strings.HasPrefix(o.Name, index.ManifestPrefix) {
-			manifests = append(manifests, o.Name)
 		}
 		return nil
 	})
+	var manifests []string
+	if err == nil {
+		err = b.List(ctx, index.ManifestPrefix, "", func(o chunkstore.ObjectInfo) error {
+			manifests = append(manifests, o.Name)
+			return nil
+		})
+	}
 	if err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
 	if err := r.syncPacks(ctx, listed, &res); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
-	var gone []chunkstore.ID
-	for _, p := range known {
-		if _, ok := listed[p.ID]; !ok {
-			gone = append(gone, p.ID)
+	if full {
+		var gone []chunkstore.ID
+		for _, p := range known {
+			if _, ok := listed[p.ID]; !ok {
+				gone = append(gone, p.ID)
+			}
 		}
-	}
-	if len(gone) > 0 {
-		if err := r.idx.DropPacks(gone); err != nil {
+		if len(gone) > 0 {
+			if err := r.idx.DropPacks(gone); err != nil {
+				return res, err
+			}
+			res.DroppedPacks = len(gone)
+		}
+		if err := r.forgetGoneDamage(listed, manifests); err != nil {
 			return res, err
 		}
-		res.DroppedPacks = len(gone)
-	}
-	if err := r.forgetGoneDamage(listed, manifests); err != nil {
-		return res, err
-	}
-	if err := gc.SyncCondemned(ctx, b, r.idx); err != nil {
-		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
 	if err := r.syncManifests(ctx, manifests, &res); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
+	}
+	if err := r.idx.SetSyncedAt(started); err != nil {
+		return res, err
 	}
 	st, err := r.idx.Stats()
 	res.Chunks = st.Chunks

@@ -107,7 +107,7 @@ func (s *Storage) Repair(ctx context.Context, dryRun bool) (RepairReport, error)
 
 func (r *repo) repair(ctx context.Context, dryRun bool) (RepairReport, error) {
 	var rep RepairReport
-	if _, err := r.sync(ctx); err != nil {
+	if _, err := r.sync(ctx, true); err != nil {
 		return rep, err
 	}
 	damaged, err := r.idx.Damaged()

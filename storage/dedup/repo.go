@@ -177,7 +177,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
 	if !created && !rebuilt {
-		if err := r.syncShared(ctx); err != nil {
+		if err := r.syncShared(ctx, false); err != nil {
 			r.close()
 			return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 		}
@@ -225,7 +225,7 @@ func openStore(ctx context.Context, root string, opts Options) (store *chunkstor
 func createRepo(ctx context.Context, root string, backend chunkstore.Backend, opts Options) (*chunkstore.Store, error) {
 	// Backends do not list temporary files, which is what a creation that
 	// crashed leaves.
-	err := backend.List(ctx, "", func(o chunkstore.ObjectInfo) error {
+	err := backend.List(ctx, "", "", func(o chunkstore.ObjectInfo) error {
 		if o.Name == chunkstore.ConfigName {
 			return fmt.Errorf("%s: %w", root, chunkstore.ErrExist)
 		}

@@ -110,7 +110,7 @@ type hookLeases struct {
 	hook func()
 }
 
-func (b *hookLeases) List(ctx context.Context, prefix string, fn func(chunkstore.ObjectInfo) error) error {
+func (b *hookLeases) List(ctx context.Context, prefix, after string, fn func(chunkstore.ObjectInfo) error) error {
 	b.mu.Lock()
 	hook := b.hook
 	if prefix == gc.LeasePrefix {
@@ -122,7 +122,7 @@ func (b *hookLeases) List(ctx context.Context, prefix string, fn func(chunkstore
 	if hook != nil {
 		hook()
 	}
-	return b.Backend.List(ctx, prefix, fn)
+	return b.Backend.List(ctx, prefix, after, fn)
 }
 
 // Phase 2 settles which condemnations are due before it syncs its index:

@@ -86,7 +86,7 @@ func (r *repo) holdLease(ctx context.Context) (*lease, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dedup: take lease: %w", err)
 		}
-		if _, err := r.sync(ctx); err != nil {
+		if _, err := r.sync(ctx, false); err != nil {
 			hb.Stop(context.WithoutCancel(ctx))
 			return nil, err
 		}
@@ -146,29 +146,30 @@ func (r *repo) syncWhileHeld(ctx context.Context, l *lease) {
 	for {
 		select {
 		case <-t.C:
-			r.sync(ctx)
+			r.sync(ctx, false)
 		case <-ctx.Done():
 			return
 		}
 	}
 }
 
-// syncAfter syncs the index unless a sync began after the caller read
-// r.syncs as seen, so that many readers failing at once sync once.
+// syncAfter fully syncs the index unless a sync began after the caller
+// read r.syncs as seen, so that many readers failing at once sync once.
 func (r *repo) syncAfter(ctx context.Context, seen int64) error {
 	if r.syncs.Load() > seen {
 		return nil
 	}
-	_, err := r.sync(ctx)
+	_, err := r.sync(ctx, true)
 	return err
 }
 
 // syncShared syncs an index that is a cache (of a shared or a read-only
-// repository), and does nothing to one that is the repository's own.
-func (r *repo) syncShared(ctx context.Context) error {
+// repository), fully if asked, and does nothing to one that is the
+// repository's own.
+func (r *repo) syncShared(ctx context.Context, full bool) error {
 	if !r.cached {
 		return nil
 	}
-	_, err := r.sync(ctx)
+	_, err := r.sync(ctx, full)
 	return asStorageErr(err)
 }

@@ -52,7 +52,7 @@ func TestSharedConformance(t *testing.T) {
 // countObjects counts the objects under prefix and their bytes.
 func countObjects(t *testing.T, objects, prefix string) (n int, size int64) {
 	t.Helper()
-	err := local.New(objects).List(ctx, prefix, func(o chunkstore.ObjectInfo) error {
+	err := local.New(objects).List(ctx, prefix, "", func(o chunkstore.ObjectInfo) error {
 		n++
 		size += o.Size
 		return nil

@@ -1,0 +1,126 @@
+package dedup_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
+	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage/dedup"
+)
+
+// ageRepository renames every pack under objects as if its writer had
+// named it d earlier, as in a repository written over months.
+func ageRepository(t *testing.T, objects string, d time.Duration) {
+	t.Helper()
+	var names []string
+	countObjectsFn(t, objects, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) { names = append(names, o.Name) })
+	for _, name := range names {
+		id, err := chunkstore.ParsePackName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := id
+		newID, _ := chunkstore.NewPackID(chunkstore.PackTime(id).Add(-d))
+		copy(old[:8], newID[:8])
+		to := filepath.Join(objects, chunkstore.PackName(old))
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(objects, name), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func countObjectsFn(t *testing.T, objects, prefix string, fn func(chunkstore.ObjectInfo)) {
+	t.Helper()
+	err := local.New(objects).List(ctx, prefix, "", func(o chunkstore.ObjectInfo) error { fn(o); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A sync lists only the packs written since the last one (less a window
+// for clocks and uploads), however many the repository holds; one long
+// after the last lists them all.
+func TestSyncListsOnlyWhatIsNew(t *testing.T) {
+	objects := filepath.Join(t.TempDir(), "objects")
+	opts := dedup.Options{Shared: true, Backend: local.New(objects), PackSize: 1 << 20}
+	a := dedup.New(t.TempDir(), opts)
+	x := dataset.Random(1, 4<<20)
+	backup(t, a, "d", "x", map[string][]byte{"f": x})
+	a.Close()
+	ageRepository(t, objects, 2*time.Hour)
+	total, _ := countObjects(t, objects, chunkstore.PackPrefix)
+
+	const ttl = time.Second // syncs more than 4 s apart are full
+	cb := &counting{Backend: local.New(objects)}
+	b := dedup.New(t.TempDir(), dedup.Options{Shared: true, Backend: cb, LeaseTTL: ttl})
+	defer b.Close()
+	wantContent(t, b, "d", "x", x) // opens: the first sync lists every pack
+	cb.reset()
+	if _, err := b.ListBackups(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := cb.packsListed.Load(); n != 0 {
+		t.Errorf("a sync with nothing new listed %d of %d old packs, want none", n, total)
+	}
+
+	// Another agent (with a new cache: a's knows the old names) adds y.
+	a = dedup.New(t.TempDir(), opts)
+	defer a.Close()
+	y := dataset.Random(2, 2<<20)
+	backup(t, a, "d", "y", map[string][]byte{"f": y})
+	added, _ := countObjects(t, objects, chunkstore.PackPrefix)
+	added -= total
+	cb.reset()
+	if bhs, err := b.ListBackups(ctx, "d"); err != nil || len(bhs) != 2 {
+		t.Fatalf("ListBackups after another agent added y = %d backups, %v; want 2", len(bhs), err)
+	}
+	if n := cb.packsListed.Load(); n != int64(added) {
+		t.Errorf("the sync after another agent added %d packs listed %d", added, n)
+	}
+	wantContent(t, b, "d", "y", y)
+
+	time.Sleep(gc.MaxSyncGap(ttl))
+	cb.reset()
+	if _, err := b.ListBackups(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := cb.packsListed.Load(); n != int64(total+added) {
+		t.Errorf("a sync %v after the last listed %d packs, want all %d", gc.MaxSyncGap(ttl), n, total+added)
+	}
+}
+
+// An agent whose syncs list only new packs still learns which packs
+// another agent's collection deleted, from the swept condemnation, and
+// never deduplicates against them.
+func TestSyncLearnsDeletedPacks(t *testing.T) {
+	as, objects := agents(t, 2, smallPacks)
+	a, b := as[0], as[1]
+	x := dataset.Random(3, 4<<20)
+	backup(t, a, "d", "x", map[string][]byte{"f": x})
+	if _, err := b.ListBackups(ctx, "d"); err != nil { // b knows x's packs
+		t.Fatal(err)
+	}
+	if err := a.RemoveBackup(ctx, "d", "x"); err != nil {
+		t.Fatal(err)
+	}
+	noGrace := gc.Options{GracePeriod: time.Nanosecond}
+	collect(t, a, noGrace) // condemns
+	if _, res := collect(t, a, noGrace); res.Deleted == 0 {
+		t.Fatalf("sweep deleted nothing: %+v", res)
+	}
+	_, before := countObjects(t, objects, chunkstore.PackPrefix)
+	backup(t, b, "d", "again", map[string][]byte{"f": x})
+	if _, after := countObjects(t, objects, chunkstore.PackPrefix); after-before < int64(len(x)) {
+		t.Errorf("a backup of deleted data stored %d bytes, want all %d again", after-before, len(x))
+	}
+	wantContent(t, b, "d", "again", x)
+	wantContent(t, a, "d", "again", x)
+}
