@@ -236,17 +236,21 @@ func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64) ([
 	if size < footerSize {
 		return nil, fmt.Errorf("chunkstore: pack %s has %d bytes: %w", name, size, ErrCorrupt)
 	}
-	footer, err := readRange(ctx, b, name, size-footerSize, footerSize)
+	// One read of the tail holds the whole trailer of most packs (a
+	// 16 MiB pack of 64 KiB chunks has 12 KiB of it).
+	tail, err := readRange(ctx, b, name, size-min(size, trailerGuess), min(size, trailerGuess))
 	if err != nil {
 		return nil, err
 	}
-	n, err := ParsePackFooter(footer, size)
+	n, err := ParsePackFooter(tail[len(tail)-footerSize:], size)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", name, err)
 	}
-	trailer, err := readRange(ctx, b, name, size-footerSize-n, n+footerSize)
-	if err != nil {
-		return nil, err
+	trailer := tail[max(0, int64(len(tail))-footerSize-n):]
+	if int64(len(trailer)) < n+footerSize {
+		if trailer, err = readRange(ctx, b, name, size-footerSize-n, n+footerSize); err != nil {
+			return nil, err
+		}
 	}
 	entries, err := ParsePackTrailer(trailer, size)
 	if err != nil {
@@ -254,6 +258,9 @@ func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64) ([
 	}
 	return entries, nil
 }
+
+// trailerGuess is how much of a pack's end ReadPackTrailer reads first.
+const trailerGuess = 64 << 10
 
 func readRange(ctx context.Context, b Backend, name string, off, n int64) ([]byte, error) {
 	rc, err := b.Get(ctx, name, off, n)

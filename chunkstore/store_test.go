@@ -47,6 +47,28 @@ func writePack(t *testing.T, s *chunkstore.Store, plains ...[]byte) (chunkstore.
 	return id, entries
 }
 
+// ReadPackTrailer reads trailers shorter and longer than its first read
+// of a pack's end, and packs shorter than that read.
+func TestReadPackTrailerSizes(t *testing.T) {
+	s, _ := newStore(t)
+	for _, n := range []int{1, 1000, 3000} { // 3000 entries: 135,000 bytes of trailer
+		plains := make([][]byte, n)
+		for i := range plains {
+			plains[i] = []byte(fmt.Sprint("chunk ", n, " ", i))
+		}
+		id, entries := writePack(t, s, plains...)
+		var size int64
+		s.Backend().List(context.Background(), chunkstore.PackName(id), "", func(o chunkstore.ObjectInfo) error { size = o.Size; return nil })
+		got, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(id), size)
+		if err != nil {
+			t.Fatalf("%d entries: %v", n, err)
+		}
+		if !slices.Equal(got, entries) {
+			t.Errorf("%d entries: read back %d, differing", n, len(got))
+		}
+	}
+}
+
 func TestStoreRoundTrip(t *testing.T) {
 	s, _ := newStore(t)
 	plains := [][]byte{dataset.Pages(1, 4), dataset.Random(2, 70000), {}, []byte("x")}

@@ -3,6 +3,7 @@ package index
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	bolt "go.etcd.io/bbolt"
@@ -22,36 +23,64 @@ import (
 // IMPORTANT: call it only after the pack is durable (Store.WritePack
 // returned nil); an indexed chunk is one that writers deduplicate against.
 func (d *DB) AddPack(p Pack, entries []chunkstore.PackEntry) error {
-	return d.update(func(tx *bolt.Tx) error { return addPack(tx, p, entries) })
+	return d.AddPacks([]PackEntries{{p, entries}})
 }
 
-func addPack(tx *bolt.Tx, p Pack, entries []chunkstore.PackEntry) error {
-	if err := tx.Bucket(bucketPacks).Put(p.ID[:], encodePack(p)); err != nil {
-		return err
+// PackEntries is a pack and its chunks, for AddPacks.
+type PackEntries struct {
+	Pack
+	Entries []chunkstore.PackEntry
+}
+
+// AddPacks records many packs as AddPack does, in one transaction, as a
+// sync does that finds many: each commit of the index waits for the disk.
+// Their chunks are inserted in ID order, which keeps the writes to the
+// index's pages near each other.
+func (d *DB) AddPacks(packs []PackEntries) error {
+	return d.update(func(tx *bolt.Tx) error { return addPacks(tx, packs) })
+}
+
+func addPacks(tx *bolt.Tx, packs []PackEntries) error {
+	type chunk struct {
+		id  chunkstore.ID
+		loc chunkstore.Location
 	}
-	chunks, copies, condemned := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies), tx.Bucket(bucketCondemned)
-	for _, e := range entries {
-		loc := chunkstore.Location{Pack: p.ID, Blob: e.Blob}
-		if v := chunks.Get(e.ID[:]); v != nil {
-			cur, err := decodeLocation(v)
-			if err != nil || cur.Pack == p.ID {
-				return err
-			}
-			if condemned.Get(cur.Pack[:]) == nil {
-				if err := copies.Put(copyKey(e.ID, p.ID), encodeLocation(loc)); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := copies.Put(copyKey(e.ID, cur.Pack), v); err != nil {
-				return err
-			}
+	var chunks []chunk
+	for _, p := range packs {
+		if err := tx.Bucket(bucketPacks).Put(p.ID[:], encodePack(p.Pack)); err != nil {
+			return err
 		}
-		if err := chunks.Put(e.ID[:], encodeLocation(loc)); err != nil {
+		for _, e := range p.Entries {
+			chunks = append(chunks, chunk{e.ID, chunkstore.Location{Pack: p.ID, Blob: e.Blob}})
+		}
+	}
+	// Stable: of two copies of a chunk, the first pack's stays first.
+	slices.SortStableFunc(chunks, func(a, b chunk) int { return bytes.Compare(a.id[:], b.id[:]) })
+	for _, c := range chunks {
+		if err := addChunk(tx, c.id, c.loc); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// addChunk records that chunk id is stored at loc: as its location, or as
+// a copy when it is indexed already in a pack that is not condemned.
+func addChunk(tx *bolt.Tx, id chunkstore.ID, loc chunkstore.Location) error {
+	chunks, copies, condemned := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies), tx.Bucket(bucketCondemned)
+	if v := chunks.Get(id[:]); v != nil {
+		cur, err := decodeLocation(v)
+		if err != nil || cur.Pack == loc.Pack {
+			return err
+		}
+		if condemned.Get(cur.Pack[:]) == nil {
+			return copies.Put(copyKey(id, loc.Pack), encodeLocation(loc))
+		}
+		if err := copies.Put(copyKey(id, cur.Pack), v); err != nil {
+			return err
+		}
+	}
+	return chunks.Put(id[:], encodeLocation(loc))
 }
 
 func copyKey(chunk, pack chunkstore.ID) []byte {
@@ -69,7 +98,7 @@ func (d *DB) ReplacePack(old chunkstore.ID, chunks []chunkstore.ID, replacement 
 	return d.update(func(tx *bolt.Tx) error {
 		var prefer *chunkstore.ID
 		if replacement != nil {
-			if err := addPack(tx, *replacement, entries); err != nil {
+			if err := addPacks(tx, []PackEntries{{*replacement, entries}}); err != nil {
 				return err
 			}
 			prefer = &replacement.ID

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
@@ -170,59 +172,85 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 }
 
 // syncPacks indexes the listed packs the index does not know, reading
-// their trailers a few at a time.
+// their trailers a few at a time and indexing them in batches.
 func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstore.ObjectInfo, res *RebuildResult) error {
+	g, gctx := errgroup.WithContext(ctx)
 	todo := make(chan chunkstore.ObjectInfo)
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for o := range todo {
-				damage, err := r.indexPack(ctx, o)
-				mu.Lock()
-				switch {
-				case errors.Is(err, chunkstore.ErrNotExist):
-					// deleted since it was listed
-				case err != nil:
-					if firstErr == nil {
-						firstErr = err
-						cancel()
-					}
-				default:
-					res.Packs++
-					if damage != nil {
-						res.DamagedPacks = append(res.DamagedPacks, *damage)
-					}
-				}
-				mu.Unlock()
+	read := make(chan index.PackEntries)
+	g.Go(func() error {
+		defer close(todo)
+		for id, o := range listed {
+			known, err := r.idx.HasPack(id)
+			if err != nil {
+				return err
 			}
-		}()
+			if known {
+				continue
+			}
+			select {
+			case todo <- o:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var (
+		readers sync.WaitGroup
+		mu      sync.Mutex // guards res.DamagedPacks
+	)
+	for range 8 {
+		readers.Add(1)
+		g.Go(func() error {
+			defer readers.Done()
+			for o := range todo {
+				p, damage, err := r.readPack(gctx, o)
+				if errors.Is(err, chunkstore.ErrNotExist) {
+					continue // deleted since it was listed
+				}
+				if err != nil {
+					return err
+				}
+				if damage != nil {
+					mu.Lock()
+					res.DamagedPacks = append(res.DamagedPacks, *damage)
+					mu.Unlock()
+				}
+				select {
+				case read <- p:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
 	}
-	for id, o := range listed {
-		known, err := r.idx.HasPack(id)
-		if err != nil {
-			firstErr = err
-			break
+	go func() { readers.Wait(); close(read) }()
+	g.Go(func() error {
+		var batch []index.PackEntries
+		chunks := 0
+		flush := func() error {
+			err := r.idx.AddPacks(batch)
+			res.Packs += len(batch)
+			batch, chunks = batch[:0], 0
+			return err
 		}
-		if known {
-			continue
+		for p := range read {
+			batch, chunks = append(batch, p), chunks+len(p.Entries)
+			if chunks >= syncBatchChunks {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
 		}
-		select {
-		case todo <- o:
-		case <-ctx.Done():
-		}
-	}
-	close(todo)
-	wg.Wait()
-	return firstErr
+		return flush()
+	})
+	return g.Wait()
 }
+
+// syncBatchChunks is about how many chunks a sync indexes per transaction:
+// 16 MiB packs of 64 KiB chunks, 256 at a time.
+const syncBatchChunks = 64 << 10
 
 // forgetGoneDamage forgets the damaged objects that are no longer in the
 // repository: deleted, or moved aside by a repair. The missing manifest of
@@ -254,18 +282,18 @@ func (r *repo) forgetGoneDamage(packs map[chunkstore.ID]chunkstore.ObjectInfo, m
 	return nil
 }
 
-// indexPack reads a pack's trailer and indexes its chunks. A pack whose
-// trailer does not parse is salvaged: its intact chunks, found by their
-// headers, are indexed, and it is recorded as damaged first, so that no
-// collection deletes it or anything else meanwhile.
-func (r *repo) indexPack(ctx context.Context, o chunkstore.ObjectInfo) (*Damage, error) {
+// readPack reads a pack's trailer, for indexing. A pack whose trailer does
+// not parse is salvaged: its intact chunks, found by their headers, are
+// indexed, and it is recorded as damaged first, so that no collection
+// deletes it or anything else meanwhile.
+func (r *repo) readPack(ctx context.Context, o chunkstore.ObjectInfo) (index.PackEntries, *Damage, error) {
 	id, _ := chunkstore.ParsePackName(o.Name)
 	entries, err := chunkstore.ReadPackTrailer(ctx, r.store.Backend(), o.Name, o.Size)
 	var damage *Damage
 	if errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion) {
 		damage = &Damage{Object: o.Name, Problem: err.Error()}
 		if err := r.idx.SetDamaged(o.Name, damage.Problem); err != nil {
-			return nil, err
+			return index.PackEntries{}, nil, err
 		}
 		var data []byte
 		if data, err = readObject(ctx, r.store.Backend(), o.Name); err == nil {
@@ -274,9 +302,9 @@ func (r *repo) indexPack(ctx context.Context, o chunkstore.ObjectInfo) (*Damage,
 		}
 	}
 	if err != nil {
-		return nil, err
+		return index.PackEntries{}, nil, err
 	}
-	return damage, r.idx.AddPack(index.Pack{ID: id, Size: o.Size, Chunks: len(entries), Created: o.ModTime}, entries)
+	return index.PackEntries{Pack: index.Pack{ID: id, Size: o.Size, Chunks: len(entries), Created: o.ModTime}, Entries: entries}, damage, nil
 }
 
 // syncManifests imports the backups of manifests the index does not know,
