@@ -176,6 +176,26 @@ func BenchmarkRestore(b *testing.B) {
 	}
 }
 
+// BenchmarkOpen: opening a repository that holds one backup and listing
+// its backups, as a command-line run or an agent's restart does.
+func BenchmarkOpen(b *testing.B) {
+	for _, st := range storages {
+		b.Run("data=pages/store="+st.name, func(b *testing.B) {
+			root := filepath.Join(b.TempDir(), "repo")
+			s := st.open(root)
+			writeBackup(b, s, "b", &bytesReader{input("pages")})
+			s.Close()
+			for b.Loop() {
+				s := st.open(root)
+				if bhs, err := s.ListBackups(ctx, "bench/0"); err != nil || len(bhs) != 1 {
+					b.Fatalf("ListBackups = %d, %v", len(bhs), err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
+
 // newStream yields n bytes of new, incompressible data without holding them:
 // a random block whose every 4 KiB carries a running counter.
 type newStream struct {

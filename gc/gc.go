@@ -5,10 +5,11 @@
 // pack durable, then the index, then the old pack deleted.
 //
 // GC may run in the process that is taking backups: the Claims it is given
-// let it spare every chunk a writer deduplicated against while it ran. On a
-// repository that other agents write into (Collector.Shared), collection is
+// let it spare every chunk a writer deduplicated against while it ran.
+// Other processes, on this host or others, may be writing into the
+// repository meanwhile, each with its own index, so collection is
 // two-phase, with leases and a lock object: see shared.go, which also owns
-// those objects.
+// those objects. When no process holds a lease, both phases run at once.
 package gc
 
 import (
@@ -32,12 +33,10 @@ type Options struct {
 	RepackThreshold float64
 	// GracePeriod protects packs that the index does not know: they are
 	// left by a crash between writing a pack and indexing it, or are being
-	// written right now by another process (those of this process's
-	// writers are protected by their chunks' claims, whatever the grace).
-	// Only those older than this are deleted. On a
-	// shared repository it also protects packs younger than this, and a
-	// condemnation is carried out only once it is this old, all by the
-	// server's clock. Default 24 h.
+	// written right now by another process. Only those older than this are
+	// condemned. While any process holds a lease it also protects packs
+	// younger than this, and a condemnation that recorded leases is carried
+	// out only once it is this old, all by the server's clock. Default 24 h.
 	GracePeriod time.Duration
 }
 
@@ -81,18 +80,12 @@ type Collector struct {
 	Index  *index.DB
 	Claims Claims
 	Options
-	// Shared, if set, makes collections two-phase, for a repository that
-	// other agents write into; see shared.go.
-	Shared *Shared
-}
-
-// Shared configures collections on a shared repository.
-type Shared struct {
 	// LeaseTTL is how long leases and locks live unrenewed; default
-	// DefaultLeaseTTL. IMPORTANT: every agent must use the same.
+	// DefaultLeaseTTL. IMPORTANT: every process of a repository must use
+	// the same.
 	LeaseTTL time.Duration
-	// Sync brings the index up to date with the repository's objects.
-	// Plan calls it once it holds the collection lock.
+	// Sync brings the index up to date with every object of the
+	// repository (a full sync). Plan calls it once it holds the lock.
 	Sync func(context.Context) error
 }
 
@@ -123,17 +116,20 @@ type Plan struct {
 	Packs    int // packs in the index
 	Live     int // live chunks
 	Dead     int // dead chunks
-	// FreedBytes is what carrying the plan out frees: deleted packs and
-	// orphans whole, and the dead bytes of repacked packs. On a shared
-	// repository, Delete, Repack and Orphans are condemned (phase 1) and
-	// FreedBytes is what the sweep frees now.
+	// Delete, Repack and Orphans are condemned (phase 1). FreedBytes is
+	// what the run frees: the packs swept (phase 2), partial writes, and,
+	// if SweepNow, what phase 1 frees (deleted packs and orphans whole,
+	// the dead bytes of repacked packs).
 	FreedBytes int64
 
-	// On a shared repository only:
 	Sweep          []PackAction // condemned packs deleted now (phase 2)
 	Spared         int          // condemned packs spared: they hold live chunks
 	Waiting        int          // condemnations not yet due
-	CondemnedBytes int64        // what phase 1 frees once its condemnation is carried out
+	CondemnedBytes int64        // what phase 1 frees once its condemnation is carried out, if not SweepNow
+	// SweepNow says no process held a lease when the plan was made: what
+	// phase 1 condemns, the same run sweeps if still none does once the
+	// condemnation is written.
+	SweepNow bool
 
 	live    liveSet
 	end     func() error
@@ -160,20 +156,14 @@ func (s liveSet) has(id chunkstore.ID) bool { _, ok := s[key(id)]; return ok }
 // IMPORTANT: call Execute or Close on the returned plan.
 func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
 	opts := c.Options.withDefaults()
-	p := &Plan{live: liveSet{}, now: time.Now()}
-	if c.Shared != nil {
-		h, now, err := lock(ctx, c.Store.Backend(), c.Shared.ttl())
-		if err != nil {
-			return nil, err
-		}
-		p.heldBy, p.now = h, now
+	h, now, err := lock(ctx, c.Store.Backend(), c.ttl())
+	if err != nil {
+		return nil, err
 	}
+	p := &Plan{live: liveSet{}, now: now, heldBy: h}
 	endClaims := c.Claims.Begin()
 	p.end = func() error {
 		endClaims()
-		if p.heldBy == nil {
-			return nil
-		}
 		if err := p.heldBy.Stop(context.Background()); err != nil {
 			return fmt.Errorf("gc: release the lock (the next collection waits until it expires): %w", err)
 		}
@@ -187,23 +177,20 @@ func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
 }
 
 func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
-	var condemned map[chunkstore.ID]bool
-	if c.Shared != nil {
-		// Which condemnations are due is settled before the index is
-		// synced, so that the manifests of every lease judged gone are
-		// among those the sync reads.
-		var err error
-		if condemned, err = c.dueCondemnations(ctx, p, opts); err != nil {
-			return err
-		}
-		if err := c.Shared.Sync(ctx); err != nil {
-			return fmt.Errorf("gc: %w", err)
-		}
+	// Which condemnations are due is settled before the index is synced,
+	// so that the manifests of every lease judged gone are among those the
+	// sync reads.
+	condemned, err := c.dueCondemnations(ctx, p, opts)
+	if err != nil {
+		return err
+	}
+	if err := c.Sync(ctx); err != nil {
+		return fmt.Errorf("gc: %w", err)
 	}
 	if err := c.refuseDamaged(); err != nil {
 		return err
 	}
-	err := c.Index.ForEachListRef(func(r index.Ref) error {
+	err = c.Index.ForEachListRef(func(r index.Ref) error {
 		p.live[key(r.ID)] = struct{}{}
 		return ctx.Err()
 	})
@@ -250,18 +237,16 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		return fmt.Errorf("gc: list packs: %w", err)
 	}
 	cutoff := p.now.Add(-opts.GracePeriod)
-	if c.Shared != nil {
-		// Condemned packs are phase 2's; young ones may be another
-		// agent's, for a backup whose manifest is not written yet.
-		c.planSweep(p, actions, objects)
-		for id, o := range objects {
-			if condemned[id] || o.ModTime.After(cutoff) {
-				delete(actions, id)
-			}
+	// Condemned packs are phase 2's; while leases are held, young ones may
+	// be another process's, for a backup whose manifest is not written yet.
+	c.planSweep(p, actions, objects)
+	for id, o := range objects {
+		if condemned[id] || !p.SweepNow && o.ModTime.After(cutoff) {
+			delete(actions, id)
 		}
-		for id := range condemned {
-			delete(objects, id)
-		}
+	}
+	for id := range condemned {
+		delete(objects, id)
 	}
 	var small []PackAction
 	packSize := int64(c.Store.Config().PackSize)
@@ -315,16 +300,18 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		return fmt.Errorf("gc: %w", err)
 	}
 	slices.SortFunc(p.Partials, func(a, b chunkstore.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
-	if c.Shared != nil {
-		p.CondemnedBytes = p.FreedBytes
-		p.FreedBytes = 0
-		for _, a := range p.Sweep {
-			p.FreedBytes += a.Size
-		}
-		for _, o := range p.Partials { // deleted now, not condemned
-			p.CondemnedBytes -= o.Size
-			p.FreedBytes += o.Size
-		}
+	p.CondemnedBytes = p.FreedBytes
+	p.FreedBytes = 0
+	for _, a := range p.Sweep {
+		p.FreedBytes += a.Size
+	}
+	for _, o := range p.Partials { // deleted now, not condemned
+		p.CondemnedBytes -= o.Size
+		p.FreedBytes += o.Size
+	}
+	if p.SweepNow {
+		p.FreedBytes += p.CondemnedBytes
+		p.CondemnedBytes = 0
 	}
 	return nil
 }
@@ -353,7 +340,7 @@ func (c *Collector) refuseDamaged() error {
 }
 
 // Close ends the plan without carrying it out: it stops recording claims
-// and, on a shared repository, releases the collection lock.
+// and releases the collection lock.
 func (p *Plan) Close() error {
 	if p.end == nil {
 		return nil
@@ -369,8 +356,8 @@ type Result struct {
 	Repacked   int   // packs rewritten
 	Skipped    int   // packs left alone because a writer claimed one of their chunks meanwhile
 	FreedBytes int64 // bytes removed from the backend, less bytes written
-	// On a shared repository: Deleted counts the packs swept, and Repacked
-	// the packs copied and condemned; Condemned is all packs condemned.
+	// Deleted counts the packs swept, Repacked the packs copied and
+	// condemned, and Condemned all packs condemned.
 	Condemned int
 	// Partials counts the partial writes removed.
 	Partials int
@@ -383,10 +370,13 @@ type Result struct {
 // ErrClosed is returned by Execute on a plan already executed or closed.
 var ErrClosed = errors.New("gc: plan already executed or closed")
 
-// Execute carries a plan out, pack by pack, each in the order new pack
-// durable, index, old pack deleted; a crash between any two steps leaves at
-// most a pack the index does not know, which a later collection deletes
-// once it is older than the grace period. It closes the plan.
+// Execute carries a plan out: phase 2 (the due condemnations swept), then
+// phase 1, pack by pack, each in the order new pack durable, index, old
+// pack condemned, then the condemnation written; and if the plan says
+// SweepNow, phase 2 again for that condemnation. A crash between any two
+// steps leaves at most a pack the index does not know, which a later
+// collection deletes once it is older than the grace period. It closes the
+// plan.
 func (c *Collector) Execute(ctx context.Context, p *Plan) (res Result, err error) {
 	if p.end == nil {
 		return Result{}, ErrClosed
@@ -405,10 +395,8 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 			err = fmt.Errorf("%w: skipped %d damaged packs, such as %s (dedupctl check --read-data names what they affect)", ErrDamaged, len(res.Damaged), res.Damaged[0])
 		}
 	}()
-	if c.Shared != nil {
-		if err := c.sweep(ctx, p, &res); err != nil {
-			return res, err
-		}
+	if err := c.sweep(ctx, p, &res); err != nil {
+		return res, err
 	}
 	for _, a := range p.Delete {
 		if err := c.retire(ctx, p, []PackAction{a}, false, &res); err != nil {
@@ -422,46 +410,8 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 	}
 	for _, o := range p.Orphans {
 		id, _ := chunkstore.ParsePackName(o.Name)
-		if c.Shared != nil {
-			p.condemn = append(p.condemn, id)
-			res.Condemned++
-			continue
-		}
-		// A pack this process's writers have written but not yet indexed
-		// holds chunks they claim: the grace period does not protect it
-		// when it is short, its chunks' claims do.
-		entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), o.Name, o.Size)
-		if errors.Is(err, chunkstore.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			if skipped, err := c.skipDamaged(id, err, &res); !skipped {
-				return res, fmt.Errorf("gc: orphan %s: %w", o.Name, err)
-			}
-			continue
-		}
-		deleted := false
-		err = c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
-			// Indexed since the plan: no longer an orphan.
-			if known, err := c.Index.HasPack(id); err != nil || known {
-				return err
-			}
-			for _, e := range entries {
-				if claimed(e.ID) {
-					res.Skipped++
-					return nil
-				}
-			}
-			deleted = true
-			return c.Store.Backend().Delete(ctx, o.Name)
-		})
-		if err != nil {
-			return res, fmt.Errorf("gc: delete orphan %s: %w", o.Name, err)
-		}
-		if deleted {
-			res.Deleted++
-			res.FreedBytes += o.Size
-		}
+		p.condemn = append(p.condemn, id)
+		res.Condemned++
 	}
 	for _, o := range p.Partials {
 		if err := c.Store.Backend().DeletePartial(ctx, o.Name); err != nil {
@@ -470,10 +420,20 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 		res.Partials++
 		res.FreedBytes += o.Size
 	}
-	if c.Shared != nil {
-		return res, c.condemn(ctx, p)
+	sweepNow, err := c.condemn(ctx, p)
+	if err != nil || !sweepNow {
+		return res, err
 	}
-	return res, nil
+	// No lease was alive when the condemnation was written: phase 2 is due
+	// at once, with its own sync and mark.
+	now := &Plan{live: liveSet{}, now: p.now, heldBy: p.heldBy}
+	if err := c.plan(ctx, now, c.Options.withDefaults()); err != nil {
+		return res, err
+	}
+	if err := c.sweep(ctx, now, &res); err != nil {
+		return res, err
+	}
+	return res, SyncCondemned(ctx, c.Store.Backend(), c.Index, false)
 }
 
 // repackGroups splits the packs to repack, in order, into groups whose live
@@ -567,24 +527,18 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 					return nil
 				}
 			}
-			return c.dispose(ctx, p, o.Pack, o.ids, newPack, moved)
+			return c.dispose(p, o.Pack, newPack, moved)
 		})
 		switch {
 		case err != nil:
 			return err
 		case skipped:
 			res.Skipped++
-		case c.Shared != nil:
+		default:
 			res.Condemned++
 			if repack {
 				res.Repacked++
 			}
-		case repack:
-			res.Repacked++
-			res.FreedBytes += o.Size
-		default:
-			res.Deleted++
-			res.FreedBytes += o.Size
 		}
 	}
 	return nil
@@ -605,25 +559,15 @@ func (c *Collector) skipDamaged(pack chunkstore.ID, err error, res *Result) (boo
 	return true, nil
 }
 
-// dispose retires pack old once its live chunks are in newPack, if any. On
-// a shared repository it is condemned, and newPack indexed; otherwise the
-// index forgets it, then it is deleted.
-func (c *Collector) dispose(ctx context.Context, p *Plan, old chunkstore.ID, chunks []chunkstore.ID, newPack *index.Pack, moved []chunkstore.PackEntry) error {
-	if c.Shared != nil {
-		if newPack != nil {
-			if err := c.Index.AddPack(*newPack, moved); err != nil {
-				return fmt.Errorf("gc: index: %w", err)
-			}
+// dispose retires pack old once its live chunks are in newPack, if any:
+// newPack is indexed, and old condemned.
+func (c *Collector) dispose(p *Plan, old chunkstore.ID, newPack *index.Pack, moved []chunkstore.PackEntry) error {
+	if newPack != nil {
+		if err := c.Index.AddPack(*newPack, moved); err != nil {
+			return fmt.Errorf("gc: index: %w", err)
 		}
-		p.condemn = append(p.condemn, old)
-		return nil
 	}
-	if err := c.Index.ReplacePack(old, chunks, newPack, moved); err != nil {
-		return fmt.Errorf("gc: index: %w", err)
-	}
-	if err := c.Store.Backend().Delete(ctx, chunkstore.PackName(old)); err != nil {
-		return fmt.Errorf("gc: delete %s: %w", old, err)
-	}
+	p.condemn = append(p.condemn, old)
 	return nil
 }
 

@@ -313,16 +313,17 @@ func SyncCondemned(ctx context.Context, b chunkstore.Backend, idx *index.DB, add
 	return idx.SetCondemned(packs, add)
 }
 
-func (s *Shared) ttl() time.Duration {
-	if s.LeaseTTL <= 0 {
+func (c *Collector) ttl() time.Duration {
+	if c.LeaseTTL <= 0 {
 		return DefaultLeaseTTL
 	}
-	return s.LeaseTTL
+	return c.LeaseTTL
 }
 
 // dueCondemnations reads the condemnations and picks those phase 2 carries
-// out now: older than the grace period, with every lease they record gone
-// or expired. It returns every condemned pack.
+// out now: with every lease they record gone or expired, and older than
+// the grace period if they record any. It sets p.SweepNow if no lease is
+// alive, and returns every condemned pack.
 func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options) (map[chunkstore.ID]bool, error) {
 	b := c.Store.Backend()
 	conds, err := Condemnations(ctx, b)
@@ -333,6 +334,7 @@ func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("gc: list leases: %w", err)
 	}
+	p.SweepNow = len(c.alive(p, leases)) == 0
 	condemned := map[chunkstore.ID]bool{}
 	for _, cd := range conds {
 		for _, id := range cd.Packs {
@@ -342,9 +344,9 @@ func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options)
 			p.swept = append(p.swept, cd)
 			continue
 		}
-		due := cd.Leases != nil && p.now.Sub(cd.Time) >= opts.GracePeriod
+		due := cd.Leases != nil && (len(cd.Leases) == 0 || p.now.Sub(cd.Time) >= opts.GracePeriod)
 		for _, name := range cd.Leases {
-			if t, ok := leases[name]; ok && p.now.Sub(t) < c.Shared.ttl() {
+			if t, ok := leases[name]; ok && p.now.Sub(t) < c.ttl() {
 				due = false
 			}
 		}
@@ -428,24 +430,40 @@ func (c *Collector) sweep(ctx context.Context, p *Plan, res *Result) error {
 	return nil
 }
 
+// alive returns, sorted, the leases not expired when the plan's lock was
+// taken: a lease expired by then belongs to a process that writes no
+// manifest any more (see Heartbeat.Valid).
+func (c *Collector) alive(p *Plan, leases map[string]time.Time) []string {
+	names := []string{}
+	for name, t := range leases {
+		if p.now.Sub(t) < c.ttl() {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 // condemn is phase 1: it writes a condemnation of the packs the plan
 // retired, then records in it (and in any condemnation a crash left
 // without) the leases alive now. Then it removes leases and locks long
-// expired, and brings the index's condemned packs up to date.
-func (c *Collector) condemn(ctx context.Context, p *Plan) error {
+// expired and swept condemnations past CondemnedKeep, and brings the
+// index's condemned packs up to date. It reports whether it wrote a
+// condemnation and found no lease alive: then phase 2 is due at once.
+func (c *Collector) condemn(ctx context.Context, p *Plan) (sweepNow bool, err error) {
 	b := c.Store.Backend()
 	var todo []Condemnation
 	if len(p.condemn) > 0 {
 		var r [12]byte
 		if _, err := rand.Read(r[:]); err != nil {
-			return err
+			return false, err
 		}
 		cd := Condemnation{Name: CondemnedPrefix + hex.EncodeToString(r[:]), Packs: p.condemn}
 		if err := p.heldBy.Valid(); err != nil {
-			return err
+			return false, err
 		}
 		if err := putCondemnation(ctx, b, cd); err != nil {
-			return err
+			return false, err
 		}
 		todo = append(todo, cd)
 	}
@@ -453,39 +471,36 @@ func (c *Collector) condemn(ctx context.Context, p *Plan) error {
 	if len(todo) > 0 {
 		leases, err := listHeartbeats(ctx, b, LeasePrefix)
 		if err != nil {
-			return fmt.Errorf("gc: list leases: %w", err)
+			return false, fmt.Errorf("gc: list leases: %w", err)
 		}
-		names := make([]string, 0, len(leases))
-		for name := range leases {
-			names = append(names, name)
-		}
-		slices.Sort(names)
+		names := c.alive(p, leases)
 		for _, cd := range todo {
 			cd.Leases = names
 			if err := putCondemnation(ctx, b, cd); err != nil {
-				return err
+				return false, err
 			}
 		}
+		sweepNow = len(p.condemn) > 0 && len(names) == 0
 	}
 	for _, prefix := range []string{LeasePrefix, LockPrefix} {
 		objs, err := listHeartbeats(ctx, b, prefix)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for name, t := range objs {
-			if p.now.Sub(t) > 2*c.Shared.ttl() {
+			if p.now.Sub(t) > 2*c.ttl() {
 				if err := b.Delete(ctx, name); err != nil {
-					return err
+					return false, err
 				}
 			}
 		}
 	}
 	for _, cd := range p.swept {
-		if p.now.Sub(cd.Time) >= CondemnedKeep(c.Shared.ttl()) {
+		if p.now.Sub(cd.Time) >= CondemnedKeep(c.ttl()) {
 			if err := b.Delete(ctx, cd.Name); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
-	return SyncCondemned(ctx, b, c.Index, false)
+	return sweepNow, SyncCondemned(ctx, b, c.Index, false)
 }

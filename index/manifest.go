@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,16 @@ const ManifestPrefix = "manifests/"
 // path-escaped into one name part, so "ks/0" and backup names never collide.
 func ManifestName(dir, name string) string {
 	return ManifestPrefix + url.PathEscape(dir) + "/" + name
+}
+
+// RemovedPrefix is where removals of backups are recorded.
+const RemovedPrefix = "removed/"
+
+// RemovedName is the object name that records the removal of the backup
+// dir/name started at started: its manifest may be missing without damage.
+// The start time tells it from an earlier or later backup of that name.
+func RemovedName(dir, name string, started time.Time) string {
+	return RemovedPrefix + url.PathEscape(dir) + "/" + name + "@" + strconv.FormatInt(started.UnixNano(), 10)
 }
 
 // ParseManifestName is the inverse of ManifestName.

@@ -45,7 +45,7 @@ func BenchmarkBackends(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			return dedup.New(root, dedup.Options{Backend: chunkstore.Backend(be), Shared: true})
+			return dedup.New(root, dedup.Options{Backend: chunkstore.Backend(be)})
 		}
 		b.Run("backend="+backend+"/op=ingest", func(b *testing.B) {
 			b.SetBytes(int64(len(data)))

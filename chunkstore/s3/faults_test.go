@@ -71,7 +71,7 @@ func TestFaultsOnTheWire(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx := context.Background()
 			clean := newBackend(t, "repo")
-			cleanOpts := dedup.Options{Backend: clean, PackSize: 1 << 20, Shared: true}
+			cleanOpts := dedup.Options{Backend: clean, PackSize: 1 << 20}
 			s := dedup.New(t.TempDir(), cleanOpts)
 			ended := []string{"clean0", "clean1"}
 			for _, name := range ended {
@@ -103,7 +103,7 @@ func TestFaultsOnTheWire(t *testing.T) {
 				t.Fatal(err)
 			}
 			root := t.TempDir()
-			s = dedup.New(root, dedup.Options{Backend: faulty, PackSize: 1 << 20, Shared: true})
+			s = dedup.New(root, dedup.Options{Backend: faulty, PackSize: 1 << 20})
 			opened := mustList(t, s) // opened and synced over a clean wire
 			ft.armed.Store(true)
 			var readOK, readFailed, readHits int64

@@ -108,19 +108,15 @@ func TestParseLocation(t *testing.T) {
 // with its objects on S3: with index.db in the local root, and as a shared
 // repository, with index caches there.
 func TestDedupOnS3(t *testing.T) {
-	for _, shared := range []bool{false, true} {
-		t.Run(fmt.Sprint("shared=", shared), func(t *testing.T) {
-			backends := map[string]*s3.Backend{}
-			storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
-				b, ok := backends[root]
-				if !ok {
-					b = newBackend(t, "repo")
-					backends[root] = b
-				}
-				return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20, Shared: shared})
-			})
-		})
-	}
+	backends := map[string]*s3.Backend{}
+	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
+		b, ok := backends[root]
+		if !ok {
+			b = newBackend(t, "repo")
+			backends[root] = b
+		}
+		return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20})
+	})
 }
 
 func mustList(t *testing.T, s *dedup.Storage) []storage.BackupHandle {

@@ -307,10 +307,7 @@ func (b *backup) run(ctx context.Context, s *dedup.Storage, finish func() error)
 			return err
 		}
 	} else {
-		grew := "the repository grew by " + size(added)
-		if a.shared() {
-			grew += " (with what other agents wrote meanwhile)"
-		}
+		grew := "the repository grew by " + size(added) // with what other processes wrote meanwhile
 		var notes []string
 		if b.unchanged > 0 {
 			notes = append(notes, fmt.Sprintf("%d unchanged, not read", b.unchanged))

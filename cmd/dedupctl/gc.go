@@ -30,12 +30,14 @@ While the repository holds damaged packs or manifests (found by check,
 index rebuild or gc itself), gc deletes nothing and exits 5: run
 dedupctl repair first.
 
-On a shared (s3:) repository, other agents may be backing up meanwhile, so
-collection is two-phase: this run condemns the packs it would delete
-(phase 1), and a later run deletes them (phase 2, the "sweep") once the
-condemnation is older than --grace and every agent that held a lease
-when it was written has finished. Condemned packs that a backup started
-to use meanwhile are spared. One collection runs at a time.`,
+Other processes, on this host or others, may be backing up meanwhile, so
+collection is two-phase: the run condemns the packs it would delete
+(phase 1), and deletes them (phase 2, the "sweep") once every process that
+held a lease when the condemnation was written has finished, and the
+condemnation is older than --grace. When no process holds a lease (no
+backup is running anywhere), one run does both. Condemned packs that a
+backup started to use meanwhile are spared. One collection runs at a time;
+the lock of one that was killed expires after the lease TTL (10 minutes).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStorage(func(s *dedup.Storage) error {
@@ -49,9 +51,7 @@ to use meanwhile are spared. One collection runs at a time.`,
 					Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
 					Actions: []gcActionJSON{},
 				}}
-				if a.shared() {
-					out.Plan.Shared = &gcSharedJSON{SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
-				}
+				out.Plan.Phases = gcPhasesJSON{SweepNow: plan.SweepNow, SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
 				for _, list := range []struct {
 					action string
 					packs  []gc.PackAction
@@ -80,14 +80,14 @@ to use meanwhile are spared. One collection runs at a time.`,
 					return a.printJSON(out)
 				}
 				p := out.Plan
-				if sh := p.Shared; sh != nil {
-					a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
-						sh.SweepPacks, sh.SparedPacks, sh.Waiting, size(p.FreedBytes))
-					a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later",
-						p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(sh.CondemnedBytes))
-				} else {
-					a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s",
+				if ph := p.Phases; ph.SweepNow {
+					a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s (no backup is running: deleted now)",
 						p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+				} else {
+					a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
+						ph.SweepPacks, ph.SparedPacks, ph.Waiting, size(p.FreedBytes))
+					a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later (backups are running)",
+						p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(ph.CondemnedBytes))
 				}
 				if p.PartialWrites > 0 {
 					a.info("and %d partial writes left by processes that died, to delete now", p.PartialWrites)
@@ -101,10 +101,8 @@ to use meanwhile are spared. One collection runs at a time.`,
 						a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
 					}
 				}
-				if r := out.Result; r != nil && p.Shared != nil {
+				if r := out.Result; r != nil {
 					a.info("done: %d packs deleted, %d condemned (%d of them repacked), %d left for a writer that claimed them; %s freed", r.Deleted, r.Condemned, r.Repacked, r.Skipped, size(r.FreedBytes))
-				} else if r != nil {
-					a.info("done: %d packs deleted, %d repacked, %d left for a writer that claimed them; %s freed", r.Deleted, r.Repacked, r.Skipped, size(r.FreedBytes))
 				} else {
 					a.info("dry run: nothing changed")
 				}
@@ -114,7 +112,7 @@ to use meanwhile are spared. One collection runs at a time.`,
 	}
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the plan, change nothing")
 	cmd.Flags().Float64Var(&o.threshold, "repack-threshold", 0.25, "dead fraction of a pack at which it is rewritten")
-	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "age below which unindexed packs are kept; on s3:, also new packs and condemnations")
+	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "age below which unindexed packs are kept; while backups run, also new packs and condemnations")
 	return cmd
 }
 
@@ -137,12 +135,14 @@ type gcPlanJSON struct {
 	FreedBytes    int64 `json:"freed_bytes"`
 	// Actions lists every pack the plan deletes, condemns or rewrites.
 	Actions []gcActionJSON `json:"actions"`
-	// Shared is set on a shared (s3:) repository, where delete, repack and
-	// orphan actions condemn packs and sweep actions delete them.
-	Shared *gcSharedJSON `json:"shared,omitempty"`
+	// Phases: delete, repack and orphan actions condemn packs (phase 1),
+	// and sweep actions delete them (phase 2); with sweep_now, the run
+	// sweeps what it condemns.
+	Phases gcPhasesJSON `json:"phases"`
 }
 
-type gcSharedJSON struct {
+type gcPhasesJSON struct {
+	SweepNow       bool  `json:"sweep_now"`
 	SweepPacks     int   `json:"sweep_packs"`
 	SparedPacks    int   `json:"spared_packs"`
 	Waiting        int   `json:"waiting_condemnations"`

@@ -68,7 +68,7 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 			return err
 		}
 	}
-	opts := dedup.Options{Backend: backend, Shared: a.shared()}
+	opts := a.options(backend)
 	opts.Chunker.Kind = kind
 	for _, s := range []struct {
 		flag, v string

@@ -114,7 +114,8 @@ Exit codes:
   1  failure (including an interrupted backup, which is aborted)
   2  usage error: unknown command or flag, bad arguments or names
   3  not found: no such repository, backup or file
-  4  repository in use: another process writes it (reading works meanwhile)
+  4  repository in use: another process's collection holds its lock (the
+     lock of a collection that was killed expires after 10 minutes)
   5  corrupt data found (by check, or while reading); a restore that
      could not restore some files (it restores all the others)
   6  the backup ended, but without some files it could not read (each

@@ -300,50 +300,69 @@ func startStdinBackup(t *testing.T, repo, name string) (*exec.Cmd, io.WriteClose
 	return cmd, stdin, &stderr
 }
 
-// waitInUse waits until the repository is held by another process: a
-// collection, which writes, is refused.
-func waitInUse(t *testing.T, repo string) result {
+// waitBackupRunning waits until a backup runs in another process: its
+// lease keeps a collection from sweeping at once.
+func waitBackupRunning(t *testing.T, repo string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r := dedupctl(t, repo, nil, "gc", "--dry-run")
-		if r.code == 4 || time.Now().After(deadline) {
-			return r
+		var out struct {
+			Plan struct {
+				Phases struct {
+					SweepNow bool `json:"sweep_now"`
+				} `json:"phases"`
+			} `json:"plan"`
+		}
+		okJSON(t, repo, &out, "gc", "--dry-run")
+		if !out.Plan.Phases.SweepNow {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backup did not start within 10 s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 // While a backup runs, other processes read the repository (without the
-// running backup) and cannot write it.
-func TestRepositoryInUse(t *testing.T) {
+// running backup), back up into it and collect, in two phases.
+func TestProcessesShareRepository(t *testing.T) {
 	repo, _ := newRepo(t)
 	if r := dedupctl(t, repo, strings.NewReader("ended"), "backup", "d/ended", "--stdin", "--name", "f"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	cmd, stdin, stderr := startStdinBackup(t, repo, "d/running")
-	fails(t, waitInUse(t, repo), 4, "in use")
+	waitBackupRunning(t, repo)
 	if r := dedupctl(t, repo, nil, "ls"); r.code != 0 || !strings.Contains(r.stdout, "d/ended") || strings.Contains(r.stdout, "d/running") {
 		t.Errorf("ls while a backup runs: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := dedupctl(t, repo, nil, "cat", "d/ended", "f"); r.code != 0 || r.stdout != "ended" {
 		t.Errorf("cat while a backup runs: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
-	if r := dedupctl(t, repo, strings.NewReader("x"), "backup", "d/second", "--stdin", "--name", "f"); r.code != 4 {
-		t.Errorf("a second backup while one runs: exit %d, want 4: %s", r.code, r.stderr)
+	if r := dedupctl(t, repo, strings.NewReader("second"), "backup", "d/second", "--stdin", "--name", "f"); r.code != 0 {
+		t.Errorf("a second backup while one runs: exit %d: %s", r.code, r.stderr)
+	}
+	ok(t, repo, "rm", "d/ended")
+	if out := ok(t, repo, "gc"); !strings.Contains(out, "phase 1") || !strings.Contains(out, "backups are running") {
+		t.Errorf("gc while a backup runs:\n%s", out)
 	}
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the backup holding the repository failed: %v: %s", err, stderr)
+		t.Fatalf("the running backup failed: %v: %s", err, stderr)
 	}
-	if out := ok(t, repo, "ls"); !strings.Contains(out, "d/running") {
+	if out := ok(t, repo, "ls"); !strings.Contains(out, "d/running") || !strings.Contains(out, "d/second") || strings.Contains(out, "d/ended") {
 		t.Errorf("ls after the backup:\n%s", out)
+	}
+	ok(t, repo, "gc")
+	ok(t, repo, "check", "--read-data")
+	if r := dedupctl(t, repo, nil, "cat", "d/second", "f"); r.code != 0 || r.stdout != "second" {
+		t.Errorf("cat d/second: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
 }
 
 func TestInterruptAborts(t *testing.T) {
 	repo, _ := newRepo(t)
 	cmd, stdin, stderr := startStdinBackup(t, repo, "d/interrupted")
-	waitInUse(t, repo)
+	waitBackupRunning(t, repo)
 	cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
 	stdin.Close()

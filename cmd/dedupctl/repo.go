@@ -17,13 +17,14 @@ import (
 )
 
 // location resolves --repo: a local directory holds its objects and its
-// index; an s3: location keeps its objects on the server and its index in
-// the cache directory, rebuilt from the objects when missing.
+// index caches; an s3: location keeps its objects on the server and its
+// index caches in the cache directory, rebuilt from the objects when
+// missing.
 func (a *app) location() (root string, backend chunkstore.Backend, err error) {
 	if a.repo == "" {
 		return "", nil, usagef("no repository: pass --repo or set DEDUP_REPO")
 	}
-	if !a.shared() {
+	if !a.onS3() {
 		return a.repo, local.New(a.repo), nil
 	}
 	cfg, err := s3.ParseLocation(a.repo)
@@ -60,7 +61,7 @@ func (a *app) open() (*dedup.Storage, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	return dedup.New(root, dedup.Options{Backend: b, Shared: a.shared(), Logf: a.warn}), nil
+	return dedup.New(root, a.options(b)), nil
 }
 
 // withStorage opens the existing repository, runs fn on it, and closes it.
@@ -73,6 +74,16 @@ func (a *app) withStorage(fn func(*dedup.Storage) error) error {
 	return fn(s)
 }
 
-// shared reports whether --repo is a repository that other agents may
-// write into at the same time: one on S3.
-func (a *app) shared() bool { return strings.HasPrefix(a.repo, "s3:") }
+// onS3 reports whether --repo is on S3.
+func (a *app) onS3() bool { return strings.HasPrefix(a.repo, "s3:") }
+
+// options are the storage options for the repository on backend b: the
+// storage's own local directory backend keeps the index caches beside the
+// objects, where the library keeps them too.
+func (a *app) options(b chunkstore.Backend) dedup.Options {
+	opts := dedup.Options{Logf: a.warn}
+	if a.onS3() {
+		opts.Backend = b
+	}
+	return opts
+}

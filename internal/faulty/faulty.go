@@ -52,6 +52,7 @@ type Backend struct {
 	calls  int
 	failAt int // 0: disarmed
 	failed bool
+	name   string // of the object whose call failed
 }
 
 // New wraps b, disarmed.
@@ -62,7 +63,7 @@ func New(b chunkstore.Backend) *Backend { return &Backend{Backend: b} }
 func (f *Backend) Arm(k int, fault Fault, ops ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ops, f.fault, f.calls, f.failAt, f.failed = ops, fault, 0, k, false
+	f.ops, f.fault, f.calls, f.failAt, f.failed, f.name = ops, fault, 0, k, false, ""
 }
 
 // Disarm stops failing calls and returns how many armed calls were made and
@@ -73,6 +74,14 @@ func (f *Backend) Disarm() (calls int, failed bool) {
 	calls, failed = f.calls, f.failed
 	f.ops, f.failAt = nil, 0
 	return calls, failed
+}
+
+// FailedName is the object name (or listed prefix) of the call that
+// failed, if one did since Arm.
+func (f *Backend) FailedName() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.name
 }
 
 // trip counts a call and reports whether it is the one to fail, and how.
@@ -86,7 +95,7 @@ func (f *Backend) trip(op, name string) (Fault, error) {
 	if f.calls != f.failAt {
 		return Refuse, nil
 	}
-	f.failed = true
+	f.failed, f.name = true, name
 	return f.fault, fmt.Errorf("%s %s (call %d): %w: %w", op, name, f.calls, ErrInjected, syscall.ENOSPC)
 }
 

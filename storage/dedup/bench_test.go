@@ -76,7 +76,7 @@ func BenchmarkSync(b *testing.B) {
 		}
 		open := func(b *testing.B, cache string) (*dedup.Storage, *counting) {
 			cb := &counting{Backend: local.New(objects)}
-			s := dedup.New(cache, dedup.Options{Shared: true, Backend: cb})
+			s := dedup.New(cache, dedup.Options{Backend: cb})
 			if _, err := s.ListBackups(ctx, "d"); err != nil {
 				b.Fatal(err)
 			}

@@ -34,23 +34,23 @@ func crashFiles(i int) map[string][]byte {
 
 func crashName(i int) string { return fmt.Sprintf("b%04d", i) }
 
-// openCrashRepo opens the repository of TestBackupKilled: at root, or on
-// a shared one, with its objects in root/objects and the index caches of
-// the agent named cache in root/cache.
-func openCrashRepo(root string, shared bool, cache string) *dedup.Storage {
+// openCrashRepo opens the repository of TestBackupKilled: at root, or,
+// onBackend, with its objects in root/objects and the index caches of the
+// agent named cache in root/cache.
+func openCrashRepo(root string, onBackend bool, cache string) *dedup.Storage {
 	opts := dedup.Options{PackSize: 256 << 10}
-	if !shared {
+	if !onBackend {
 		return dedup.New(root, opts)
 	}
-	opts.Shared, opts.Backend = true, local.New(filepath.Join(root, "objects"))
+	opts.Backend = local.New(filepath.Join(root, "objects"))
 	return dedup.New(filepath.Join(root, cache), opts)
 }
 
 // writeHelper writes backups crashName(start), crashName(start+1), ... with
 // their files in parallel, printing "started N" once StartBackup returned
 // and "ended N" once EndBackup did, until killed.
-func writeHelper(root string, shared bool, start int) {
-	s := openCrashRepo(root, shared, "writer")
+func writeHelper(root string, onBackend bool, start int) {
+	s := openCrashRepo(root, onBackend, "writer")
 	for i := start; ; i++ {
 		bh, err := s.StartBackup(ctx, "d", crashName(i))
 		if err != nil {
@@ -88,21 +88,21 @@ func writeHelper(root string, shared bool, start int) {
 // TestBackupKilled kills a process writing backups at random moments, many
 // times on one repository. After every kill the repository opens, check
 // finds nothing wrong, every backup that had ended reads back exactly, the
-// interrupted one is gone, and its name can be used again. On a shared
-// repository, an agent with a cache of its own sees the same.
+// interrupted one is gone, and its name can be used again. With the
+// objects on a Backend, an agent with a cache of its own sees the same.
 func TestBackupKilled(t *testing.T) {
-	for _, shared := range []bool{false, true} {
-		t.Run(fmt.Sprint("shared=", shared), func(t *testing.T) { backupKilled(t, shared) })
+	for _, onBackend := range []bool{false, true} {
+		t.Run(fmt.Sprint("backend=", onBackend), func(t *testing.T) { backupKilled(t, onBackend) })
 	}
 }
 
-func backupKilled(t *testing.T, shared bool) {
+func backupKilled(t *testing.T, onBackend bool) {
 	root := filepath.Join(t.TempDir(), "repo")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	var ended []int
 	next, midBackup := 0, 0
 	for round := range *writeKills {
-		cmd, lines, stderr := startHelper(t, "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next), fmt.Sprint("DEDUP_WRITE_HELPER_SHARED=", shared))
+		cmd, lines, stderr := startHelper(t, "DEDUP_WRITE_HELPER_ROOT="+root, "DEDUP_WRITE_HELPER_START="+strconv.Itoa(next), fmt.Sprint("DEDUP_WRITE_HELPER_SHARED=", onBackend))
 		var thisRound []int
 		last := "" // the helper's last line: where the kill landed
 		read := func() bool {
@@ -137,7 +137,7 @@ func backupKilled(t *testing.T, shared bool) {
 		ended = append(ended, thisRound...)
 		interrupted := next + len(thisRound)
 
-		s := openCrashRepo(root, shared, "writer")
+		s := openCrashRepo(root, onBackend, "writer")
 		if r, err := s.Check(ctx, check.Options{}); err != nil || !r.OK() {
 			t.Fatalf("round %d: check after the kill: %v %+v", round, err, r.Problems)
 		}
@@ -175,11 +175,11 @@ func backupKilled(t *testing.T, shared bool) {
 		all[crashName(i)] = crashFiles(i)
 	}
 	agents := []string{"writer"}
-	if shared {
+	if onBackend {
 		agents = append(agents, "another agent")
 	}
 	for _, agent := range agents {
-		s := openCrashRepo(root, shared, agent)
+		s := openCrashRepo(root, onBackend, agent)
 		defer s.Close()
 		all.verify(t, s, "at the end, for "+agent)
 		if r, err := s.Check(ctx, check.Options{ReadData: true}); err != nil || !r.OK() {

@@ -13,19 +13,23 @@
 // the storage opens (first use, and first use after Close). Library users
 // call New instead.
 //
-// Repository layout under the root:
+// Repository layout under the root, or on Options.Backend:
 //
-//	config                  format version, chunker, BLAKE3 key, compression, pack size
-//	data/<2 hex>/<pack id>  pack files
-//	manifests/<dir>/<name>  one object per ended backup (<dir> path-escaped)
-//	index.db                bbolt index, derived from the above
+//	config                     format version, chunker, BLAKE3 key, compression, pack size
+//	data/<5 hex>/<pack id>     pack files, named by the time they were written
+//	manifests/<dir>/<name>     one object per ended backup (<dir> path-escaped)
+//	removed/<dir>/<name>@<t>   one per removed backup, so that its missing manifest is no damage
+//	leases/<random>            one per process with backups running
+//	locks/<random>             the collection lock
+//	condemned/<random>         packs a collection will delete (phase 1), or deleted (swept)
 //
-// and on a shared repository, where the root holds only index caches
-// (<repository id>/index.db, index-1.db, ...):
-//
-//	leases/<random>         one per agent with backups running
-//	locks/<random>          the collection lock
-//	condemned/<random>      packs a collection will delete (phase 1)
+// Every process that opens the repository has an index cache of its own:
+// in a local repository, index.db, index-1.db, ... beside the objects (the
+// first that no other process holds); with Options.Backend, the same under
+// root/<repository id>. Sync brings it up to date from the objects: when the
+// storage opens, before ListBackups, Check and Stats, when a backup starts
+// and every LeaseTTL/4 while backups run, listing only what changed since
+// the last sync (see package gc).
 //
 // Guarantees. When a writer's Close returns nil, the file is complete and
 // its chunks are handed to the store: it is staged, and readable (ReadFile
@@ -38,20 +42,15 @@
 // CopyFile adds a file by reference to chunks already stored, staged the
 // same way. Writes go in the order pack, index, manifest, so a crash at any
 // point loses nothing that had ended; backups still in progress when a
-// process dies are dropped the next time the repository opens. Within the
-// process every method is safe for concurrent use.
+// process dies are dropped the next time its index cache opens, and their
+// packs collected later. Within the process every method is safe for
+// concurrent use.
 //
-// IMPORTANT: a repository whose index lives with its objects has one
-// writing process at a time. Another that finds the index held (after
-// Options.LockTimeout) reads the repository through an index cache of its
-// own, brought up to date from the objects, so it sees the ended backups;
-// its writes (StartBackup, RemoveBackup, collections, repairs) fail with an
-// error wrapping storage.ErrInUse until the Storage is closed and used
-// again. A read-only mount is read the same way; its writes fail with
-// storage.ErrReadOnly. A repository that many agents write into at once
-// (on S3) must be opened with Options.Shared by every one of them; then
-// each has its own index cache, brought up to date from the objects, and
-// collections are two-phase with leases (see package gc).
+// Any number of processes, on one host or many (over NFS, or on S3), use
+// one repository at once: backups, restores, listings, removals and
+// collections. Backups hold leases, and collections are two-phase (see
+// package gc). A read-only mount is read through an index cache in the
+// temporary directory; its writes fail with storage.ErrReadOnly.
 package dedup
 
 import (
@@ -88,7 +87,7 @@ type Options struct {
 
 	// Backend, if set, holds the repository's objects (config, packs,
 	// manifests) instead of the directory root, which then holds only
-	// index.db.
+	// index caches, apart by repository.
 	Backend chunkstore.Backend
 
 	// Workers is the number of goroutines hashing and compressing chunks;
@@ -102,24 +101,14 @@ type Options struct {
 	//	+ 2 × pack size + (ChunksInFlight + files being read) × 2 MiB
 	// whatever the length of the streams.
 	ChunksInFlight int
-	// LockTimeout is how long opening waits for another process to release
-	// the repository; default 1 s.
-	LockTimeout time.Duration
 
-	// Shared says that other agents, on this host or others, write into
-	// the repository on Backend at the same time. root then holds only
-	// this agent's index caches, brought up to date from the objects when
-	// the storage opens, before ListBackups, Check and Stats, when a
-	// backup starts, and every LeaseTTL/4 while backups run.
-	// Backups hold leases, and collections are two-phase (see package gc).
-	Shared bool
 	// Logf, if set, is told in one line of what the storage repaired on
 	// its own: an index found damaged, moved aside and rebuilt.
 	Logf func(format string, args ...any)
 
-	// LeaseTTL is how long a lease lives unrenewed on a shared repository;
-	// default gc.DefaultLeaseTTL. IMPORTANT: every agent of a repository,
-	// and its collections, must use the same.
+	// LeaseTTL is how long a lease lives unrenewed; default
+	// gc.DefaultLeaseTTL. IMPORTANT: every process of a repository, and
+	// its collections, must use the same.
 	LeaseTTL time.Duration
 }
 
@@ -129,9 +118,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ChunksInFlight <= 0 {
 		o.ChunksInFlight = 4 * o.Workers
-	}
-	if o.LockTimeout <= 0 {
-		o.LockTimeout = time.Second
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = gc.DefaultLeaseTTL
@@ -191,7 +177,7 @@ func (s *Storage) openSynced(ctx context.Context, full bool) (*repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.syncShared(ctx, full); err != nil {
+	if err := r.syncIndex(ctx, full); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -269,7 +255,7 @@ func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.Ba
 		return nil, asStorageErr(err)
 	}
 	created, err := r.idx.StartBackup(dir, name, time.Now())
-	if err == nil && created && r.opts.Shared {
+	if err == nil && created {
 		// Another agent's backup of that name, ended since the sync.
 		var exists bool
 		if exists, err = objectExists(ctx, r.store.Backend(), index.ManifestName(dir, name)); err == nil && exists {

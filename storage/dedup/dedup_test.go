@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -172,43 +173,53 @@ func TestConcurrentIdenticalChunksStoredOnce(t *testing.T) {
 	}
 }
 
-// A second storage on a repository another holds reads it, through an
-// index cache, and writes nothing: every write fails with ErrInUse. Once
-// the first is closed, the second's next use after its own Close writes.
-func TestRepositoryInUse(t *testing.T) {
+// Two storages on one local directory, as two processes are: each takes
+// an index cache of its own, and each backs up, reads, removes and
+// collects while the other has a backup running.
+func TestTwoStoragesOneDirectory(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
-	data := dataset.Random(31, 300<<10)
+	data, more := dataset.Random(31, 300<<10), dataset.Random(32, 300<<10)
 	backup(t, s, "d", "ended", map[string][]byte{"f": data})
 	running, err := s.StartBackup(ctx, "d", "running")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := dedup.New(root, dedup.Options{LockTimeout: 100e6})
+	other := dedup.New(root, dedup.Options{})
 	defer other.Close()
 	bhs, err := other.ListBackups(ctx, "d")
 	if err != nil || len(bhs) != 1 || bhs[0].Name() != "ended" {
 		t.Fatalf("second storage lists %v, %v; want the ended backup", bhs, err)
 	}
 	wantContent(t, other, "d", "ended", data)
-	if _, err := other.StartBackup(ctx, "d", "second"); !errors.Is(err, storage.ErrInUse) {
-		t.Errorf("StartBackup on a held repository: %v, want ErrInUse", err)
+	backup(t, other, "d", "second", map[string][]byte{"f": more})
+	wantContent(t, s, "d", "second", more)
+	for _, name := range []string{"index.db", "index-1.db"} {
+		if _, err := os.Stat(filepath.Join(root, name)); err != nil {
+			t.Errorf("index cache %s: %v", name, err)
+		}
 	}
-	if err := other.RemoveBackup(ctx, "d", "ended"); !errors.Is(err, storage.ErrInUse) {
-		t.Errorf("RemoveBackup on a held repository: %v, want ErrInUse", err)
+
+	// A removal and a collection while s's backup runs: what it condemns
+	// waits for s's lease, and s's backup, which deduplicates against the
+	// removed backup's chunks, keeps them.
+	if err := other.RemoveBackup(ctx, "d", "ended"); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := other.PlanGC(ctx, gc.Options{}); !errors.Is(err, storage.ErrInUse) {
-		t.Errorf("PlanGC on a held repository: %v, want ErrInUse", err)
-	}
-	if _, err := other.Repair(ctx, false); !errors.Is(err, storage.ErrInUse) {
-		t.Errorf("Repair on a held repository: %v, want ErrInUse", err)
+	noGrace := gc.Options{GracePeriod: time.Nanosecond}
+	if p, res := collect(t, other, noGrace); p.SweepNow || res.Condemned == 0 || res.Deleted != 0 {
+		t.Fatalf("collection beside a running backup: sweep now %v, result %+v; want packs condemned, none deleted", p.SweepNow, res)
 	}
 	finish(t, running, map[string][]byte{"g": data})
-	s.Close()
-	other.Close()
-	if _, err := other.StartBackup(ctx, "d", "second"); err != nil {
-		t.Errorf("after both closed: %v", err)
+	if p, _ := collect(t, other, noGrace); p.Spared == 0 {
+		t.Errorf("the packs the running backup used were not spared: %+v", p)
 	}
-	wantContent(t, other, "d", "ended", data)
+	for _, st := range []*dedup.Storage{s, other} {
+		wantContentFile(t, st, "d", "running", "g", data)
+		wantContent(t, st, "d", "second", more)
+		if r := runCheck(t, st, check.Options{ReadData: true}); !r.OK() {
+			t.Fatalf("check: %+v", r.Problems)
+		}
+	}
 }
 
 func TestRefusesForeignDirectory(t *testing.T) {

@@ -62,22 +62,20 @@ func (c repoClaims) Commit(fn func(claimed func(chunkstore.ID) bool) error) erro
 }
 
 func (r *repo) collector(opts gc.Options) *gc.Collector {
-	c := &gc.Collector{Store: r.store, Index: r.idx, Claims: repoClaims{r}, Options: opts}
-	if r.opts.Shared {
-		c.Shared = &gc.Shared{LeaseTTL: r.opts.LeaseTTL, Sync: func(ctx context.Context) error {
+	return &gc.Collector{Store: r.store, Index: r.idx, Claims: repoClaims{r}, Options: opts, LeaseTTL: r.opts.LeaseTTL,
+		Sync: func(ctx context.Context) error {
 			_, err := r.sync(ctx, true)
 			return err
 		}}
-	}
-	return c
 }
 
 // PlanGC marks the repository and returns what a collection would delete and
-// rewrite. Backups may go on meanwhile. One collection runs at a time: a
-// second PlanGC waits until the first plan is executed or closed. On a
-// shared repository the collection is two-phase (see package gc), and
-// PlanGC fails with an error wrapping storage.ErrInUse while another
-// agent's collection holds the lock.
+// rewrite. Backups may go on meanwhile, in this process and others. The
+// collection is two-phase (see package gc): while any process has a backup
+// running, what it condemns is deleted by a later collection. One
+// collection runs at a time: a second PlanGC in this process waits until
+// the first plan is executed or closed, and one in another process fails
+// with an error wrapping storage.ErrInUse while the first holds the lock.
 //
 // IMPORTANT: call ExecuteGC or the plan's Close.
 func (s *Storage) PlanGC(ctx context.Context, opts gc.Options) (*gc.Plan, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -172,7 +173,10 @@ func listFiles(root string) string {
 	return b.String()
 }
 
-func TestGCOrphansAfterGracePeriod(t *testing.T) {
+// Packs a crash left unindexed: a collection's sync indexes them, and
+// their dead chunks go. While a backup runs (its lease is alive), a young
+// one may be that backup's: it is kept, and what is condemned waits.
+func TestGCUnindexedPacks(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
 	backup(t, s, "d", "a", map[string][]byte{"f": dataset.Random(7, 1<<20)})
 	var oldID, youngID chunkstore.ID
@@ -180,22 +184,38 @@ func TestGCOrphansAfterGracePeriod(t *testing.T) {
 	var orphan chunkstore.PackBuilder // a whole pack, as a crash before indexing leaves
 	orphan.Add(chunkstore.EncodedChunk{ID: chunkstore.ID{9}, Data: []byte("left by a crash"), PlainLength: 15})
 	data, _ := orphan.Finish()
+	path := func(id chunkstore.ID) string { return filepath.Join(root, filepath.FromSlash(chunkstore.PackName(id))) }
 	for _, id := range []chunkstore.ID{oldID, youngID} {
-		path := filepath.Join(root, filepath.FromSlash(chunkstore.PackName(id)))
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		os.WriteFile(path, data, 0o644)
+		os.MkdirAll(filepath.Dir(path(id)), 0o755)
+		os.WriteFile(path(id), data, 0o644)
 	}
 	pastGrace := time.Now().Add(-25 * time.Hour) // the default grace period is 24 h
-	os.Chtimes(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(oldID))), pastGrace, pastGrace)
-	p, res := collect(t, s, gc.Options{})
-	if len(p.Orphans) != 1 || p.Orphans[0].Name != chunkstore.PackName(oldID) || res.Deleted != 1 {
-		t.Fatalf("orphans = %+v, result %+v; want only the old one", p.Orphans, res)
+	os.Chtimes(path(oldID), pastGrace, pastGrace)
+
+	running, err := s.StartBackup(ctx, "d", "running")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(chunkstore.PackName(youngID)))); err != nil {
-		t.Errorf("the young unindexed pack was deleted: %v", err)
+	p, res := collect(t, s, gc.Options{})
+	if p.SweepNow || len(p.Delete) != 1 || p.Delete[0].Pack != oldID || res.Condemned != 1 || res.Deleted != 0 {
+		t.Fatalf("beside a running backup: plan deletes %+v (sweep now %v), result %+v; want only the old pack condemned", p.Delete, p.SweepNow, res)
+	}
+	finish(t, running, map[string][]byte{"f": []byte("x")})
+
+	// No backup runs: the young pack goes at once; the old one's
+	// condemnation recorded the lease and waits out the grace period.
+	p, res = collect(t, s, gc.Options{})
+	if !p.SweepNow || p.Waiting != 1 || res.Deleted == 0 {
+		t.Fatalf("after the backup: sweep now %v, waiting %d, result %+v; want the young pack deleted, the old one waiting", p.SweepNow, p.Waiting, res)
+	}
+	if _, err := os.Stat(path(youngID)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the young pack: %v, want it deleted", err)
+	}
+	if _, err := os.Stat(path(oldID)); err != nil {
+		t.Errorf("the old pack, condemned beside a lease, is gone before the grace period: %v", err)
 	}
 	if got, err := readBack(t, s, "d", "a", "f"); err != nil || !bytes.Equal(got, dataset.Random(7, 1<<20)) {
-		t.Errorf("backup after orphan GC: %v", err)
+		t.Errorf("backup after the collections: %v", err)
 	}
 }
 

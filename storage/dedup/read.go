@@ -187,11 +187,9 @@ func (r *repo) load(ctx context.Context, f *fetch) {
 		f.parts, f.err = r.store.LoadChunks(ctx, ids, f.locs, *scratch, *f.buf)
 	}
 	if f.err != nil && ctx.Err() == nil {
-		if r.opts.Shared {
-			if err := r.syncAfter(ctx, synced); err != nil {
-				f.err = asStorageErr(err)
-				return
-			}
+		if err := r.syncAfter(ctx, synced); err != nil {
+			f.err = asStorageErr(err)
+			return
 		}
 		f.parts, f.err = r.loadEach(ctx, f.refs, *scratch, *f.buf)
 	}

@@ -308,9 +308,9 @@ func (r *repo) readPack(ctx context.Context, o chunkstore.ObjectInfo) (index.Pac
 }
 
 // syncManifests imports the backups of manifests the index does not know,
-// and forgets ended backups whose manifests are gone (another agent removed
-// them) from an index that is a cache; in the repository's own index, a
-// missing manifest is recorded as damage instead. Each change is made
+// and forgets ended backups whose manifests are gone and whose removal is
+// recorded (another process removed them); a manifest gone without that
+// record is recorded as damage instead. Each change is made
 // under the backup's lock, after checking the object again, so that a
 // backup this process ends or removes meanwhile is left as it is.
 func (r *repo) syncManifests(ctx context.Context, manifests []string, res *RebuildResult) error {
@@ -371,17 +371,16 @@ func (r *repo) syncManifests(ctx context.Context, manifests []string, res *Rebui
 		if listed[name] || bk.State != index.Ended {
 			continue
 		}
-		if !r.cached {
-			// The repository's own index is the record: its backup's
-			// missing manifest is damage, for a repair to write again.
-			if err := r.idx.SetDamaged(name, fmt.Sprintf("backup %s/%s has no manifest", bk.Dir, bk.Name)); err != nil {
-				return err
-			}
-			res.DamagedManifests = append(res.DamagedManifests, Damage{Object: name, Problem: "missing"})
-			continue
-		}
+		var missing bool
 		removed, err := r.underBackupLock(bk.Dir, bk.Name, func() (bool, error) {
 			if exists, err := objectExists(ctx, b, name); err != nil || exists {
+				return false, err
+			}
+			// Removed by another process, which recorded it first; or
+			// lost, and damage, for a repair to write again.
+			recorded, err := objectExists(ctx, b, index.RemovedName(bk.Dir, bk.Name, bk.Started))
+			if err != nil || !recorded {
+				missing = err == nil
 				return false, err
 			}
 			return true, r.idx.DeleteBackup(bk.Dir, bk.Name)
@@ -391,6 +390,12 @@ func (r *repo) syncManifests(ctx context.Context, manifests []string, res *Rebui
 		}
 		if removed {
 			res.RemovedBackups++
+		}
+		if missing {
+			if err := r.idx.SetDamaged(name, fmt.Sprintf("backup %s/%s has no manifest, and its removal is not recorded", bk.Dir, bk.Name)); err != nil {
+				return err
+			}
+			res.DamagedManifests = append(res.DamagedManifests, Damage{Object: name, Problem: "missing"})
 		}
 	}
 	return nil

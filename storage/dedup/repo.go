@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,15 +26,12 @@ import (
 // that hash, compress and pack chunks.
 type repo struct {
 	store *chunkstore.Store
-	idx   *index.DB
-	opts  Options
-	// cached says the index is a cache of this process's, brought up to
-	// date from the objects (see sync): on a shared repository, and on a
-	// read-only one.
-	cached bool
+	// idx is this process's index cache of the repository, brought up to
+	// date from the objects by sync.
+	idx  *index.DB
+	opts Options
 	// readOnly, if set, is why this process may not write the repository
-	// (a read-only mount, or another process holding its index): every
-	// write fails with it.
+	// (a read-only mount): every write fails with it.
 	readOnly error
 	// rebuilt is what the index rebuild at open found, nil if there was none.
 	rebuilt *RebuildResult
@@ -107,36 +105,16 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 	if err != nil {
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, asStorageErr(err))
 	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
-	}
-	var idx *index.DB
 	var readOnly error
-	cached := opts.Shared
-	if opts.Shared {
-		idx, err = openSharedIndex(root, store.Config(), fresh, opts.Logf)
-	} else {
-		path := filepath.Join(root, "index.db")
-		idx, err = openIndex(path, opts.LockTimeout, fresh, opts.Logf)
-		switch {
-		case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS):
-			readOnly = fmt.Errorf("dedup: %s cannot be written (%v): %w", path, err, storage.ErrReadOnly)
-		case errors.Is(err, index.ErrInUse):
-			readOnly = fmt.Errorf("dedup: %s is held by another process, and this one only reads the repository: %w", path, storage.ErrInUse)
-		}
-		if readOnly != nil {
-			// A read-only mount or snapshot, or a repository another
-			// process writes: read it through an index cache of this
-			// user's, brought up to date from the objects as a shared
-			// repository's, and write nothing.
-			cacheRoot := filepath.Join(os.TempDir(), fmt.Sprintf("dedupstore-%d", os.Getuid()))
-			if !errors.Is(err, index.ErrInUse) { // that one is said by the first write tried
-				opts.Logf("dedup: %s cannot be written (%v): reading through an index cache in %s, without writing", path, err, cacheRoot)
-			}
-			idx, err = openSharedIndex(cacheRoot, store.Config(), fresh, opts.Logf)
-			cached = true
-		}
+	dir := cacheDir(root, store.Config(), opts)
+	idx, err := openCache(dir, fresh, opts.Logf)
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		// A read-only mount or snapshot: read it through an index cache
+		// of this user's, and write nothing.
+		readOnly = fmt.Errorf("dedup: %s cannot be written (%v): %w", dir, err, storage.ErrReadOnly)
+		tmp := cacheDir(filepath.Join(os.TempDir(), fmt.Sprintf("dedupstore-%d", os.Getuid())), store.Config(), Options{Backend: store.Backend()})
+		opts.Logf("dedup: %s cannot be written (%v): reading through an index cache in %s, without writing", dir, err, tmp)
+		idx, err = openCache(tmp, fresh, opts.Logf)
 	}
 	if err != nil {
 		store.Close()
@@ -145,7 +123,6 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 	r := &repo{
 		store:     store,
 		idx:       idx,
-		cached:    cached,
 		readOnly:  readOnly,
 		opts:      opts,
 		jobs:      make(chan *job),
@@ -177,7 +154,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 	}
 	if !created && !rebuilt {
-		if err := r.syncShared(ctx, false); err != nil {
+		if err := r.syncIndex(ctx, false); err != nil {
 			r.close()
 			return nil, fmt.Errorf("dedup: open repository %s: %w", root, err)
 		}
@@ -407,11 +384,22 @@ func (r *repo) putManifest(ctx context.Context, dir, name string, ended time.Tim
 	return nil
 }
 
-// removeBackup deletes a backup's manifest, then its index records.
+// removeBackup records the removal of a backup, then deletes its manifest,
+// then its index records. The record tells other processes' syncs that the
+// manifest is gone on purpose.
 func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 	l := r.backupLock(dir, name)
 	l.Lock()
 	defer l.Unlock()
+	b, found, err := r.idx.Backup(dir, name)
+	if err != nil {
+		return err
+	}
+	if found {
+		if err := r.store.Backend().Put(ctx, index.RemovedName(dir, name, b.Started), strings.NewReader("")); err != nil {
+			return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
+		}
+	}
 	if err := r.store.Backend().Delete(ctx, index.ManifestName(dir, name)); err != nil {
 		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
 	}

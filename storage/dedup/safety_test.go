@@ -70,7 +70,7 @@ func TestLostLeaseEndsNoBackup(t *testing.T) {
 	objects := local.New(t.TempDir())
 	fb := &failLeases{Backend: objects}
 	ttl := 400 * time.Millisecond
-	a := dedup.New(t.TempDir(), dedup.Options{Shared: true, Backend: fb, LeaseTTL: ttl})
+	a := dedup.New(t.TempDir(), dedup.Options{Backend: fb, LeaseTTL: ttl})
 	defer a.Close()
 	bh, err := a.StartBackup(ctx, "d", "n")
 	if err != nil {
@@ -134,7 +134,6 @@ func TestSweepDecidesBeforeSyncing(t *testing.T) {
 	objects := local.New(t.TempDir())
 	hb := &hookLeases{Backend: objects}
 	opts := smallPacks
-	opts.Shared = true
 	a := dedup.New(t.TempDir(), withBackend(opts, objects))
 	b := dedup.New(t.TempDir(), withBackend(opts, hb))
 	defer a.Close()

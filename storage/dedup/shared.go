@@ -16,22 +16,30 @@ import (
 	"github.com/dedupstore/dedupstore/storage"
 )
 
-// Shared repositories (Options.Shared): objects on a backend that agents
-// on many hosts write into at once. Each agent's index is a cache in its
-// own directory; sync brings it up to date. Backups hold leases, and
-// collections are two-phase: see package gc for the protocol and why it is
-// safe.
+// Many processes, on one host or many, use one repository at once. Each
+// has an index cache of its own, which sync brings up to date from the
+// objects; backups hold leases, and collections are two-phase: see package
+// gc for the protocol and why it is safe.
 
-// maxCaches is how many processes on one host can use one shared repository
-// at once with the same cache root, each with its own index.
-const maxCaches = 8
+// maxCaches is how many processes on one host can use one repository at
+// once with the same cache directory, each with its own index.
+const maxCaches = 32
 
-// openSharedIndex opens an index cache of the repository under root: the
-// first of root/<repository id>/index.db, index-1.db, ... that no other
-// process holds, as openIndex opens it.
-func openSharedIndex(root string, cfg chunkstore.Config, fresh bool, logf func(string, ...any)) (*index.DB, error) {
+// cacheDir is the directory of the index caches of the repository at root:
+// root itself for a repository in a local directory, and root/<repository
+// id> for one on Options.Backend, so that one root can hold the caches of
+// many.
+func cacheDir(root string, cfg chunkstore.Config, opts Options) string {
+	if opts.Backend == nil {
+		return root
+	}
 	sum := sha256.Sum256(cfg.Key)
-	dir := filepath.Join(root, hex.EncodeToString(sum[:8]))
+	return filepath.Join(root, hex.EncodeToString(sum[:8]))
+}
+
+// openCache opens the first of dir/index.db, index-1.db, ... that no other
+// process holds, as openIndex opens it.
+func openCache(dir string, fresh bool, logf func(string, ...any)) (*index.DB, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -59,8 +67,9 @@ type lease struct {
 	stopped chan struct{}
 }
 
-// valid returns nil if l is nil (a repository of one process) or still
-// valid: a manifest may be written.
+// valid returns nil while l is valid, or if l is nil: a manifest may be
+// written. A nil lease is that of a repeated EndBackup, which rewrites the
+// manifest of files each committed under a lease of its own writer.
 func (l *lease) valid() error {
 	if l == nil {
 		return nil
@@ -73,12 +82,8 @@ func (l *lease) valid() error {
 
 // holdLease returns the process's lease, taking a new one if there is none
 // or it was lost; a new lease is followed by a sync, so that the index
-// knows every pack condemned before it. It returns nil on a repository
-// that is not shared. IMPORTANT: pair with releaseLease.
+// knows every pack condemned before it. IMPORTANT: pair with releaseLease.
 func (r *repo) holdLease(ctx context.Context) (*lease, error) {
-	if !r.opts.Shared {
-		return nil, nil
-	}
 	r.leaseMu.Lock()
 	defer r.leaseMu.Unlock()
 	if r.lease == nil || r.lease.hb.Valid() != nil {
@@ -104,7 +109,7 @@ func (r *repo) holdLease(ctx context.Context) (*lease, error) {
 // releaseLease drops a reference taken by holdLease; the last one deletes
 // the lease object.
 func (r *repo) releaseLease(l *lease) {
-	if l == nil {
+	if l == nil { // released already
 		return
 	}
 	r.leaseMu.Lock()
@@ -163,13 +168,8 @@ func (r *repo) syncAfter(ctx context.Context, seen int64) error {
 	return err
 }
 
-// syncShared syncs an index that is a cache (of a shared or a read-only
-// repository), fully if asked, and does nothing to one that is the
-// repository's own.
-func (r *repo) syncShared(ctx context.Context, full bool) error {
-	if !r.cached {
-		return nil
-	}
+// syncIndex syncs the index, fully if asked.
+func (r *repo) syncIndex(ctx context.Context, full bool) error {
 	_, err := r.sync(ctx, full)
 	return asStorageErr(err)
 }

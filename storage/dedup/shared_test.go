@@ -29,7 +29,6 @@ import (
 func agents(t *testing.T, n int, opts dedup.Options) ([]*dedup.Storage, string) {
 	t.Helper()
 	objects := filepath.Join(t.TempDir(), "objects")
-	opts.Shared = true
 	opts.Backend = local.New(objects)
 	var out []*dedup.Storage
 	for range n {
@@ -43,7 +42,6 @@ func agents(t *testing.T, n int, opts dedup.Options) ([]*dedup.Storage, string) 
 func TestSharedConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
 		opts := smallPacks
-		opts.Shared = true
 		opts.Backend = local.New(filepath.Join(root, "objects"))
 		return dedup.New(filepath.Join(root, "cache"), opts)
 	})
@@ -65,9 +63,14 @@ func countObjects(t *testing.T, objects, prefix string) (n int, size int64) {
 
 func wantContent(t *testing.T, s *dedup.Storage, dir, name string, want []byte) {
 	t.Helper()
-	got, err := readBack(t, s, dir, name, "f")
+	wantContentFile(t, s, dir, name, "f", want)
+}
+
+func wantContentFile(t *testing.T, s *dedup.Storage, dir, name, file string, want []byte) {
+	t.Helper()
+	got, err := readBack(t, s, dir, name, file)
 	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("%s/%s read back: %d bytes, %v; want %d bytes exactly", dir, name, len(got), err, len(want))
+		t.Fatalf("%s/%s/%s read back: %d bytes, %v; want %d bytes exactly", dir, name, file, len(got), err, len(want))
 	}
 }
 
@@ -140,14 +143,14 @@ func TestSharedGCTwoPhase(t *testing.T) {
 	}
 	wantContent(t, a, "d", "z", x)
 
-	// With z removed too, a collection condemns and the next one deletes.
+	// With z removed too and no backup running, one collection condemns
+	// and deletes.
 	if err := b.RemoveBackup(ctx, "d", "z"); err != nil {
 		t.Fatal(err)
 	}
-	collect(t, a, noGrace)
 	p, res = collect(t, b, noGrace)
-	if res.Deleted == 0 || p.Waiting != 0 {
-		t.Fatalf("phase 2 after removing z: waiting %d, result %+v; want packs deleted", p.Waiting, res)
+	if !p.SweepNow || res.Deleted == 0 || p.Waiting != 0 {
+		t.Fatalf("collection after removing z: sweep now %v, waiting %d, result %+v; want packs deleted", p.SweepNow, p.Waiting, res)
 	}
 	if n, _ := countObjects(t, objects, chunkstore.PackPrefix); n >= packsXY {
 		t.Errorf("%d packs after the sweep, %d before x was removed", n, packsXY)
@@ -169,12 +172,19 @@ func TestSharedCondemnedNotUsed(t *testing.T) {
 	x := dataset.Random(3, 4<<20)
 	backup(t, a, "d", "x", map[string][]byte{"f": x})
 	a.RemoveBackup(ctx, "d", "x")
-	collect(t, a, gc.Options{GracePeriod: time.Nanosecond})
+	hold, err := a.StartBackup(ctx, "d", "hold") // a lease: the sweep waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, res := collect(t, a, gc.Options{GracePeriod: time.Nanosecond}); p.SweepNow || res.Condemned == 0 || res.Deleted != 0 {
+		t.Fatalf("collection beside a lease: sweep now %v, result %+v; want packs condemned only", p.SweepNow, res)
+	}
 	_, before := countObjects(t, objects, chunkstore.PackPrefix)
 	backup(t, b, "d", "again", map[string][]byte{"f": x})
 	if _, after := countObjects(t, objects, chunkstore.PackPrefix); after-before < int64(len(x)) {
 		t.Errorf("backup of condemned data stored %d bytes, want all %d again", after-before, len(x))
 	}
+	finish(t, hold, nil)
 	p, res := collect(t, a, gc.Options{GracePeriod: time.Nanosecond})
 	if res.Deleted == 0 || p.Spared != 0 {
 		t.Errorf("sweep: spared %d, result %+v; want the condemned packs deleted", p.Spared, res)
@@ -273,13 +283,13 @@ func TestCreateChecksTheBackend(t *testing.T) {
 	cache := t.TempDir()
 	os.WriteFile(filepath.Join(cache, "left-over"), []byte("x"), 0o644)
 	objects := t.TempDir()
-	s := dedup.New(cache, dedup.Options{Backend: local.New(objects), Shared: true})
+	s := dedup.New(cache, dedup.Options{Backend: local.New(objects)})
 	backup(t, s, "d", "a", map[string][]byte{"f": []byte("hello")})
 	s.Close()
 
 	foreign := t.TempDir()
 	os.WriteFile(filepath.Join(foreign, "photo.jpg"), []byte("x"), 0o644)
-	s = dedup.New(t.TempDir(), dedup.Options{Backend: local.New(foreign), Shared: true})
+	s = dedup.New(t.TempDir(), dedup.Options{Backend: local.New(foreign)})
 	defer s.Close()
 	if _, err := s.ListBackups(ctx, "d"); err == nil || !strings.Contains(err.Error(), "not a dedupstore repository") {
 		t.Errorf("opening a foreign bucket: %v", err)

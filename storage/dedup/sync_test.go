@@ -50,7 +50,7 @@ func countObjectsFn(t *testing.T, objects, prefix string, fn func(chunkstore.Obj
 // after the last lists them all.
 func TestSyncListsOnlyWhatIsNew(t *testing.T) {
 	objects := filepath.Join(t.TempDir(), "objects")
-	opts := dedup.Options{Shared: true, Backend: local.New(objects), PackSize: 1 << 20}
+	opts := dedup.Options{Backend: local.New(objects), PackSize: 1 << 20}
 	a := dedup.New(t.TempDir(), opts)
 	x := dataset.Random(1, 4<<20)
 	backup(t, a, "d", "x", map[string][]byte{"f": x})
@@ -60,7 +60,7 @@ func TestSyncListsOnlyWhatIsNew(t *testing.T) {
 
 	const ttl = time.Second // syncs more than 4 s apart are full
 	cb := &counting{Backend: local.New(objects)}
-	b := dedup.New(t.TempDir(), dedup.Options{Shared: true, Backend: cb, LeaseTTL: ttl})
+	b := dedup.New(t.TempDir(), dedup.Options{Backend: cb, LeaseTTL: ttl})
 	defer b.Close()
 	wantContent(t, b, "d", "x", x) // opens: the first sync lists every pack
 	cb.reset()
@@ -111,9 +111,8 @@ func TestSyncLearnsDeletedPacks(t *testing.T) {
 	if err := a.RemoveBackup(ctx, "d", "x"); err != nil {
 		t.Fatal(err)
 	}
-	noGrace := gc.Options{GracePeriod: time.Nanosecond}
-	collect(t, a, noGrace) // condemns
-	if _, res := collect(t, a, noGrace); res.Deleted == 0 {
+	// No backup runs: one collection condemns and sweeps.
+	if _, res := collect(t, a, gc.Options{GracePeriod: time.Nanosecond}); res.Deleted == 0 {
 		t.Fatalf("sweep deleted nothing: %+v", res)
 	}
 	_, before := countObjects(t, objects, chunkstore.PackPrefix)
