@@ -1,6 +1,7 @@
 package dedup_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -122,4 +124,39 @@ func TestSyncLearnsDeletedPacks(t *testing.T) {
 	}
 	wantContent(t, b, "d", "again", x)
 	wantContent(t, a, "d", "again", x)
+}
+
+// A manifest removed by another process is forgotten; one that vanished
+// without a recorded removal is damage: collections stop, and a repair
+// writes it again from the index that still holds the backup.
+func TestMissingManifestIsDamage(t *testing.T) {
+	as, objects := agents(t, 2, smallPacks)
+	a, b := as[0], as[1]
+	x, y := dataset.Random(5, 1<<20), dataset.Random(6, 1<<20)
+	backup(t, a, "d", "x", map[string][]byte{"f": x})
+	backup(t, a, "d", "y", map[string][]byte{"f": y})
+	if _, err := b.ListBackups(ctx, "d"); err != nil { // b knows both
+		t.Fatal(err)
+	}
+	if err := a.RemoveBackup(ctx, "d", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(objects, filepath.FromSlash(index.ManifestName("d", "y")))); err != nil {
+		t.Fatal(err)
+	}
+	bhs, err := b.ListBackups(ctx, "d")
+	if err != nil || len(bhs) != 1 || bhs[0].Name() != "y" {
+		t.Fatalf("b lists %v, %v; want y only: x was removed, y's manifest lost", bhs, err)
+	}
+	if _, err := b.PlanGC(ctx, gc.Options{}); !errors.Is(err, gc.ErrDamaged) {
+		t.Fatalf("collection with a lost manifest: %v, want gc.ErrDamaged", err)
+	}
+	rep, err := b.Repair(ctx, false)
+	if err != nil || len(rep.Manifests) != 1 {
+		t.Fatalf("repair: %+v, %v; want the manifest written again", rep, err)
+	}
+	fresh := dedup.New(t.TempDir(), dedup.Options{Backend: local.New(objects)})
+	defer fresh.Close()
+	wantContent(t, fresh, "d", "y", y)
+	collect(t, b, gc.Options{})
 }
