@@ -79,6 +79,12 @@ const (
 // DefaultLeaseTTL is how long a lease or lock lives without being rewritten.
 const DefaultLeaseTTL = 10 * time.Minute
 
+// RemovedKeep is how long the record of a removed backup
+// (index.RemovedName) is kept, by the server's clock. A process whose
+// index was last synced more than half of it ago forgets backups whose
+// manifests are gone without asking for the record.
+const RemovedKeep = 30 * 24 * time.Hour
+
 // CondemnedKeep is how long a swept condemnation stays listed, by the
 // server's clock, for a repository whose leases live ttl.
 func CondemnedKeep(ttl time.Duration) time.Duration { return 6 * ttl }
@@ -290,6 +296,18 @@ func putCondemnation(ctx context.Context, b chunkstore.Backend, c Condemnation) 
 	return nil
 }
 
+// RecordDeleted records packs about to be deleted outside a collection (a
+// repair moving damaged packs aside) as a swept condemnation, so that every
+// process's sync forgets them as it forgets what a sweep deleted.
+// IMPORTANT: call it before deleting them.
+func RecordDeleted(ctx context.Context, b chunkstore.Backend, packs []chunkstore.ID) error {
+	var r [12]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return err
+	}
+	return putCondemnation(ctx, b, Condemnation{Name: CondemnedPrefix + hex.EncodeToString(r[:]), Packs: packs, Leases: []string{}, Swept: true})
+}
+
 // SyncCondemned sets the index's condemned packs to those of the
 // repository's condemnations and forgets the packs of swept ones. With
 // add, as a sync that did not list every pack must, the packs it holds
@@ -447,7 +465,8 @@ func (c *Collector) alive(p *Plan, leases map[string]time.Time) []string {
 // condemn is phase 1: it writes a condemnation of the packs the plan
 // retired, then records in it (and in any condemnation a crash left
 // without) the leases alive now. Then it removes leases and locks long
-// expired and swept condemnations past CondemnedKeep, and brings the
+// expired, swept condemnations past CondemnedKeep and records of removed
+// backups past RemovedKeep, and brings the
 // index's condemned packs up to date. It reports whether it wrote a
 // condemnation and found no lease alive: then phase 2 is due at once.
 func (c *Collector) condemn(ctx context.Context, p *Plan) (sweepNow bool, err error) {
@@ -498,6 +517,17 @@ func (c *Collector) condemn(ctx context.Context, p *Plan) (sweepNow bool, err er
 	for _, cd := range p.swept {
 		if p.now.Sub(cd.Time) >= CondemnedKeep(c.ttl()) {
 			if err := b.Delete(ctx, cd.Name); err != nil {
+				return false, err
+			}
+		}
+	}
+	removed, err := listHeartbeats(ctx, b, index.RemovedPrefix)
+	if err != nil {
+		return false, err
+	}
+	for name, t := range removed {
+		if p.now.Sub(t) >= RemovedKeep {
+			if err := b.Delete(ctx, name); err != nil {
 				return false, err
 			}
 		}

@@ -160,7 +160,10 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 			return res, err
 		}
 	}
-	if err := r.syncManifests(ctx, manifests, &res); err != nil {
+	// Records of removals are kept RemovedKeep: one this index would need
+	// may be gone if it was last synced long ago.
+	trustRecords := synced && started.Sub(last) < gc.RemovedKeep/2
+	if err := r.syncManifests(ctx, manifests, trustRecords, &res); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
 	if err := r.idx.SetSyncedAt(started); err != nil {
@@ -310,10 +313,10 @@ func (r *repo) readPack(ctx context.Context, o chunkstore.ObjectInfo) (index.Pac
 // syncManifests imports the backups of manifests the index does not know,
 // and forgets ended backups whose manifests are gone and whose removal is
 // recorded (another process removed them); a manifest gone without that
-// record is recorded as damage instead. Each change is made
+// record is recorded as damage instead, unless trustRecords is false. Each change is made
 // under the backup's lock, after checking the object again, so that a
 // backup this process ends or removes meanwhile is left as it is.
-func (r *repo) syncManifests(ctx context.Context, manifests []string, res *RebuildResult) error {
+func (r *repo) syncManifests(ctx context.Context, manifests []string, trustRecords bool, res *RebuildResult) error {
 	b := r.store.Backend()
 	backups, err := r.idx.Backups("", true)
 	if err != nil {
@@ -378,7 +381,10 @@ func (r *repo) syncManifests(ctx context.Context, manifests []string, res *Rebui
 			}
 			// Removed by another process, which recorded it first; or
 			// lost, and damage, for a repair to write again.
-			recorded, err := objectExists(ctx, b, index.RemovedName(bk.Dir, bk.Name, bk.Started))
+			recorded, err := !trustRecords, error(nil)
+			if trustRecords {
+				recorded, err = objectExists(ctx, b, index.RemovedName(bk.Dir, bk.Name, bk.Started))
+			}
 			if err != nil || !recorded {
 				missing = err == nil
 				return false, err

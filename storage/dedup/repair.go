@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 )
 
@@ -190,6 +191,11 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 		}
 	}
 	if err := b.Put(ctx, QuarantinePrefix+name, bytes.NewReader(data)); err != nil {
+		return pr, err
+	}
+	// Other processes' indexes may list it: they forget it at their next
+	// sync, and never deduplicate against a chunk it lost.
+	if err := gc.RecordDeleted(ctx, b, []chunkstore.ID{id}); err != nil {
 		return pr, err
 	}
 	if err := r.idx.DropPacks([]chunkstore.ID{id}); err != nil {

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
@@ -159,4 +161,64 @@ func TestMissingManifestIsDamage(t *testing.T) {
 	defer fresh.Close()
 	wantContent(t, fresh, "d", "y", y)
 	collect(t, b, gc.Options{})
+}
+
+// A repair that moves a damaged pack aside tells every process: one whose
+// syncs list only new packs forgets it, and stores the chunk it lost again
+// instead of deduplicating against it.
+func TestSyncLearnsRepairedPacks(t *testing.T) {
+	as, objects := agents(t, 2, smallPacks)
+	a, b := as[0], as[1]
+	x := dataset.Pages(7, 64) // 1 MiB: one pack
+	backup(t, a, "d", "x", map[string][]byte{"f": x})
+	if _, err := b.ListBackups(ctx, "d"); err != nil { // b knows the pack
+		t.Fatal(err)
+	}
+	var pack string
+	countObjectsFn(t, objects, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) { pack = o.Name })
+	damageFile(t, filepath.Join(objects, filepath.FromSlash(pack)), func(d []byte) []byte { d[100] ^= 1; return d })
+	if r := runCheck(t, a, check.Options{ReadData: true}); r.OK() {
+		t.Fatal("check --read-data found no damage")
+	}
+	if _, err := a.Repair(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	backup(t, b, "d", "again", map[string][]byte{"f": x})
+	wantContent(t, b, "d", "again", x)
+	fresh := dedup.New(t.TempDir(), dedup.Options{Backend: local.New(objects)})
+	defer fresh.Close()
+	wantContent(t, fresh, "d", "again", x)
+}
+
+// Collections delete the records of removed backups once RemovedKeep old,
+// and keep younger ones.
+func TestRemovalRecordsExpire(t *testing.T) {
+	s, root := newStorage(t, smallPacks)
+	for _, name := range []string{"old", "young"} {
+		backup(t, s, "d", name, map[string][]byte{"f": []byte(name)})
+		if err := s.RemoveBackup(ctx, "d", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	records := func() map[string]bool {
+		out := map[string]bool{}
+		countObjectsFn(t, root, index.RemovedPrefix, func(o chunkstore.ObjectInfo) { out[o.Name] = true })
+		return out
+	}
+	before := records()
+	if len(before) != 2 {
+		t.Fatalf("records of 2 removals: %v", before)
+	}
+	var old string
+	for name := range before {
+		if strings.Contains(name, "/old@") {
+			old = name
+		}
+	}
+	then := time.Now().Add(-gc.RemovedKeep - time.Hour)
+	os.Chtimes(filepath.Join(root, filepath.FromSlash(old)), then, then)
+	collect(t, s, gc.Options{})
+	if after := records(); len(after) != 1 || after[old] {
+		t.Errorf("records after a collection: %v; want only the young one", after)
+	}
 }
