@@ -19,11 +19,11 @@ import (
 	"github.com/dedupstore/dedupstore/index"
 )
 
-// Collections on a shared repository: one that agents on many hosts write
-// into at once, each with its own index, which is a cache of the objects.
-// Another agent's writers may deduplicate against any chunk their index
-// holds, and this collection cannot see what they hold, so nothing is
-// deleted at once. The protocol:
+// The protocol of a repository that many processes, on one host or many,
+// write into at once, each with its own index, which is a cache of the
+// objects. Another process's writers may deduplicate against any chunk
+// their index holds, and a collection cannot see what they hold, so
+// nothing is deleted before they could have heard of it. The protocol:
 //
 //   - Every agent holds a lease object, leases/<random>, while it has a
 //     backup running, and rewrites it every LeaseTTL/4. Just after writing a

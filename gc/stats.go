@@ -16,13 +16,13 @@ type Stats struct {
 	UniqueBytes  int64 // plain bytes of the distinct chunks those files use
 	StoredBytes  int64 // bytes of all indexed packs
 	// DeadBytes is the stored bytes of indexed chunks no committed file
-	// uses, and of second copies of chunks (which agents writing a shared
+	// uses, and of second copies of chunks (which processes writing one
 	// repository at once leave): what a collection would free, less pack
 	// trailers. Chunks of files still being written count here until their
 	// writers close.
 	DeadBytes int64
 	// DuplicateChunks and DuplicateBytes count the second copies of
-	// chunks, part of DeadBytes: agents of a shared repository that stored
+	// chunks, part of DeadBytes: processes of one repository that stored
 	// the same new data at the same moment (neither could see the other's
 	// pack yet), or a copy a collection made of a chunk a writer claimed
 	// meanwhile. A collection reclaims them.

@@ -81,7 +81,7 @@ func (a *app) onS3() bool { return strings.HasPrefix(a.repo, "s3:") }
 // storage's own local directory backend keeps the index caches beside the
 // objects, where the library keeps them too.
 func (a *app) options(b chunkstore.Backend) dedup.Options {
-	opts := dedup.Options{Logf: a.warn}
+	opts := dedup.Options{Logf: a.warn, LeaseTTL: a.leaseTTL}
 	if a.onS3() {
 		opts.Backend = b
 	}

@@ -170,8 +170,7 @@ func (s *Storage) openWritable(ctx context.Context) (*repo, error) {
 }
 
 // openSynced returns the open repository with its index brought up to
-// date with what other agents wrote (on a shared repository), by a full
-// sync if asked.
+// date with what other processes wrote, by a full sync if asked.
 func (s *Storage) openSynced(ctx context.Context, full bool) (*repo, error) {
 	r, err := s.open(ctx)
 	if err != nil {
@@ -213,9 +212,9 @@ func (s *Storage) Close() error {
 }
 
 // ListBackups implements storage.BackupStorage. Backups in progress are
-// listed too; ReadFile serves their files whose writers have closed. On a
-// shared repository ListBackups, Check and Stats first bring the index up
-// to date, so they see what every agent has ended or removed.
+// listed too; ReadFile serves their files whose writers have closed.
+// ListBackups, Check and Stats first bring the index up to date, so they
+// see what every process has ended or removed.
 func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.BackupHandle, error) {
 	if err := storage.ValidateDir(dir); err != nil {
 		return nil, err
@@ -235,13 +234,13 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	return out, nil
 }
 
-// StartBackup implements storage.BackupStorage. On a shared repository it
-// fails with storage.ErrExists also when another agent has ended a backup
-// of that name (two agents starting the same name at the same moment are
-// not detected: the last manifest written wins), and the backup holds this
+// StartBackup implements storage.BackupStorage. It fails with
+// storage.ErrExists also when another process has ended a backup of that
+// name (two processes starting the same name at the same moment are not
+// detected: the last manifest written wins), and the backup holds this
 // process's lease until EndBackup succeeds or AbortBackup is called.
 // IMPORTANT: end or abort every backup you start; while one is left open,
-// collections on every agent keep what they condemned meanwhile.
+// collections in every process keep what they condemned meanwhile.
 func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.BackupHandle, error) {
 	if err := ValidateBackupName(dir, name); err != nil {
 		return nil, err
@@ -302,8 +301,8 @@ func (s *Storage) RemoveBackup(ctx context.Context, dir, name string) error {
 }
 
 // Backups returns the backups in dir (every backup if dir is ""), in
-// progress or ended, oldest start first, with their state and times. On a
-// shared repository it first brings the index up to date.
+// progress or ended, oldest start first, with their state and times. It
+// first brings the index up to date.
 func (s *Storage) Backups(ctx context.Context, dir string) ([]index.Backup, error) {
 	if dir != "" {
 		if err := storage.ValidateDir(dir); err != nil {

@@ -171,7 +171,7 @@ func (rd *reader) loadSegment() error {
 
 // load fetches and verifies a run of chunks with one read. If that fails,
 // it loads them one by one, looking each up again: a collection may have
-// moved them (on a shared repository, one the index has not heard of yet).
+// moved them (one of another process, that the index has not heard of yet).
 func (r *repo) load(ctx context.Context, f *fetch) {
 	defer close(f.done)
 	synced := r.syncs.Load()

@@ -15,8 +15,8 @@ import (
 	"github.com/dedupstore/dedupstore/index"
 )
 
-// RebuildResult is what an index rebuild, or a sync of a shared
-// repository's index, found and changed.
+// RebuildResult is what an index rebuild, or a sync of the index, found
+// and changed.
 type RebuildResult struct {
 	Packs            int      // packs indexed
 	DroppedPacks     int      // packs forgotten: gone from the repository

@@ -271,12 +271,13 @@ func (r *repo) ensureIndex(ctx context.Context, created bool) (rebuilt bool, err
 	return err == nil, err
 }
 
-// recover undoes what a crashed process left half done: chunk lists of
-// writers that never closed, and backups that never ended (with the
-// manifest, if the crash came between writing it and marking the backup
-// ended). Their chunks become garbage for GC. What it cannot undo now (a
-// full disk, a read-only mount) it logs and leaves for the next open: it
-// never keeps healthy backups from being read.
+// recover undoes what a crashed process left half done in this index
+// cache: chunk lists of writers that never closed, and backups that never
+// ended. Their chunks become garbage for GC. A backup whose manifest was
+// written (the crash came between writing it and marking the backup ended)
+// is whole, and other processes may be reading it: it is marked ended. What
+// it cannot undo now (a full disk, a read-only mount) it logs and leaves
+// for the next open: it never keeps healthy backups from being read.
 func (r *repo) recover(ctx context.Context) error {
 	if r.readOnly != nil {
 		return nil // what is half done belongs to the process that writes
@@ -292,6 +293,13 @@ func (r *repo) recover(ctx context.Context) error {
 	}
 	for _, b := range backups {
 		if b.State != index.InProgress {
+			continue
+		}
+		if written, err := objectExists(ctx, r.store.Backend(), index.ManifestName(b.Dir, b.Name)); err == nil && written {
+			_, err = r.idx.EndBackup(b.Dir, b.Name, time.Now())
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		if err := r.removeBackup(ctx, b.Dir, b.Name); errors.Is(err, index.ErrDamaged) {
@@ -340,7 +348,7 @@ func (r *repo) backupLock(dir, name string) *sync.Mutex {
 // committed to an ended backup, so the manifest always lists every
 // committed file.
 //
-// On a shared repository it refuses, with storage.ErrAborted, to write the
+// It refuses, with storage.ErrAborted, to write the
 // manifest once the lease the caller's chunk references depend on is lost.
 func (r *repo) endBackup(ctx context.Context, dir, name string, ls *lease) error {
 	l := r.backupLock(dir, name)

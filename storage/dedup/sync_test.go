@@ -1,7 +1,9 @@
 package dedup_test
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,4 +223,41 @@ func TestRemovalRecordsExpire(t *testing.T) {
 	if after := records(); len(after) != 1 || after[old] {
 		t.Errorf("records after a collection: %v; want only the young one", after)
 	}
+}
+
+// failManifests stores manifests, then reports failure, as a crash between
+// writing a backup's manifest and marking it ended leaves it.
+type failManifests struct{ chunkstore.Backend }
+
+func (b failManifests) Put(ctx context.Context, name string, r io.Reader) error {
+	if err := b.Backend.Put(ctx, name, r); err != nil || !strings.HasPrefix(name, index.ManifestPrefix) {
+		return err
+	}
+	return errors.New("injected: manifest stored, then the process died")
+}
+
+// A backup whose manifest was written is whole, and other processes may
+// be reading it: the process that left it in progress marks it ended when
+// it next opens its index cache, instead of removing it under them.
+func TestRecoverKeepsWrittenManifest(t *testing.T) {
+	objects := filepath.Join(t.TempDir(), "objects")
+	cache := t.TempDir()
+	a := dedup.New(cache, dedup.Options{Backend: failManifests{local.New(objects)}})
+	x := dataset.Random(9, 1<<20)
+	bh, err := a.StartBackup(ctx, "d", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeParallel(a, bh, map[string][]byte{"f": x}); err == nil {
+		t.Fatal("EndBackup succeeded; want the injected failure")
+	}
+	a.Close() // as if the process died
+
+	b := dedup.New(t.TempDir(), dedup.Options{Backend: local.New(objects)})
+	defer b.Close()
+	wantContent(t, b, "d", "x", x)
+	a = dedup.New(cache, dedup.Options{Backend: local.New(objects)}) // recovers
+	defer a.Close()
+	wantContent(t, a, "d", "x", x)
+	wantContent(t, b, "d", "x", x)
 }
