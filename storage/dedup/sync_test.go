@@ -261,3 +261,50 @@ func TestRecoverKeepsWrittenManifest(t *testing.T) {
 	wantContent(t, a, "d", "x", x)
 	wantContent(t, b, "d", "x", x)
 }
+
+// A writer whose clock runs two hours behind names its packs before the
+// window another process's incremental sync lists: that process misses
+// them, which costs duplicate chunks and never a wrong read or a deletion.
+// It reads the writer's backup (a read that misses syncs fully), and its
+// collection, which syncs fully, keeps every pack the backup uses.
+func TestSkewedWriterClock(t *testing.T) {
+	objects := filepath.Join(t.TempDir(), "objects")
+	opts := dedup.Options{Backend: local.New(objects), PackSize: 1 << 20}
+	cb := &counting{Backend: local.New(objects)}
+	b := dedup.New(t.TempDir(), dedup.Options{Backend: cb})
+	defer b.Close()
+	if _, err := b.ListBackups(ctx, "d"); err != nil { // b has synced
+		t.Fatal(err)
+	}
+
+	// The skewed writer, whose packs end up named two hours in the past,
+	// as its clock would have named them.
+	a := dedup.New(t.TempDir(), opts)
+	x := dataset.Random(11, 3<<20)
+	backup(t, a, "d", "x", map[string][]byte{"f": x})
+	a.Close()
+	var before []string
+	countObjectsFn(t, objects, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) { before = append(before, o.Name) })
+	ageRepository(t, objects, 2*time.Hour)
+
+	cb.reset()
+	bhs, err := b.ListBackups(ctx, "d") // an incremental sync: misses x's packs
+	if err != nil || len(bhs) != 1 || cb.packsListed.Load() != 0 {
+		t.Fatalf("ListBackups = %d backups, %v, listing %d packs; want x, and no pack", len(bhs), err, cb.packsListed.Load())
+	}
+	wantContent(t, b, "d", "x", x)
+	if _, res := collect(t, b, gc.Options{GracePeriod: time.Nanosecond}); res.Deleted != 0 {
+		t.Errorf("a collection deleted %d packs of a repository where every pack is live", res.Deleted)
+	}
+	var after []string
+	countObjectsFn(t, objects, chunkstore.PackPrefix, func(o chunkstore.ObjectInfo) { after = append(after, o.Name) })
+	if len(after) != len(before) {
+		t.Errorf("%d packs after the collection, %d before", len(after), len(before))
+	}
+	fresh := dedup.New(t.TempDir(), opts)
+	defer fresh.Close()
+	wantContent(t, fresh, "d", "x", x)
+	if r := runCheck(t, fresh, check.Options{ReadData: true}); !r.OK() {
+		t.Fatalf("check: %+v", r.Problems)
+	}
+}
