@@ -319,10 +319,16 @@ func SyncCondemned(ctx context.Context, b chunkstore.Backend, idx *index.DB, add
 	}
 	var packs, swept []chunkstore.ID
 	for _, c := range cs {
-		if c.Swept {
-			swept = append(swept, c.Packs...)
-		} else {
+		if !c.Swept {
 			packs = append(packs, c.Packs...)
+			continue
+		}
+		for _, id := range c.Packs { // forgotten at an earlier sync, mostly
+			if known, err := idx.HasPack(id); err != nil {
+				return err
+			} else if known {
+				swept = append(swept, id)
+			}
 		}
 	}
 	if err := idx.DropPacks(swept); err != nil {

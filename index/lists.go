@@ -137,6 +137,10 @@ func deleteList(tx *bolt.Tx, list ListID) error {
 // lists of writers that a crashed process left behind. Call it at open,
 // before any writer starts.
 func (d *DB) DropOpenLists() (dropped int, err error) {
+	var any bool
+	if err := d.view(func(tx *bolt.Tx) error { any = tx.Bucket(bucketOpen).Stats().KeyN > 0; return nil }); err != nil || !any {
+		return 0, err // without a commit
+	}
 	err = d.update(func(tx *bolt.Tx) error {
 		var open []ListID
 		err := tx.Bucket(bucketOpen).ForEach(func(k, _ []byte) error {

@@ -111,6 +111,9 @@ func (d *DB) ReplacePack(old chunkstore.ID, chunks []chunkstore.ID, replacement 
 // agent's collection leaves them: their chunks move to other copies or
 // leave the index. It scans the whole index to find their chunks.
 func (d *DB) DropPacks(ids []chunkstore.ID) error {
+	if len(ids) == 0 {
+		return nil // without scanning every chunk, or a commit
+	}
 	gone := map[chunkstore.ID][]chunkstore.ID{}
 	for _, id := range ids {
 		gone[id] = nil
@@ -220,6 +223,9 @@ func bestCopy(tx *bolt.Tx, c chunkstore.ID, prefer *chunkstore.ID) (best chunkst
 // packs (see Usable); reads may go on. Chunks located in a condemned pack
 // move to a copy in a pack that is not, if they have one.
 func (d *DB) SetCondemned(packs []chunkstore.ID, add bool) error {
+	if add && len(packs) == 0 {
+		return nil // without a commit
+	}
 	return d.update(func(tx *bolt.Tx) error {
 		if !add {
 			if err := tx.DeleteBucket(bucketCondemned); err != nil {

@@ -105,9 +105,13 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	var res RebuildResult
 	b := r.store.Backend()
 	started := time.Now()
-	last, synced, err := r.idx.SyncedAt()
+	recorded, synced, err := r.idx.SyncedAt()
 	if err != nil {
 		return res, err
+	}
+	last := recorded
+	if !r.synced.IsZero() && synced {
+		last = r.synced
 	}
 	full = full || !synced || started.Sub(last) >= gc.MaxSyncGap(r.opts.LeaseTTL) || started.Before(last)
 	after := ""
@@ -166,9 +170,12 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	if err := r.syncManifests(ctx, manifests, trustRecords, &res); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
-	if err := r.idx.SetSyncedAt(started); err != nil {
-		return res, err
+	if !synced || started.Sub(recorded) >= time.Minute || started.Before(recorded) {
+		if err := r.idx.SetSyncedAt(started); err != nil {
+			return res, err
+		}
 	}
+	r.synced = started
 	st, err := r.idx.Stats()
 	res.Chunks = st.Chunks
 	return res, err

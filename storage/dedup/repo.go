@@ -61,6 +61,11 @@ type repo struct {
 
 	syncMu sync.Mutex   // one sync at a time
 	syncs  atomic.Int64 // syncs completed
+	// synced is when the last sync that completed began, under syncMu;
+	// zero before the first. The index records it only when a minute
+	// later than what it holds: an older record costs only a longer
+	// listing after a crash, and each record is an fsync.
+	synced time.Time
 
 	leaseMu sync.Mutex
 	lease   *lease              // the lease new backups take, nil if none
