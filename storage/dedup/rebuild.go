@@ -20,7 +20,7 @@ import (
 type RebuildResult struct {
 	Packs            int      // packs indexed
 	DroppedPacks     int      // packs forgotten: gone from the repository
-	Chunks           int      // chunks in the index afterwards
+	Chunks           int      // chunks in the index afterwards (of a full sync only)
 	Backups          int      // backups imported from manifests
 	RemovedBackups   int      // backups forgotten: their manifests are gone
 	DamagedPacks     []Damage // packs whose trailer does not parse: their intact chunks are indexed
@@ -123,9 +123,11 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	if err := gc.SyncCondemned(ctx, b, r.idx, !full); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
-	known, err := r.idx.Packs() // before listing: any of these not listed is gone
-	if err != nil {
-		return res, err
+	var known []index.Pack
+	if full { // before listing: any of these not listed is gone
+		if known, err = r.idx.Packs(); err != nil {
+			return res, err
+		}
 	}
 	listed := map[chunkstore.ID]chunkstore.ObjectInfo{}
 	err = b.List(ctx, chunkstore.PackPrefix, after, func(o chunkstore.ObjectInfo) error {
@@ -176,6 +178,9 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 		}
 	}
 	r.synced = started
+	if !full {
+		return res, nil
+	}
 	st, err := r.idx.Stats()
 	res.Chunks = st.Chunks
 	return res, err
