@@ -202,6 +202,12 @@ func (h *Heartbeat) Stop(ctx context.Context) error {
 	return h.b.Delete(ctx, h.name)
 }
 
+// Leases returns the lease objects of the repository by name, with the
+// server's time of their last rewrite.
+func Leases(ctx context.Context, b chunkstore.Backend) (map[string]time.Time, error) {
+	return listHeartbeats(ctx, b, LeasePrefix)
+}
+
 // listHeartbeats returns the objects under prefix by name.
 func listHeartbeats(ctx context.Context, b chunkstore.Backend, prefix string) (map[string]time.Time, error) {
 	out := map[string]time.Time{}
@@ -454,6 +460,37 @@ func (c *Collector) sweep(ctx context.Context, p *Plan, res *Result) error {
 	return nil
 }
 
+// deleteDeadMarkers deletes the markers of backups in progress
+// (index.RunningName) that processes which died left: older than twice the
+// TTL, naming a lease that is gone.
+func (c *Collector) deleteDeadMarkers(ctx context.Context, p *Plan) error {
+	b := c.Store.Backend()
+	markers, err := listHeartbeats(ctx, b, index.RunningPrefix)
+	if err != nil || len(markers) == 0 {
+		return err
+	}
+	leases, err := Leases(ctx, b)
+	if err != nil {
+		return err
+	}
+	for name, t := range markers {
+		if p.now.Sub(t) <= 2*c.ttl() {
+			continue
+		}
+		m, err := index.ReadRunning(ctx, b, name)
+		if errors.Is(err, chunkstore.ErrNotExist) {
+			continue
+		}
+		if _, alive := leases[m.Lease]; err == nil && alive {
+			continue
+		}
+		if err := b.Delete(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // alive returns, sorted, the leases not expired when the plan's lock was
 // taken: a lease expired by then belongs to a process that writes no
 // manifest any more (see Heartbeat.Valid).
@@ -526,6 +563,9 @@ func (c *Collector) condemn(ctx context.Context, p *Plan) (sweepNow bool, err er
 				return false, err
 			}
 		}
+	}
+	if err := c.deleteDeadMarkers(ctx, p); err != nil {
+		return false, err
 	}
 	removed, err := listHeartbeats(ctx, b, index.RemovedPrefix)
 	if err != nil {

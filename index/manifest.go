@@ -3,7 +3,9 @@ package index
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,16 +52,54 @@ func RemovedName(dir, name string, started time.Time) string {
 	return RemovedPrefix + url.PathEscape(dir) + "/" + name + "@" + strconv.FormatInt(started.UnixNano(), 10)
 }
 
+// RunningPrefix is where backups in progress are published.
+const RunningPrefix = "running/"
+
+// RunningName is the object name that says backup dir/name is in progress
+// in some process: no other process may start one of that name.
+func RunningName(dir, name string) string {
+	return RunningPrefix + url.PathEscape(dir) + "/" + name
+}
+
+// Running is the content of a RunningName object.
+type Running struct {
+	Lease   string    `json:"lease"` // the lease object of the process running the backup
+	Started time.Time `json:"started"`
+}
+
+// ReadRunning reads the RunningName object obj.
+func ReadRunning(ctx context.Context, b chunkstore.Backend, obj string) (Running, error) {
+	var m Running
+	rc, err := b.Get(ctx, obj, 0, -1)
+	if err != nil {
+		return m, err
+	}
+	defer rc.Close()
+	if err := json.NewDecoder(io.LimitReader(rc, 1<<16)).Decode(&m); err != nil {
+		return m, fmt.Errorf("index: %s: %w: %w", obj, chunkstore.ErrCorrupt, err)
+	}
+	return m, nil
+}
+
 // ParseManifestName is the inverse of ManifestName.
 func ParseManifestName(object string) (dir, name string, err error) {
-	rest, ok := strings.CutPrefix(object, ManifestPrefix)
+	return parseName(object, ManifestPrefix)
+}
+
+// ParseRunningName is the inverse of RunningName.
+func ParseRunningName(object string) (dir, name string, err error) {
+	return parseName(object, RunningPrefix)
+}
+
+func parseName(object, prefix string) (dir, name string, err error) {
+	rest, ok := strings.CutPrefix(object, prefix)
 	escaped, name, ok2 := strings.Cut(rest, "/")
 	if ok && ok2 {
-		if dir, err = url.PathUnescape(escaped); err == nil && ManifestName(dir, name) == object {
+		if dir, err = url.PathUnescape(escaped); err == nil && prefix+url.PathEscape(dir)+"/"+name == object {
 			return dir, name, nil
 		}
 	}
-	return "", "", fmt.Errorf("index: %q is not a manifest name", object)
+	return "", "", fmt.Errorf("index: %q is not a name under %s", object, prefix)
 }
 
 // maxNamePart and maxObjectName bound what every backend holds: a part of

@@ -50,13 +50,26 @@ collecting garbage would free.`,
 					return err
 				}
 				out := []lsJSON{}
+				listed := map[string]bool{}
 				for _, b := range st.PerBackup {
+					listed[b.Dir+"/"+b.Name] = true
 					if dir == "" || b.Dir == dir {
 						files := b.Files
 						if catalogs[b.Dir+"/"+b.Name] {
 							files-- // dedupctl's own bookkeeping
 						}
 						out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started, Ended: b.Ended, Files: files, LogicalBytes: b.LogicalBytes, ExclusiveBytes: b.ExclusiveBytes})
+					}
+				}
+				// Backups other processes have in progress: listed, their
+				// files not yet known here.
+				all, err := s.Backups(cmd.Context(), dir)
+				if err != nil {
+					return err
+				}
+				for _, b := range all {
+					if !listed[b.Dir+"/"+b.Name] {
+						out = append(out, lsJSON{Dir: b.Dir, Name: b.Name, State: b.State.String(), Started: b.Started})
 					}
 				}
 				slices.SortStableFunc(out, func(x, y lsJSON) int {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -332,8 +333,11 @@ func TestProcessesShareRepository(t *testing.T) {
 	}
 	cmd, stdin, stderr := startStdinBackup(t, repo, "d/running")
 	waitBackupRunning(t, repo)
-	if r := dedupctl(t, repo, nil, "ls"); r.code != 0 || !strings.Contains(r.stdout, "d/ended") || strings.Contains(r.stdout, "d/running") {
+	if r := dedupctl(t, repo, nil, "ls"); r.code != 0 || !strings.Contains(r.stdout, "d/ended") || !regexp.MustCompile(`d/running +in progress`).MatchString(r.stdout) {
 		t.Errorf("ls while a backup runs: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := dedupctl(t, repo, strings.NewReader("x"), "backup", "d/running", "--stdin", "--name", "f"); r.code != 1 || !strings.Contains(r.stderr, "running in another process") {
+		t.Errorf("a backup of the name another process runs: exit %d: %s", r.code, r.stderr)
 	}
 	if r := dedupctl(t, repo, nil, "cat", "d/ended", "f"); r.code != 0 || r.stdout != "ended" {
 		t.Errorf("cat while a backup runs: exit %d %q %s", r.code, r.stdout, r.stderr)

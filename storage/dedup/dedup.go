@@ -223,7 +223,7 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	if err != nil {
 		return nil, err
 	}
-	backups, err := r.idx.Backups(dir, false)
+	backups, err := r.backups(dir, false)
 	if err != nil {
 		return nil, asStorageErr(err)
 	}
@@ -236,9 +236,9 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 
 // StartBackup implements storage.BackupStorage. It fails with
 // storage.ErrExists also when another process has ended a backup of that
-// name (two processes starting the same name at the same moment are not
-// detected: the last manifest written wins), and the backup holds this
-// process's lease until EndBackup succeeds or AbortBackup is called.
+// name or runs one (of two processes starting one name at the same moment,
+// one fails), and the backup holds this process's lease until EndBackup
+// succeeds or AbortBackup is called.
 // IMPORTANT: end or abort every backup you start; while one is left open,
 // collections in every process keep what they condemned meanwhile.
 func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.BackupHandle, error) {
@@ -253,17 +253,14 @@ func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.Ba
 	if err != nil {
 		return nil, asStorageErr(err)
 	}
-	created, err := r.idx.StartBackup(dir, name, time.Now())
-	if err == nil && created {
-		// Another agent's backup of that name, ended since the sync.
-		var exists bool
-		if exists, err = objectExists(ctx, r.store.Backend(), index.ManifestName(dir, name)); err == nil && exists {
-			err = r.idx.DeleteBackup(dir, name)
-			created = false
-		}
-	}
+	started := time.Now()
+	created, err := r.idx.StartBackup(dir, name, started)
 	if err == nil && !created {
 		err = fmt.Errorf("dedup: start %s/%s: %w", dir, name, storage.ErrExists)
+	} else if err == nil {
+		if err = r.publishStart(ctx, dir, name, l, started); err != nil {
+			r.idx.DeleteBackup(dir, name)
+		}
 	}
 	if err != nil {
 		r.releaseLease(l)
@@ -313,7 +310,7 @@ func (s *Storage) Backups(ctx context.Context, dir string) ([]index.Backup, erro
 	if err != nil {
 		return nil, err
 	}
-	backups, err := r.idx.Backups(dir, dir == "")
+	backups, err := r.backups(dir, dir == "")
 	if err != nil {
 		return nil, asStorageErr(err)
 	}

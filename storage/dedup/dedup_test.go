@@ -187,8 +187,11 @@ func TestTwoStoragesOneDirectory(t *testing.T) {
 	other := dedup.New(root, dedup.Options{})
 	defer other.Close()
 	bhs, err := other.ListBackups(ctx, "d")
-	if err != nil || len(bhs) != 1 || bhs[0].Name() != "ended" {
-		t.Fatalf("second storage lists %v, %v; want the ended backup", bhs, err)
+	if err != nil || len(bhs) != 2 || bhs[0].Name() != "ended" || bhs[1].Name() != "running" {
+		t.Fatalf("second storage lists %v, %v; want the ended backup and the running one", names(bhs), err)
+	}
+	if _, err := other.StartBackup(ctx, "d", "running"); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("StartBackup of a name another storage runs: %v, want ErrExists", err)
 	}
 	wantContent(t, other, "d", "ended", data)
 	backup(t, other, "d", "second", map[string][]byte{"f": more})
@@ -452,4 +455,12 @@ func TestRestoreReadsRuns(t *testing.T) {
 	if got, most := b.n.Load(), int64(len(data)>>20)+2; got > most {
 		t.Errorf("restoring %d chunks in %d packs took %d reads, want at most %d", st.Chunks, st.Packs, got, most)
 	}
+}
+
+func names(bhs []storage.BackupHandle) []string {
+	var out []string
+	for _, bh := range bhs {
+		out = append(out, bh.Directory()+"/"+bh.Name())
+	}
+	return out
 }

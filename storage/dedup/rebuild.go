@@ -172,6 +172,13 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	if err := r.syncManifests(ctx, manifests, trustRecords, &res); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
+	ended := map[string]bool{}
+	for _, m := range manifests {
+		ended[m] = true
+	}
+	if err := r.syncRunning(ctx, ended); err != nil {
+		return res, fmt.Errorf("dedup: sync index: %w", err)
+	}
 	if !synced || started.Sub(recorded) >= time.Minute || started.Before(recorded) {
 		if err := r.idx.SetSyncedAt(started); err != nil {
 			return res, err

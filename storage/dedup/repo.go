@@ -67,6 +67,9 @@ type repo struct {
 	// listing after a crash, and each record is an fsync.
 	synced time.Time
 
+	foreignMu sync.Mutex
+	foreign   []index.Backup // backups in progress in other processes, as the last sync found them
+
 	leaseMu sync.Mutex
 	lease   *lease              // the lease new backups take, nil if none
 	leases  map[*lease]struct{} // every lease held
@@ -301,10 +304,10 @@ func (r *repo) recover(ctx context.Context) error {
 			continue
 		}
 		if written, err := objectExists(ctx, r.store.Backend(), index.ManifestName(b.Dir, b.Name)); err == nil && written {
-			_, err = r.idx.EndBackup(b.Dir, b.Name, time.Now())
-			if err != nil {
+			if _, err = r.idx.EndBackup(b.Dir, b.Name, time.Now()); err != nil {
 				return err
 			}
+			r.store.Backend().Delete(ctx, index.RunningName(b.Dir, b.Name)) // as endBackup does
 			continue
 		}
 		if err := r.removeBackup(ctx, b.Dir, b.Name); errors.Is(err, index.ErrDamaged) {
@@ -381,6 +384,9 @@ func (r *repo) endBackup(ctx context.Context, dir, name string, ls *lease) error
 	if !found { // removed while the manifest was written
 		return fmt.Errorf("dedup: end %s/%s: %w", dir, name, storage.ErrAborted)
 	}
+	// The manifest says it ended; a marker left by a failed delete is
+	// passed over for it.
+	r.store.Backend().Delete(ctx, index.RunningName(dir, name))
 	return nil
 }
 
@@ -413,8 +419,10 @@ func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 			return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
 		}
 	}
-	if err := r.store.Backend().Delete(ctx, index.ManifestName(dir, name)); err != nil {
-		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
+	for _, obj := range []string{index.ManifestName(dir, name), index.RunningName(dir, name)} {
+		if err := r.store.Backend().Delete(ctx, obj); err != nil {
+			return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
+		}
 	}
 	if err := r.idx.DeleteBackup(dir, name); err != nil {
 		return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
+	"github.com/dedupstore/dedupstore/storage/storagetest"
 )
 
 // ageRepository renames every pack under objects as if its writer had
@@ -307,4 +311,86 @@ func TestSkewedWriterClock(t *testing.T) {
 	if r := runCheck(t, fresh, check.Options{ReadData: true}); !r.OK() {
 		t.Fatalf("check: %+v", r.Problems)
 	}
+}
+
+// A backup in progress is listed by other processes while its process's
+// lease lives. One left by a process that died is passed over once its
+// lease is gone, its name taken over once the lease has expired, and its
+// marker deleted by a collection.
+func TestRunningMarkers(t *testing.T) {
+	const ttl = time.Minute
+	as, objects := agents(t, 2, dedup.Options{PackSize: 1 << 20, LeaseTTL: ttl})
+	a, b := as[0], as[1]
+	if _, err := a.StartBackup(ctx, "d", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if bhs, err := b.ListBackups(ctx, "d"); err != nil || len(bhs) != 1 || bhs[0].Name() != "x" {
+		t.Fatalf("b lists %v, %v; want x in progress", names(bhs), err)
+	}
+	if _, err := b.StartBackup(ctx, "d", "x"); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("b starts x while a runs it: %v, want ErrExists", err)
+	}
+	a.Close() // its lease is deleted, its marker stays, as after a crash
+	if bhs, err := b.ListBackups(ctx, "d"); err != nil || len(bhs) != 0 {
+		t.Fatalf("b lists %v, %v; want nothing once a's lease is gone", names(bhs), err)
+	}
+	x := dataset.Random(12, 1<<20)
+	backup(t, b, "d", "x", map[string][]byte{"f": x})
+	wantContent(t, b, "d", "x", x)
+
+	// A process killed with its lease in place: the name is taken over
+	// once the lease has expired (by the server's clock).
+	write := func(name, content string, age time.Duration) {
+		p := filepath.Join(objects, filepath.FromSlash(name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+		then := time.Now().Add(-age)
+		os.Chtimes(p, then, then)
+	}
+	write(gc.LeasePrefix+"killed", "{}", 2*ttl)
+	write(index.RunningName("d", "y"), `{"lease":"`+gc.LeasePrefix+`killed"}`, 3*ttl)
+	write(index.RunningName("d", "z"), `{"lease":"`+gc.LeasePrefix+`gone"}`, 3*ttl)
+	if bhs, err := b.ListBackups(ctx, "d"); err != nil || len(bhs) != 2 {
+		t.Fatalf("b lists %v, %v; want x and y (its lease object is there)", names(bhs), err)
+	}
+	backup(t, b, "d", "y", map[string][]byte{"f": x})
+	collect(t, b, gc.Options{})
+	if _, err := os.Stat(filepath.Join(objects, filepath.FromSlash(index.RunningName("d", "z")))); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the marker of a dead process: %v, want it deleted by the collection", err)
+	}
+	if n, _ := countObjects(t, objects, index.RunningPrefix); n != 0 {
+		t.Errorf("%d markers left after every backup ended", n)
+	}
+}
+
+// alternating is one storage.BackupStorage over two Storages on one
+// repository, as two processes are: each call that opens handles or
+// removes a backup goes to the next of them in turn.
+type alternating struct {
+	s [2]*dedup.Storage
+	n atomic.Int32
+}
+
+func (a *alternating) next() *dedup.Storage { return a.s[a.n.Add(1)%2] }
+
+func (a *alternating) ListBackups(ctx context.Context, dir string) ([]storage.BackupHandle, error) {
+	return a.next().ListBackups(ctx, dir)
+}
+
+func (a *alternating) StartBackup(ctx context.Context, dir, name string) (storage.BackupHandle, error) {
+	return a.next().StartBackup(ctx, dir, name)
+}
+
+func (a *alternating) RemoveBackup(ctx context.Context, dir, name string) error {
+	return a.next().RemoveBackup(ctx, dir, name)
+}
+
+func (a *alternating) Close() error { return errors.Join(a.s[0].Close(), a.s[1].Close()) }
+
+// The conformance suite on two storages of one local directory, calls
+// interleaved between them.
+func TestConformanceTwoStorages(t *testing.T) {
+	storagetest.RunApart(t, func(t *testing.T, root string) storage.BackupStorage {
+		return &alternating{s: [2]*dedup.Storage{dedup.New(root, smallPacks), dedup.New(root, smallPacks)}}
+	})
 }
