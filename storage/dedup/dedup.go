@@ -19,6 +19,7 @@
 //	data/<5 hex>/<pack id>     pack files, named by the time they were written
 //	manifests/<dir>/<name>     one object per ended backup (<dir> path-escaped)
 //	removed/<dir>/<name>@<t>   one per removed backup, so that its missing manifest is no damage
+//	running/<dir>/<name>       one per backup in progress, naming its process's lease
 //	leases/<random>            one per process with backups running
 //	locks/<random>             the collection lock
 //	condemned/<random>         packs a collection will delete (phase 1), or deleted (swept)
