@@ -24,6 +24,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 )
 
 // Options tunes a collection. The zero value selects the defaults.
@@ -81,7 +82,7 @@ type Collector struct {
 	Claims Claims
 	Options
 	// LeaseTTL is how long leases and locks live unrenewed; default
-	// DefaultLeaseTTL. IMPORTANT: every process of a repository must use
+	// protocol.DefaultLeaseTTL. IMPORTANT: every process of a repository must use
 	// the same.
 	LeaseTTL time.Duration
 	// Sync brings the index up to date with every object of the
@@ -133,12 +134,12 @@ type Plan struct {
 
 	live    liveSet
 	end     func() error
-	due     []Condemnation  // carried out by this plan
-	swept   []Condemnation  // carried out before
-	unrec   []Condemnation  // whose leases were never recorded
-	condemn []chunkstore.ID // packs Execute condemns
-	heldBy  *Heartbeat      // the collection lock
-	now     time.Time       // server time the lock was taken
+	due     []protocol.Condemnation // carried out by this plan
+	swept   []protocol.Condemnation // carried out before
+	unrec   []protocol.Condemnation // whose leases were never recorded
+	condemn []chunkstore.ID         // packs Execute condemns
+	heldBy  *protocol.Heartbeat     // the collection lock
+	now     time.Time               // server time the lock was taken
 }
 
 // liveSet holds the first 8 bytes of every live chunk ID. Two IDs sharing
@@ -156,7 +157,7 @@ func (s liveSet) has(id chunkstore.ID) bool { _, ok := s[key(id)]; return ok }
 // IMPORTANT: call Execute or Close on the returned plan.
 func (c *Collector) Plan(ctx context.Context) (*Plan, error) {
 	opts := c.Options.withDefaults()
-	h, now, err := lock(ctx, c.Store.Backend(), c.ttl())
+	h, now, err := protocol.Lock(ctx, c.Store.Backend(), c.ttl())
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +434,7 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 	if err := c.sweep(ctx, now, &res); err != nil {
 		return res, err
 	}
-	return res, SyncCondemned(ctx, c.Store.Backend(), c.Index, false)
+	return res, protocol.SyncCondemned(ctx, c.Store.Backend(), c.Index, false)
 }
 
 // repackGroups splits the packs to repack, in order, into groups whose live

@@ -2,8 +2,9 @@ package main
 
 import (
 	"fmt"
-	"github.com/dedupstore/dedupstore/storage/dedup"
 	"time"
+
+	"github.com/dedupstore/dedupstore/storage/dedup"
 
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/spf13/cobra"

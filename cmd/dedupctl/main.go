@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
-	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/spf13/cobra"
@@ -148,7 +148,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.secretKey, "s3-secret-access-key", "", "S3 secret key, with --s3-access-key-id (default $AWS_SECRET_ACCESS_KEY; the variable keeps it out of the process list)")
 	root.PersistentFlags().StringVar(&a.sse, "s3-server-side-encryption", "", "encryption the S3 server applies: AES256 (SSE-S3), aws:kms[:KEY-ID] (SSE-KMS) or sse_c:FILE (SSE-C, a 32-byte key; https only)")
 	root.PersistentFlags().StringVar(&a.class, "s3-storage-class", "", "S3 storage class of the objects written, such as STANDARD_IA")
-	root.PersistentFlags().DurationVar(&a.leaseTTL, "lease-ttl", gc.DefaultLeaseTTL, "how long the lease of a process with backups running, and a collection's lock, outlive it; every process of a repository must use the same")
+	root.PersistentFlags().DurationVar(&a.leaseTTL, "lease-ttl", protocol.DefaultLeaseTTL, "how long the lease of a process with backups running, and a collection's lock, outlive it; every process of a repository must use the same")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+
 	"github.com/dedupstore/dedupstore/storage/dedup"
 
 	"github.com/spf13/cobra"

@@ -30,7 +30,7 @@
 // root/<repository id>. Sync brings it up to date from the objects: when the
 // storage opens, before ListBackups, Check and Stats, when a backup starts
 // and every LeaseTTL/4 while backups run, listing only what changed since
-// the last sync (see package gc).
+// the last sync (see package protocol).
 //
 // Guarantees. When a writer's Close returns nil, the file is complete and
 // its chunks are handed to the store: it is staged, and readable (ReadFile
@@ -68,6 +68,7 @@ import (
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 )
 
@@ -108,7 +109,7 @@ type Options struct {
 	Logf func(format string, args ...any)
 
 	// LeaseTTL is how long a lease lives unrenewed; default
-	// gc.DefaultLeaseTTL. IMPORTANT: every process of a repository, and
+	// protocol.DefaultLeaseTTL. IMPORTANT: every process of a repository, and
 	// its collections, must use the same.
 	LeaseTTL time.Duration
 }
@@ -121,7 +122,7 @@ func (o Options) withDefaults() Options {
 		o.ChunksInFlight = 4 * o.Workers
 	}
 	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = gc.DefaultLeaseTTL
+		o.LeaseTTL = protocol.DefaultLeaseTTL
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}

@@ -10,10 +10,10 @@ import (
 
 	"github.com/dedupstore/dedupstore/check"
 	"github.com/dedupstore/dedupstore/chunkstore/local"
-	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/internal/faulty"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -97,7 +97,7 @@ func TestBackupFaultAtEveryStep(t *testing.T) {
 				if !failed {
 					t.Skip("the backup made fewer calls this time") // packs are cut by timing as well as size
 				}
-				if err == nil && (strings.HasPrefix(fb.FailedName(), gc.LeasePrefix) || strings.HasPrefix(fb.FailedName(), index.RunningPrefix)) {
+				if err == nil && (strings.HasPrefix(fb.FailedName(), protocol.LeasePrefix) || strings.HasPrefix(fb.FailedName(), index.RunningPrefix)) {
 					// The lease or the marker of the backup in progress
 					// could not be deleted after the backup ended: the
 					// lease expires, the marker is passed over for the

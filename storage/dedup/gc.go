@@ -71,7 +71,7 @@ func (r *repo) collector(opts gc.Options) *gc.Collector {
 
 // PlanGC marks the repository and returns what a collection would delete and
 // rewrite. Backups may go on meanwhile, in this process and others. The
-// collection is two-phase (see package gc): while any process has a backup
+// collection is two-phase (see package protocol): while any process has a backup
 // running, what it condemns is deleted by a later collection. One
 // collection runs at a time: a second PlanGC in this process waits until
 // the first plan is executed or closed, and one in another process fails

@@ -187,10 +187,9 @@ func (r *repo) load(ctx context.Context, f *fetch) {
 		f.parts, f.err = r.store.LoadChunks(ctx, ids, f.locs, *scratch, *f.buf)
 	}
 	if f.err != nil && ctx.Err() == nil {
-		if err := r.syncAfter(ctx, synced); err != nil {
-			f.err = asStorageErr(err)
-			return
-		}
+		// Best effort: a sync that fails leaves the index as it was, and
+		// the chunks may still load from where it puts them.
+		r.syncAfter(ctx, synced)
 		f.parts, f.err = r.loadEach(ctx, f.refs, *scratch, *f.buf)
 	}
 	for i, part := range f.parts {

@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
-	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 )
 
 // RebuildResult is what an index rebuild, or a sync of the index, found
@@ -77,13 +77,6 @@ func (r *repo) rebuildIndex(ctx context.Context) (RebuildResult, error) {
 	return res, r.idx.SetReady(true)
 }
 
-// syncWindow is how far before the start of its last sync an incremental
-// sync lists packs again: a pack is found if its writer's clock is at most
-// this much behind the syncing process's, and its upload took at most this
-// long. One that is not costs only its chunks stored again, until a full
-// sync finds it.
-const syncWindow = time.Hour
-
 // sync brings the index up to date with the repository's objects: it
 // indexes packs it does not know, takes the condemned packs from the
 // condemnations and forgets the packs they say are deleted, imports
@@ -92,12 +85,11 @@ const syncWindow = time.Hour
 //
 // A full sync lists every pack and also forgets the packs gone from the
 // listing (deleted by a collection, or moved aside by a repair); from an
-// empty index it is a rebuild. Otherwise, if the last sync began less than
-// gc.MaxSyncGap ago, only the packs named since its start, less
-// syncWindow, are listed: a sync that costs what changed, whatever the
-// size of the repository (see package gc for why that is safe). A sync
-// that must know every pack (a collection, a check, a repair, a read that
-// missed) asks for a full one.
+// empty index it is a rebuild. Otherwise it lists only the packs named
+// since the last sync, as protocol.PacksAfter says: a sync that costs what
+// changed, whatever the size of the repository (see package protocol for
+// why that is safe). A sync that must know every pack (a collection, a
+// check, a repair, a read that missed) asks for a full one.
 func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
@@ -113,14 +105,11 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 	if !r.synced.IsZero() && synced {
 		last = r.synced
 	}
-	full = full || !synced || started.Sub(last) >= gc.MaxSyncGap(r.opts.LeaseTTL) || started.Before(last)
-	after := ""
-	if !full {
-		after = chunkstore.PacksAfter(last.Add(-syncWindow))
-	}
+	after := protocol.PacksAfter(last, synced, started, r.opts.LeaseTTL, full)
+	full = after == ""
 	// Condemnations first: a pack deleted since, if listed below, was
 	// listed here as condemned.
-	if err := gc.SyncCondemned(ctx, b, r.idx, !full); err != nil {
+	if err := protocol.SyncCondemned(ctx, b, r.idx, !full); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
 	var known []index.Pack
@@ -166,10 +155,7 @@ func (r *repo) sync(ctx context.Context, full bool) (RebuildResult, error) {
 			return res, err
 		}
 	}
-	// Records of removals are kept RemovedKeep: one this index would need
-	// may be gone if it was last synced long ago.
-	trustRecords := synced && started.Sub(last) < gc.RemovedKeep/2
-	if err := r.syncManifests(ctx, manifests, trustRecords, &res); err != nil {
+	if err := r.syncManifests(ctx, manifests, protocol.TrustRecords(last, synced, started), &res); err != nil {
 		return res, fmt.Errorf("dedup: sync index: %w", err)
 	}
 	ended := map[string]bool{}

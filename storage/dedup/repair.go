@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
-	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 )
 
 // QuarantinePrefix is where Repair moves damaged objects: a damaged pack or
@@ -195,7 +195,7 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 	}
 	// Other processes' indexes may list it: they forget it at their next
 	// sync, and never deduplicate against a chunk it lost.
-	if err := gc.RecordDeleted(ctx, b, []chunkstore.ID{id}); err != nil {
+	if err := protocol.RecordDeleted(ctx, b, []chunkstore.ID{id}); err != nil {
 		return pr, err
 	}
 	if err := r.idx.DropPacks([]chunkstore.ID{id}); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 )
 
@@ -442,7 +443,7 @@ func asStorageErr(err error) error {
 		return fmt.Errorf("%w: %w", storage.ErrCorrupt, err)
 	case errors.Is(err, index.ErrDamaged):
 		return fmt.Errorf("%w: %w (it is derived data: reopening the repository, or dedupctl index rebuild, replaces it)", storage.ErrCorrupt, err)
-	case errors.Is(err, index.ErrInUse), errors.Is(err, gc.ErrLocked):
+	case errors.Is(err, index.ErrInUse), errors.Is(err, protocol.ErrLocked):
 		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
 	}
 	return err

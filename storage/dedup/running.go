@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
-	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 )
 
@@ -51,7 +51,7 @@ func (r *repo) publishStart(ctx context.Context, dir, name string, l *lease, sta
 		return err
 	}
 	if err == nil {
-		leases, err := gc.Leases(ctx, b)
+		leases, err := protocol.Leases(ctx, b)
 		if err != nil {
 			return err
 		}
@@ -106,7 +106,7 @@ func (r *repo) syncRunning(ctx context.Context, manifests map[string]bool) error
 			continue
 		}
 		if leases == nil {
-			if leases, err = gc.Leases(ctx, b); err != nil {
+			if leases, err = protocol.Leases(ctx, b); err != nil {
 				return err
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -58,7 +59,7 @@ func (b *failLeases) Put(ctx context.Context, name string, r io.Reader) error {
 	b.mu.Lock()
 	armed := b.armed
 	b.mu.Unlock()
-	if armed && strings.HasPrefix(name, gc.LeasePrefix) {
+	if armed && strings.HasPrefix(name, protocol.LeasePrefix) {
 		return errors.New("partitioned")
 	}
 	return b.Backend.Put(ctx, name, r)
@@ -113,7 +114,7 @@ type hookLeases struct {
 func (b *hookLeases) List(ctx context.Context, prefix, after string, fn func(chunkstore.ObjectInfo) error) error {
 	b.mu.Lock()
 	hook := b.hook
-	if prefix == gc.LeasePrefix {
+	if prefix == protocol.LeasePrefix {
 		b.hook = nil
 	} else {
 		hook = nil

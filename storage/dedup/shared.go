@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
-	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 )
 
@@ -56,12 +56,12 @@ func openCache(dir string, fresh bool, logf func(string, ...any)) (*index.DB, er
 	return nil, fmt.Errorf("all %d index caches in %s are in use: %w", maxCaches, dir, index.ErrInUse)
 }
 
-// lease is one gc.Heartbeat under leases/, shared by the backups and
+// lease is one protocol.Heartbeat under leases/, shared by the backups and
 // writers of this process that started while it was valid. While it is
 // held, the index is synced every LeaseTTL/4 too, so that backups running
 // beside other agents' deduplicate against what those stored meanwhile.
 type lease struct {
-	hb      *gc.Heartbeat
+	hb      *protocol.Heartbeat
 	refs    int
 	stop    context.CancelFunc // ends the syncs
 	stopped chan struct{}
@@ -87,7 +87,7 @@ func (r *repo) holdLease(ctx context.Context) (*lease, error) {
 	r.leaseMu.Lock()
 	defer r.leaseMu.Unlock()
 	if r.lease == nil || r.lease.hb.Valid() != nil {
-		hb, err := gc.StartHeartbeat(ctx, r.store.Backend(), gc.LeasePrefix, r.opts.LeaseTTL)
+		hb, err := protocol.StartHeartbeat(ctx, r.store.Backend(), protocol.LeasePrefix, r.opts.LeaseTTL)
 		if err != nil {
 			return nil, fmt.Errorf("dedup: take lease: %w", err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/index"
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 	"github.com/dedupstore/dedupstore/storage/storagetest"
@@ -97,13 +98,13 @@ func TestSyncListsOnlyWhatIsNew(t *testing.T) {
 	}
 	wantContent(t, b, "d", "y", y)
 
-	time.Sleep(gc.MaxSyncGap(ttl))
+	time.Sleep(protocol.MaxSyncGap(ttl))
 	cb.reset()
 	if _, err := b.ListBackups(ctx, "d"); err != nil {
 		t.Fatal(err)
 	}
 	if n := cb.packsListed.Load(); n != int64(total+added) {
-		t.Errorf("a sync %v after the last listed %d packs, want all %d", gc.MaxSyncGap(ttl), n, total+added)
+		t.Errorf("a sync %v after the last listed %d packs, want all %d", protocol.MaxSyncGap(ttl), n, total+added)
 	}
 }
 
@@ -221,7 +222,7 @@ func TestRemovalRecordsExpire(t *testing.T) {
 			old = name
 		}
 	}
-	then := time.Now().Add(-gc.RemovedKeep - time.Hour)
+	then := time.Now().Add(-protocol.RemovedKeep - time.Hour)
 	os.Chtimes(filepath.Join(root, filepath.FromSlash(old)), then, then)
 	collect(t, s, gc.Options{})
 	if after := records(); len(after) != 1 || after[old] {
@@ -347,9 +348,9 @@ func TestRunningMarkers(t *testing.T) {
 		then := time.Now().Add(-age)
 		os.Chtimes(p, then, then)
 	}
-	write(gc.LeasePrefix+"killed", "{}", 2*ttl)
-	write(index.RunningName("d", "y"), `{"lease":"`+gc.LeasePrefix+`killed"}`, 3*ttl)
-	write(index.RunningName("d", "z"), `{"lease":"`+gc.LeasePrefix+`gone"}`, 3*ttl)
+	write(protocol.LeasePrefix+"killed", "{}", 2*ttl)
+	write(index.RunningName("d", "y"), `{"lease":"`+protocol.LeasePrefix+`killed"}`, 3*ttl)
+	write(index.RunningName("d", "z"), `{"lease":"`+protocol.LeasePrefix+`gone"}`, 3*ttl)
 	if bhs, err := b.ListBackups(ctx, "d"); err != nil || len(bhs) != 2 {
 		t.Fatalf("b lists %v, %v; want x and y (its lease object is there)", names(bhs), err)
 	}

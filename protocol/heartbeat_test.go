@@ -1,4 +1,4 @@
-package gc_test
+package protocol_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/local"
-	"github.com/dedupstore/dedupstore/gc"
+	"github.com/dedupstore/dedupstore/protocol"
 )
 
 // slowPuts delays every Put by delay once armed.
@@ -30,7 +30,7 @@ func TestHeartbeatLost(t *testing.T) {
 	const ttl = 2 * time.Second
 	ctx := context.Background()
 	b := &slowPuts{Backend: local.New(t.TempDir())}
-	h, err := gc.StartHeartbeat(ctx, b, gc.LeasePrefix, ttl)
+	h, err := protocol.StartHeartbeat(ctx, b, protocol.LeasePrefix, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,14 +44,14 @@ func TestHeartbeatLost(t *testing.T) {
 	for h.Valid() == nil && time.Now().Before(deadline) {
 		time.Sleep(ttl / 10)
 	}
-	if err := h.Valid(); !errors.Is(err, gc.ErrLeaseLost) {
+	if err := h.Valid(); !errors.Is(err, protocol.ErrLeaseLost) {
 		t.Fatalf("Valid after slow rewrites = %v, want ErrLeaseLost", err)
 	}
 	b.delay.Store(0)
 	var last time.Time
 	mtime := func() time.Time {
 		var m time.Time
-		b.List(ctx, gc.LeasePrefix, "", func(o chunkstore.ObjectInfo) error { m = o.ModTime; return nil })
+		b.List(ctx, protocol.LeasePrefix, "", func(o chunkstore.ObjectInfo) error { m = o.ModTime; return nil })
 		return m
 	}
 	time.Sleep(ttl / 2) // a write in flight when it was lost may still land
@@ -60,7 +60,7 @@ func TestHeartbeatLost(t *testing.T) {
 	if got := mtime(); !got.Equal(last) {
 		t.Errorf("a lost heartbeat rewrote its object at %v", got)
 	}
-	if err := h.Valid(); !errors.Is(err, gc.ErrLeaseLost) {
+	if err := h.Valid(); !errors.Is(err, protocol.ErrLeaseLost) {
 		t.Errorf("a lost heartbeat became valid again: %v", err)
 	}
 }
