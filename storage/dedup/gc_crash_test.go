@@ -23,6 +23,7 @@ import (
 	"github.com/dedupstore/dedupstore/gc"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/internal/faulty"
+	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -147,31 +148,25 @@ func makeGarbage(t *testing.T, s *dedup.Storage, round int) backups {
 }
 
 // TestGCFaultAtEveryStep fails the backend at each call of a collection in
-// turn (one that condemns, then sweeps at once, no lease being held). The
+// turn (one that condemns, then sweeps at once, no lease being held): every
+// call refused, and every put cut short or failing after it stored. The
 // error must reach the caller, every backup must still read back, and the
 // next collections must reach the clean end state.
 func TestGCFaultAtEveryStep(t *testing.T) {
-	ops := []string{faulty.Put, faulty.Get, faulty.List, faulty.Delete}
-	const leaseTTL = 3 * time.Second // short, for the waits; long enough for a loaded machine
-	// collectAll runs collections until the repository is clean: a
-	// collection that failed may leave its lock for the TTL.
-	collectAll := func(s *dedup.Storage) {
+	all := []string{faulty.Put, faulty.Get, faulty.List, faulty.Delete}
+	const leaseTTL = 3 * time.Second // long enough for a loaded machine
+	// collectAll runs collections until the repository is clean. A lock
+	// that the failed collection could not delete would stop them for the
+	// TTL (TestSharedLeaseExpiresAndLock tests that): no collection runs,
+	// so it goes now.
+	collectAll := func(s *dedup.Storage, fb *faulty.Backend) {
+		fb.List(ctx, protocol.LockPrefix, "", func(o chunkstore.ObjectInfo) error { return fb.Delete(ctx, o.Name) })
 		for range 2 {
-			p, err := s.PlanGC(ctx, everything)
-			for deadline := time.Now().Add(3 * leaseTTL); errors.Is(err, storage.ErrInUse) && time.Now().Before(deadline); {
-				time.Sleep(leaseTTL / 4)
-				p, err = s.PlanGC(ctx, everything)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.ExecuteGC(ctx, p); err != nil {
-				t.Fatal(err)
-			}
+			collect(t, s, everything)
 		}
 	}
-	run := func(k int, fault faulty.Fault) (s *dedup.Storage, kept backups, calls int, failed bool, err error) {
-		fb := faulty.New(local.New(filepath.Join(t.TempDir(), "objects")))
+	run := func(k int, fault faulty.Fault, ops []string) (s *dedup.Storage, fb *faulty.Backend, kept backups, calls int, failed bool, err error) {
+		fb = faulty.New(local.New(filepath.Join(t.TempDir(), "objects")))
 		s, _ = newStorage(t, dedup.Options{Backend: fb, PackSize: 1 << 20, LeaseTTL: leaseTTL})
 		kept = makeGarbage(t, s, 0)
 		fb.Arm(k, fault, ops...)
@@ -180,38 +175,42 @@ func TestGCFaultAtEveryStep(t *testing.T) {
 			_, err = s.ExecuteGC(ctx, p)
 		}
 		calls, failed = fb.Disarm()
-		return s, kept, calls, failed, err
+		return s, fb, kept, calls, failed, err
 	}
-	_, _, steps, _, err := run(1<<30, faulty.Refuse)
-	if err != nil {
-		t.Fatal(err)
+	type armed struct {
+		fault faulty.Fault
+		ops   []string
 	}
-	t.Logf("a fault-free collection makes %d backend calls", steps)
-	for k := 1; k <= 3*steps; k++ {
-		fault := faulty.Fault((k - 1) / steps) // every call, in each way a put can fail
-		s, kept, _, failed, err := run((k-1)%steps+1, fault)
-		if !failed {
-			t.Fatalf("call %d: no call failed", k)
-		}
-		// A collection that could not delete its lock succeeded, but the
-		// lock stops the next one until it expires.
-		if !errors.Is(err, faulty.ErrInjected) && !errors.Is(err, storage.ErrInUse) {
-			t.Fatalf("call %d failed, but the collection returned %v", k, err)
-		}
-		kept.verify(t, s, fmt.Sprintf("after fault at call %d", k))
-		collectAll(s)
-		kept.verify(t, s, fmt.Sprintf("after the collections following fault %d", k))
-		p, err := s.PlanGC(ctx, everything)
+	for _, a := range []armed{{faulty.Refuse, all}, {faulty.ShortWrite, []string{faulty.Put}}, {faulty.AfterStore, []string{faulty.Put}}} {
+		_, _, _, steps, _, err := run(1<<30, faulty.Refuse, a.ops)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.Close()
-		if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans)+len(p.Sweep)+p.Waiting != 0 {
-			t.Errorf("fault at call %d: the next collections left %d dead chunks, plan %d/%d/%d, sweep %d, waiting %d",
-				k, p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans), len(p.Sweep), p.Waiting)
-		}
-		if st := stats(t, s); st.DeadBytes != 0 {
-			t.Errorf("fault at call %d: %d dead bytes left", k, st.DeadBytes)
+		t.Logf("a fault-free collection makes %d calls of %v", steps, a.ops)
+		for k := 1; k <= steps; k++ {
+			s, fb, kept, _, failed, err := run(k, a.fault, a.ops)
+			if !failed {
+				t.Fatalf("fault %d at call %d: no call failed", a.fault, k)
+			}
+			// A collection that could not delete its lock succeeded.
+			if !errors.Is(err, faulty.ErrInjected) && err != nil {
+				t.Fatalf("fault %d at call %d failed, but the collection returned %v", a.fault, k, err)
+			}
+			kept.verify(t, s, fmt.Sprintf("after fault %d at call %d", a.fault, k))
+			collectAll(s, fb)
+			kept.verify(t, s, fmt.Sprintf("after the collections following fault %d at call %d", a.fault, k))
+			p, err := s.PlanGC(ctx, everything)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Close()
+			if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans)+len(p.Sweep)+p.Waiting != 0 {
+				t.Errorf("fault %d at call %d: the next collections left %d dead chunks, plan %d/%d/%d, sweep %d, waiting %d",
+					a.fault, k, p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans), len(p.Sweep), p.Waiting)
+			}
+			if st := stats(t, s); st.DeadBytes != 0 {
+				t.Errorf("fault %d at call %d: %d dead bytes left", a.fault, k, st.DeadBytes)
+			}
 		}
 	}
 }
@@ -249,6 +248,10 @@ func TestGCKilled(t *testing.T) {
 			t.Fatalf("round %d: the collecting process failed: %v: %s", round, err, stderr.String())
 		}
 		killedAt[map[string]string{"": "opening or planning", "planned": "executing a plan", "executed": "between collections"}[last]]++
+		// The killed process's lock would stop the next collection for the
+		// TTL (TestSharedLeaseExpiresAndLock tests that): it is dead, so
+		// its lock goes now.
+		os.RemoveAll(filepath.Join(root, filepath.FromSlash(protocol.LockPrefix)))
 
 		s = dedup.New(root, dedup.Options{LeaseTTL: killedLeaseTTL})
 		all.verify(t, s, fmt.Sprintf("after kill %d", round))
