@@ -19,16 +19,26 @@ import (
 	"github.com/minio/minio-go/v7"
 )
 
-// The tests run against a real S3 server, started once for the package.
+// The tests run against a real S3 server, the Versity gateway, started
+// once for the package; the storage conformance suite runs against
+// gofakes3, an independent implementation, too. (The backend suite does
+// not pass there for a quirk of gofakes3 1.2.0 that AWS and the gateway do
+// not have: an empty PUT from minio-go, which sends no Content-Length, is
+// refused with MissingContentLength. Its other quirk, listing the uploads
+// of a bucket with none failing with NoSuchUpload, ListPartial takes as
+// none.)
 
 const access, secret = s3test.Access, s3test.Secret
 
-var endpoint string
+var endpoint, fakeEndpoint string
 
 func TestMain(m *testing.M) {
-	var stop func()
+	var stop, stopFake func()
 	var err error
 	endpoint, stop, err = s3test.Start("../..")
+	if err == nil {
+		fakeEndpoint, stopFake, err = s3test.StartFake()
+	}
 	if errors.Is(err, s3test.ErrSkip) {
 		fmt.Println(err)
 		os.Exit(0)
@@ -39,15 +49,23 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stop()
+	stopFake()
 	os.Exit(code)
 }
 
 var buckets atomic.Int64
 
-// newBackend returns a backend on a new, empty bucket.
+// newBackend returns a backend on a new, empty bucket of the gateway.
 func newBackend(t *testing.T, prefix string) *s3.Backend {
 	t.Helper()
-	cfg, err := s3.ParseLocation(fmt.Sprintf("s3:http://%s/test-%d/%s", endpoint, buckets.Add(1), prefix))
+	return newBackendOn(t, endpoint, prefix)
+}
+
+// newBackendOn returns a backend on a new, empty bucket of the server at
+// host:port ep.
+func newBackendOn(t *testing.T, ep, prefix string) *s3.Backend {
+	t.Helper()
+	cfg, err := s3.ParseLocation(fmt.Sprintf("s3:http://%s/test-%d/%s", ep, buckets.Add(1), prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +82,18 @@ func newBackend(t *testing.T, prefix string) *s3.Backend {
 
 func TestConformance(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) chunkstore.Backend { return newBackend(t, "") })
+}
+
+func TestDedupOnFakeS3(t *testing.T) {
+	backends := map[string]*s3.Backend{}
+	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
+		b, ok := backends[root]
+		if !ok {
+			b = newBackendOn(t, fakeEndpoint, "repo")
+			backends[root] = b
+		}
+		return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20})
+	})
 }
 
 func TestConformanceUnderPrefix(t *testing.T) {

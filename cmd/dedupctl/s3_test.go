@@ -79,12 +79,27 @@ func TestS3Repository(t *testing.T) {
 	}
 }
 
-// TestS3ManyAgents runs manyProcesses on a repository on a real S3
-// server; TestManyProcesses runs it on a local directory.
+// TestS3ManyAgents runs manyProcesses on a repository on the Versity
+// gateway, and TestFakeS3ManyAgents on gofakes3, an independent S3
+// implementation; TestManyProcesses runs it on a local directory.
 func TestS3ManyAgents(t *testing.T) {
 	repo := s3Repo(t)
 	cache := t.TempDir() // one cache root: concurrent processes get separate index caches in it
 	manyProcesses(t, repo, "--cache-dir", cache)
+}
+
+func TestFakeS3ManyAgents(t *testing.T) {
+	endpoint, stop, err := s3test.StartFake()
+	if errors.Is(err, s3test.ErrSkip) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.Access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.Secret)
+	manyProcesses(t, fmt.Sprintf("s3:http://%s/backups/prod", endpoint), "--cache-dir", t.TempDir())
 }
 
 // slowReader pauses before each MiB of its data, so that a backup lasts

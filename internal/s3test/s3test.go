@@ -1,5 +1,6 @@
-// Package s3test runs a real S3 server for tests: the Versity gateway on a
-// posix directory, on a free loopback port. make installs the gateway into
+// Package s3test runs S3 servers for tests: the Versity gateway on a posix
+// directory, on a free loopback port (Start), and gofakes3, a second,
+// independent implementation, in the test's process (StartFake). make installs the gateway into
 // .tools and names it in DEDUP_VERSITYGW; DEDUP_SKIP_S3=1 is the only way
 // to skip the tests that need it. DEDUP_S3_ENDPOINT=HOST:PORT runs them
 // against a server already running instead (SeaweedFS, MinIO, ...), which

@@ -416,7 +416,7 @@ func (r *repo) removeBackup(ctx context.Context, dir, name string) error {
 		return err
 	}
 	if found {
-		if err := r.store.Backend().Put(ctx, index.RemovedName(dir, name, b.Started), strings.NewReader("")); err != nil {
+		if err := r.store.Backend().Put(ctx, index.RemovedName(dir, name, b.Started), strings.NewReader(time.Now().UTC().Format(time.RFC3339))); err != nil {
 			return fmt.Errorf("dedup: remove %s/%s: %w", dir, name, err)
 		}
 	}
