@@ -15,10 +15,15 @@ import (
 	"github.com/dedupstore/dedupstore/internal/s3test"
 )
 
-// s3Repo starts an S3 server and returns a repository location on it,
-// with the credentials set. The bucket does not exist: init creates it.
+// s3Repo starts the Versity gateway and returns a repository location on
+// it, with the credentials set. The bucket does not exist: init creates it.
 func s3Repo(t *testing.T) string {
-	endpoint, stop, err := s3test.Start("../..")
+	return s3RepoOn(t, func() (string, func(), error) { return s3test.Start("../..") })
+}
+
+// s3RepoOn is s3Repo on the server that start starts.
+func s3RepoOn(t *testing.T, start func() (string, func(), error)) string {
+	endpoint, stop, err := start()
 	if errors.Is(err, s3test.ErrSkip) {
 		t.Skip(err)
 	}
@@ -89,17 +94,7 @@ func TestS3ManyAgents(t *testing.T) {
 }
 
 func TestFakeS3ManyAgents(t *testing.T) {
-	endpoint, stop, err := s3test.StartFake()
-	if errors.Is(err, s3test.ErrSkip) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	t.Setenv("AWS_ACCESS_KEY_ID", s3test.Access)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.Secret)
-	manyProcesses(t, fmt.Sprintf("s3:http://%s/backups/prod", endpoint), "--cache-dir", t.TempDir())
+	manyProcesses(t, s3RepoOn(t, s3test.StartFake), "--cache-dir", t.TempDir())
 }
 
 // slowReader pauses before each MiB of its data, so that a backup lasts
