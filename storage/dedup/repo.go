@@ -70,6 +70,9 @@ type repo struct {
 
 	foreignMu sync.Mutex
 	foreign   []index.Backup // backups in progress in other processes, as the last sync found them
+	// markers are the markers of backups in progress the last sync read,
+	// under syncMu.
+	markers map[markerKey]index.Running
 
 	leaseMu sync.Mutex
 	lease   *lease              // the lease new backups take, nil if none

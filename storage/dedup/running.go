@@ -74,12 +74,14 @@ func (r *repo) publishStart(ctx context.Context, dir, name string, l *lease, sta
 
 // syncRunning lists the backups other processes have in progress: those
 // with a marker whose lease exists, no manifest (listed), and no record in
-// the index. It runs at the end of every sync.
+// the index. It runs at the end of every sync, and reads only the markers
+// it has not read before: a marker is written once (a new one, after a
+// takeover, has a new time).
 func (r *repo) syncRunning(ctx context.Context, manifests map[string]bool) error {
 	b := r.store.Backend()
-	var markers []string
+	var markers []chunkstore.ObjectInfo
 	err := b.List(ctx, index.RunningPrefix, "", func(o chunkstore.ObjectInfo) error {
-		markers = append(markers, o.Name)
+		markers = append(markers, o)
 		return nil
 	})
 	if err != nil {
@@ -87,8 +89,9 @@ func (r *repo) syncRunning(ctx context.Context, manifests map[string]bool) error
 	}
 	var foreign []index.Backup
 	var leases map[string]time.Time
-	for _, obj := range markers {
-		dir, name, err := index.ParseRunningName(obj)
+	read := map[markerKey]index.Running{}
+	for _, o := range markers {
+		dir, name, err := index.ParseRunningName(o.Name)
 		if err != nil || manifests[index.ManifestName(dir, name)] {
 			continue // not ours to judge; or ended
 		}
@@ -97,14 +100,19 @@ func (r *repo) syncRunning(ctx context.Context, manifests map[string]bool) error
 		} else if found {
 			continue // this process's
 		}
-		m, err := index.ReadRunning(ctx, b, obj)
+		key := markerKey{o.Name, o.ModTime.UnixNano()}
+		m, known := r.markers[key]
+		if !known {
+			m, err = index.ReadRunning(ctx, b, o.Name)
+		}
 		if errors.Is(err, chunkstore.ErrNotExist) {
 			continue // ended or aborted since it was listed
 		}
 		if err != nil {
-			r.opts.Logf("dedup: %s does not parse (%v): passed over", obj, err)
+			r.opts.Logf("dedup: %s does not parse (%v): passed over", o.Name, err)
 			continue
 		}
+		read[key] = m
 		if leases == nil {
 			if leases, err = protocol.Leases(ctx, b); err != nil {
 				return err
@@ -114,10 +122,17 @@ func (r *repo) syncRunning(ctx context.Context, manifests map[string]bool) error
 			foreign = append(foreign, index.Backup{Dir: dir, Name: name, State: index.InProgress, Started: m.Started})
 		}
 	}
+	r.markers = read
 	r.foreignMu.Lock()
 	r.foreign = foreign
 	r.foreignMu.Unlock()
 	return nil
+}
+
+// markerKey tells one marker from another of the same name written later.
+type markerKey struct {
+	name    string
+	written int64 // ns
 }
 
 // backups returns the backups in dir, or every backup with all, as the
