@@ -331,6 +331,19 @@ func TestRunningMarkers(t *testing.T) {
 	if _, err := b.StartBackup(ctx, "d", "x"); !errors.Is(err, storage.ErrExists) {
 		t.Fatalf("b starts x while a runs it: %v, want ErrExists", err)
 	}
+	// A sync reads a marker once: b's next one reads nothing.
+	cb := &counting{Backend: local.New(objects)}
+	c := dedup.New(t.TempDir(), dedup.Options{Backend: cb, LeaseTTL: ttl})
+	defer c.Close()
+	for i := range 2 {
+		cb.reset()
+		if bhs, err := c.ListBackups(ctx, "d"); err != nil || len(bhs) != 1 {
+			t.Fatalf("c lists %v, %v; want x in progress", names(bhs), err)
+		}
+		if gets := cb.gets.Load(); i == 1 && gets != 0 {
+			t.Errorf("a sync with nothing new made %d reads, want none", gets)
+		}
+	}
 	a.Close() // its lease is deleted, its marker stays, as after a crash
 	if bhs, err := b.ListBackups(ctx, "d"); err != nil || len(bhs) != 0 {
 		t.Fatalf("b lists %v, %v; want nothing once a's lease is gone", names(bhs), err)
