@@ -429,8 +429,8 @@ func TestNameTooLongForTheBackend(t *testing.T) {
 	}
 }
 
-// Cleanup at open that cannot run (here a delete the backend refuses, as a
-// read-only mount or a full disk would) is logged and left for the next
+// Cleanup at open that cannot run (here a read the backend refuses, as a
+// flaky network or a full disk would) is logged and left for the next
 // open; it used to fail every open, and so every read.
 func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
@@ -443,7 +443,7 @@ func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close() // as a crash leaves it: in progress
-	fb.Arm(1, faulty.Refuse, faulty.Delete)
+	fb.Arm(2, faulty.Refuse, faulty.Get) // the config, then the crashed backup's manifest
 	s = dedup.New(root, opts)
 	if got, err := readBack(t, s, "d", "ok", "f"); err != nil || string(got) != "healthy" {
 		t.Fatalf("read with recovery failing: %q, %v", got, err)

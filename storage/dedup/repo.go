@@ -307,20 +307,54 @@ func (r *repo) recover(ctx context.Context) error {
 		if b.State != index.InProgress {
 			continue
 		}
-		if written, err := objectExists(ctx, r.store.Backend(), index.ManifestName(b.Dir, b.Name)); err == nil && written {
-			if _, err = r.idx.EndBackup(b.Dir, b.Name, time.Now()); err != nil {
-				return err
-			}
-			r.store.Backend().Delete(ctx, index.RunningName(b.Dir, b.Name)) // as endBackup does
-			continue
-		}
-		if err := r.removeBackup(ctx, b.Dir, b.Name); errors.Is(err, index.ErrDamaged) {
+		if err := r.recoverBackup(ctx, b); errors.Is(err, index.ErrDamaged) {
 			return err
 		} else if err != nil {
-			r.opts.Logf("dedup: could not drop backup %s/%s, left in progress by a crashed process (retried at the next open): %v", b.Dir, b.Name, err)
+			r.opts.Logf("dedup: could not settle backup %s/%s, left in progress by a crashed process (retried at the next open): %v", b.Dir, b.Name, err)
 		}
 	}
 	return nil
+}
+
+// recoverBackup settles backup b, which a crashed process left in progress
+// in this index cache. If its manifest was written (the crash came between
+// writing it and marking the backup ended), the backup is whole, and other
+// processes may be reading it: it is marked ended. Otherwise the cache
+// forgets it, and its chunks become garbage. Its marker, if still there
+// (the same start time), names the crashed process's lease: holding the
+// cache's file lock proves that process dead, so its lease is deleted, and
+// the marker is passed over at once and its name free; the marker itself
+// is left for the takeover or a collection, as the name may be another
+// process's at any moment.
+func (r *repo) recoverBackup(ctx context.Context, b index.Backup) error {
+	l := r.backupLock(b.Dir, b.Name)
+	l.Lock()
+	defer l.Unlock()
+	backend := r.store.Backend()
+	if m, err := index.ReadRunning(ctx, backend, index.RunningName(b.Dir, b.Name)); err == nil && m.Started.Equal(b.Started) && strings.HasPrefix(m.Lease, protocol.LeasePrefix) {
+		if err := backend.Delete(ctx, m.Lease); err != nil {
+			return err
+		}
+	} else if err != nil && !errors.Is(err, chunkstore.ErrNotExist) {
+		return err
+	}
+	rc, err := backend.Get(ctx, index.ManifestName(b.Dir, b.Name), 0, -1)
+	if errors.Is(err, chunkstore.ErrNotExist) {
+		return r.idx.DeleteBackup(b.Dir, b.Name)
+	}
+	if err != nil {
+		return err
+	}
+	m, err := index.DecodeManifest(rc)
+	rc.Close()
+	if err != nil {
+		return err
+	}
+	if !m.Backup.Started.Equal(b.Started) { // another process's backup of that name
+		return r.idx.DeleteBackup(b.Dir, b.Name)
+	}
+	_, err = r.idx.EndBackup(b.Dir, b.Name, m.Backup.Ended)
+	return err
 }
 
 // close stops writers, workers and the uploader and releases the repository.

@@ -408,3 +408,34 @@ func TestConformanceTwoStorages(t *testing.T) {
 		return &alternating{s: [2]*dedup.Storage{dedup.New(root, smallPacks), dedup.New(root, smallPacks)}}
 	})
 }
+
+// A process that died with a backup in progress leaves its name, once its
+// lease is gone, to another process, which may end a backup of that name.
+// When the dead process's index cache opens again, its recovery forgets
+// its own half backup and leaves the other's whole.
+func TestRecoverLeavesTakenOverName(t *testing.T) {
+	objects := filepath.Join(t.TempDir(), "objects")
+	cache := t.TempDir()
+	opts := dedup.Options{Backend: local.New(objects), PackSize: 1 << 20}
+	a := dedup.New(cache, opts)
+	bh, err := a.StartBackup(ctx, "d", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := addFiles(bh, map[string][]byte{"half": dataset.Random(13, 300<<10)}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // dies: its lease goes, the backup stays in progress in its cache
+
+	b := dedup.New(t.TempDir(), opts)
+	defer b.Close()
+	x := dataset.Random(14, 1<<20)
+	backup(t, b, "d", "x", map[string][]byte{"f": x})
+
+	a = dedup.New(cache, opts) // recovers
+	defer a.Close()
+	wantContent(t, a, "d", "x", x)
+	fresh := dedup.New(t.TempDir(), opts)
+	defer fresh.Close()
+	wantContent(t, fresh, "d", "x", x)
+}
