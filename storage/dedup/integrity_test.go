@@ -442,7 +442,7 @@ func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
 	if _, err := s.StartBackup(ctx, "d", "crashed"); err != nil {
 		t.Fatal(err)
 	}
-	s.Close() // as a crash leaves it: in progress
+	s.Close()                            // as a crash leaves it: in progress
 	fb.Arm(2, faulty.Refuse, faulty.Get) // the config, then the crashed backup's manifest
 	s = dedup.New(root, opts)
 	if got, err := readBack(t, s, "d", "ok", "f"); err != nil || string(got) != "healthy" {
