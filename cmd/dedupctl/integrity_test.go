@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 )
 
 // The reproductions of issue 11, as a user runs them.
@@ -51,7 +52,7 @@ func TestTruncatedIndexCommand(t *testing.T) {
 	if r := dedupctl(t, repo, bytes.NewReader(data), "backup", "db/a/1", "--stdin", "--name", "s"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
-	if err := os.Truncate(filepath.Join(repo, "index.db"), 8192); err != nil {
+	if err := os.Truncate(filepath.Join(dedup.LocalCacheDir(repo), "index.db"), 8192); err != nil {
 		t.Fatal(err)
 	}
 	r := dedupctl(t, repo, nil, "cat", "db/a/1", "s")
@@ -61,7 +62,7 @@ func TestTruncatedIndexCommand(t *testing.T) {
 	if strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "damaged") {
 		t.Errorf("stderr %q, want one line saying the index was damaged", r.stderr)
 	}
-	if _, err := os.Stat(filepath.Join(repo, "index.db.damaged")); err != nil {
+	if _, err := os.Stat(filepath.Join(dedup.LocalCacheDir(repo), "index.db.damaged")); err != nil {
 		t.Errorf("the damaged index was not kept aside: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/storage/dedup"
 )
 
 // These tests drive the built binary, as a user would.
@@ -220,7 +221,7 @@ func TestTour(t *testing.T) {
 	if dry.Result != nil || dry.Plan.FreedBytes == 0 || len(dry.Plan.Actions) == 0 || real.Result == nil || real.Result.FreedBytes != dry.Plan.FreedBytes {
 		t.Errorf("gc --dry-run then gc: %+v, %+v", dry, real)
 	}
-	os.Remove(filepath.Join(repo, "index.db"))
+	os.Remove(filepath.Join(dedup.LocalCacheDir(repo), "index.db"))
 	var rebuilt struct {
 		Backups int `json:"backups"`
 	}

@@ -25,9 +25,9 @@
 //	condemned/<random>         packs a collection will delete (phase 1), or deleted (swept)
 //
 // Every process that opens the repository has an index cache of its own:
-// in a local repository, index.db, index-1.db, ... beside the objects (the
-// first that no other process holds); with Options.Backend, the same under
-// root/<repository id>. Sync brings it up to date from the objects: when the
+// in a local repository, the first of index/<host>/index.db, index-1.db,
+// ... that no other process holds (see LocalCacheDir); with
+// Options.Backend, the same under root/<repository id>. Sync brings it up to date from the objects: when the
 // storage opens, before ListBackups, Check and Stats, when a backup starts
 // and every LeaseTTL/4 while backups run, listing only what changed since
 // the last sync (see package protocol).

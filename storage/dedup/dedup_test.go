@@ -197,7 +197,7 @@ func TestTwoStoragesOneDirectory(t *testing.T) {
 	backup(t, other, "d", "second", map[string][]byte{"f": more})
 	wantContent(t, s, "d", "second", more)
 	for _, name := range []string{"index.db", "index-1.db"} {
-		if _, err := os.Stat(filepath.Join(root, name)); err != nil {
+		if _, err := os.Stat(filepath.Join(dedup.LocalCacheDir(root), name)); err != nil {
 			t.Errorf("index cache %s: %v", name, err)
 		}
 	}

@@ -190,7 +190,7 @@ func TestRebuildSalvagesDamagedPacks(t *testing.T) {
 				t.Fatalf("%d packs, want 1", len(packs))
 			}
 			damageFile(t, packs[0], tc.damage)
-			if err := os.Remove(filepath.Join(root, "index.db")); err != nil {
+			if err := os.Remove(filepath.Join(dedup.LocalCacheDir(root), "index.db")); err != nil {
 				t.Fatal(err)
 			}
 			s = dedup.New(root, dedup.Options{})
@@ -307,13 +307,13 @@ func TestDamagedIndexIsRebuilt(t *testing.T) {
 		kept[fmt.Sprint(i)] = files
 	}
 	s.Close()
-	healthy, err := os.ReadFile(filepath.Join(root, "index.db"))
+	healthy, err := os.ReadFile(filepath.Join(dedup.LocalCacheDir(root), "index.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, dmg := range damages {
 		t.Run(dmg.name, func(t *testing.T) {
-			if err := os.WriteFile(filepath.Join(root, "index.db"), dmg.fn(bytes.Clone(healthy)), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dedup.LocalCacheDir(root), "index.db"), dmg.fn(bytes.Clone(healthy)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			var logged []string

@@ -36,7 +36,7 @@ func TestIndexRebuild(t *testing.T) {
 	plan.Close()
 	s.Close()
 
-	if err := os.Remove(filepath.Join(root, "index.db")); err != nil {
+	if err := os.Remove(filepath.Join(dedup.LocalCacheDir(root), "index.db")); err != nil {
 		t.Fatal(err)
 	}
 	s = dedup.New(root, dedup.Options{})

@@ -173,12 +173,12 @@ func damageAtRandom(t *testing.T, rng *rand.Rand, root string) string {
 		damageFile(t, m, func(d []byte) []byte { d[rng.IntN(len(d))] ^= byte(1 + rng.IntN(255)); return d })
 		return "manifest " + filepath.Base(m)
 	case 6:
-		if err := os.Truncate(filepath.Join(root, "index.db"), 8192); err != nil {
+		if err := os.Truncate(filepath.Join(dedup.LocalCacheDir(root), "index.db"), 8192); err != nil {
 			return "index.db already gone"
 		}
 		return "index.db truncated"
 	case 7:
-		os.Remove(filepath.Join(root, "index.db"))
+		os.Remove(filepath.Join(dedup.LocalCacheDir(root), "index.db"))
 		return "index.db deleted"
 	}
 	return "pack " + filepath.Base(pack)

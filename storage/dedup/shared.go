@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,15 +27,27 @@ import (
 const maxCaches = 32
 
 // cacheDir is the directory of the index caches of the repository at root:
-// root itself for a repository in a local directory, and root/<repository
-// id> for one on Options.Backend, so that one root can hold the caches of
-// many.
+// root/index/<host name> for a repository in a local directory, so that
+// hosts sharing it over NFS never share a cache (whatever their file
+// locks and clocks do), and root/<repository id> for one on
+// Options.Backend, so that one root can hold the caches of many.
 func cacheDir(root string, cfg chunkstore.Config, opts Options) string {
 	if opts.Backend == nil {
-		return root
+		return LocalCacheDir(root)
 	}
 	sum := sha256.Sum256(cfg.Key)
 	return filepath.Join(root, hex.EncodeToString(sum[:8]))
+}
+
+// LocalCacheDir is where this host keeps its index caches (index.db,
+// index-1.db, ...) of the repository in the local directory root:
+// root/index/<host name, path-escaped>.
+func LocalCacheDir(root string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return filepath.Join(root, "index", url.PathEscape(host))
 }
 
 // openCache opens the first of dir/index.db, index-1.db, ... that no other
