@@ -19,12 +19,12 @@ func TestNames(t *testing.T) {
 			t.Errorf("ValidateBackupName(%q, %q) = %v, want ErrInvalidName", bad[0], bad[1], err)
 		}
 	}
-	for _, ok := range []string{"0", "MANIFEST", "backup-1"} {
+	for _, ok := range []string{"0", "MANIFEST", "backup-1", "backup.xbstream.gz-000", "a_b", ".hidden", "..."} {
 		if err := storage.ValidateFileName(ok); err != nil {
 			t.Errorf("ValidateFileName(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", ".", "a.b", "a/b", "a_b", "é"} {
+	for _, bad := range []string{"", ".", "..", "a/b", "a\\b", "a b", "é", strings.Repeat("x", 256)} {
 		if err := storage.ValidateFileName(bad); !errors.Is(err, storage.ErrInvalidName) {
 			t.Errorf("ValidateFileName(%q) = %v, want ErrInvalidName", bad, err)
 		}
@@ -44,7 +44,7 @@ func FuzzNames(f *testing.F) {
 				}
 			}
 		}
-		if storage.ValidateFileName(name) == nil && strings.ContainsAny(name, "./\\\x00") {
+		if storage.ValidateFileName(name) == nil && (name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00")) {
 			t.Fatalf("accepted file name %q", name)
 		}
 	})

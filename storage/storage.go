@@ -34,8 +34,8 @@ type BackupHandle interface {
 
 	// AddFile opens a new file to be added to the backup.
 	// Only works for read-write backups (created by StartBackup).
-	// filename is guaranteed to only contain alphanumerical
-	// characters and hyphens.
+	// filename follows the name rules (ValidateFileName): letters,
+	// digits, '.', '_' and '-', and never "." or "..".
 	// It should be thread safe, it is possible to call AddFile in
 	// multiple go routines once a backup has been started.
 	// The context is valid for the duration of the writes, until the

@@ -201,6 +201,7 @@ type writer struct {
 	loopDone  chan struct{}
 	stop      func() bool // unregisters the context watch
 	closed    bool
+	closeErr  error  // what Close returned, returned again by any later Close
 	lease     *lease // held until Close
 
 	// Owned by the chunking goroutine until loopDone is closed:
@@ -243,17 +244,26 @@ func (w *writer) Write(p []byte) (int, error) {
 // chunks are handed to the store: the file is staged, and the backup's end
 // makes it durable and part of the backup (see stage.go). A file closed
 // after its backup ended is committed before Close returns, and rewrites
-// the manifest.
+// the manifest. Close again returns what the first Close returned, at once:
+// a failed file stays failed (Vitess retries a failed Close 20 times).
 func (w *writer) Close() error {
 	if w.closed {
-		return errors.New("dedup: file already closed")
+		return w.closeErr
 	}
 	w.closed = true
+	w.closeErr = w.close()
+	return w.closeErr
+}
+
+func (w *writer) close() error {
 	w.pw.Close()
 	<-w.loopDone
 	defer w.stop()
 	defer w.r.releaseLease(w.lease)
 	err := w.err
+	if err == nil {
+		err = context.Cause(w.ctx) // cancelled before Close: the file fails
+	}
 	if err == nil {
 		err = w.finish()
 	}

@@ -136,7 +136,8 @@ func (h *handle) AddFile(ctx context.Context, filename string) (io.WriteCloser, 
 	if err := storage.ValidateFileName(filename); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(h.path, ".tmp-"+filename+"-*")
+	// "~" is in no valid file name, so no file's name is a temporary's.
+	f, err := os.CreateTemp(h.path, "~"+filename+"-*")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("file storage: add file to %s/%s: %w", h.dir, h.name, storage.ErrAborted)
 	}
@@ -181,10 +182,12 @@ func (h *handle) ReadFile(ctx context.Context, filename string) (io.ReadCloser, 
 
 // writer writes a temporary file and renames it into place on Close.
 type writer struct {
-	ctx   context.Context
-	f     *os.File
-	final string
-	err   error
+	ctx      context.Context
+	f        *os.File
+	final    string
+	err      error
+	closed   bool
+	closeErr error // what Close returned, returned again by any later Close
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -200,9 +203,15 @@ func (w *writer) Write(p []byte) (int, error) {
 }
 
 func (w *writer) Close() error {
-	if w.f == nil {
-		return errors.New("file storage: writer already closed")
+	if w.closed {
+		return w.closeErr
 	}
+	w.closed = true
+	w.closeErr = w.close()
+	return w.closeErr
+}
+
+func (w *writer) close() error {
 	err := w.err
 	if err == nil {
 		err = w.ctx.Err()
@@ -219,6 +228,5 @@ func (w *writer) Close() error {
 	if err != nil {
 		os.Remove(w.f.Name())
 	}
-	w.f = nil
 	return err
 }

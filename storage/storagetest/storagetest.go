@@ -67,6 +67,7 @@ func run(t *testing.T, newStorage Factory, apart bool) {
 		{"Reopen", testReopen},
 		{"BadNames", testBadNames},
 		{"CancelledWriter", testCancelledWriter},
+		{"CloseAgain", testCloseAgain},
 	}
 	for _, p := range props {
 		t.Run(p.name, func(t *testing.T) {
@@ -521,14 +522,22 @@ func testBadNames(t *testing.T, e *env) {
 		}
 	}
 	bh := e.start("d", "n")
-	for _, file := range []string{"", "a.b", "..", "../x", "a/b", "/abs", "a_b"} {
+	for _, file := range []string{"", ".", "..", "../x", "a/b", "/abs", "a\\b", "a b"} {
 		if _, err := bh.AddFile(ctx, file); !errors.Is(err, storage.ErrInvalidName) {
 			t.Errorf("AddFile(%q): %v, want ErrInvalidName", file, err)
 		}
 	}
-	write(t, bh, "ok-File-1", []byte("x"))
+	// What Vitess's engines write: builtin "0", "1", ... and "MANIFEST";
+	// XtraBackup "backup.xbstream.gz" and its stripes "...-000".
+	good := []string{"ok-File-1", "MANIFEST", "backup.xbstream.gz", "backup.xbstream.gz-000", "a_b", ".x"}
+	for i, file := range good {
+		write(t, bh, file, content(20+i, 100))
+	}
 	e.end(bh)
 	ro := e.find("d", "n")
+	for i, file := range good {
+		expectFile(t, ro, file, content(20+i, 100))
+	}
 	for _, file := range []string{"", "..", "../x", "a/b"} {
 		if _, err := ro.ReadFile(ctx, file); !errors.Is(err, storage.ErrInvalidName) {
 			t.Errorf("ReadFile(%q): %v, want ErrInvalidName", file, err)
@@ -573,5 +582,49 @@ func testCancelledWriter(t *testing.T, e *env) {
 	}
 	if bhs := e.list("d"); len(bhs) != 0 {
 		t.Errorf("aborted backup listed: %v", names(bhs))
+	}
+}
+
+// testCloseAgain: a second Close returns what the first returned, at once,
+// so that a caller retrying a failed Close (as Vitess does, 20 times with
+// backoff) fails fast, and never turns a failed file into a kept one.
+func testCloseAgain(t *testing.T, e *env) {
+	bh := e.start("d", "n")
+	w, err := bh.AddFile(ctx, "ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(content(9, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Errorf("second Close of a closed file: %v, want nil as the first", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w, err = bh.AddFile(wctx, "failed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(content(10, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	first := w.Close()
+	if first == nil {
+		t.Fatal("Close after the writer's context was cancelled returned nil")
+	}
+	for range 3 {
+		if again := w.Close(); again == nil || again.Error() != first.Error() {
+			t.Fatalf("Close again after a failed Close: %v, want %v", again, first)
+		}
+	}
+	e.end(bh)
+	got := e.find("d", "n")
+	expectFile(t, got, "ok", content(9, 1000))
+	if _, err := read(t, got, "failed"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("the failed file is readable: %v", err)
 	}
 }
