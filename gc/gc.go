@@ -241,6 +241,9 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 	// Condemned packs are phase 2's; while leases are held, young ones may
 	// be another process's, for a backup whose manifest is not written yet.
 	c.planSweep(p, actions, objects)
+	for _, a := range p.Sweep {
+		condemned[a.Pack] = true
+	}
 	for id, o := range objects {
 		if condemned[id] || !p.SweepNow && o.ModTime.After(cutoff) {
 			delete(actions, id)

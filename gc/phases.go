@@ -26,7 +26,10 @@ func (c *Collector) ttl() time.Duration {
 // dueCondemnations reads the condemnations and picks those phase 2 carries
 // out now: with every lease they record gone or expired, and older than
 // the grace period if they record any. It sets p.SweepNow if no lease is
-// alive, and returns every condemned pack.
+// alive, and returns the packs that stay condemned whatever this plan does:
+// those of the condemnations not due (and of the swept ones). A pack of a
+// due condemnation is either swept now or spared, and a spared pack is
+// free for this plan to repack.
 func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options) (map[chunkstore.ID]bool, error) {
 	b := c.Store.Backend()
 	conds, err := protocol.Condemnations(ctx, b)
@@ -40,20 +43,20 @@ func (c *Collector) dueCondemnations(ctx context.Context, p *Plan, opts Options)
 	p.SweepNow = len(c.alive(p, leases)) == 0
 	condemned := map[chunkstore.ID]bool{}
 	for _, cd := range conds {
-		for _, id := range cd.Packs {
-			condemned[id] = true
-		}
-		if cd.Swept {
-			p.swept = append(p.swept, cd)
-			continue
-		}
-		due := cd.Leases != nil && (len(cd.Leases) == 0 || p.now.Sub(cd.Time) >= opts.GracePeriod)
+		due := !cd.Swept && cd.Leases != nil && (len(cd.Leases) == 0 || p.now.Sub(cd.Time) >= opts.GracePeriod)
 		for _, name := range cd.Leases {
 			if t, ok := leases[name]; ok && p.now.Sub(t) < c.ttl() {
 				due = false
 			}
 		}
+		if !due {
+			for _, id := range cd.Packs {
+				condemned[id] = true
+			}
+		}
 		switch {
+		case cd.Swept:
+			p.swept = append(p.swept, cd)
 		case due:
 			p.due = append(p.due, cd)
 		case cd.Leases == nil:
