@@ -131,7 +131,9 @@ func (o Options) withDefaults() Options {
 }
 
 // Storage is the dedup BackupStorage. It opens its repository on first use
-// and releases it on Close; the next use opens it again.
+// and releases it on Close; the next use opens it again, and so does the
+// next use of a handle from before Close, unless that handle's backup was
+// in progress at Close (it fails with storage.ErrClosed).
 type Storage struct {
 	root func() string
 	opts Options
@@ -231,7 +233,7 @@ func (s *Storage) ListBackups(ctx context.Context, dir string) ([]storage.Backup
 	}
 	out := make([]storage.BackupHandle, len(backups))
 	for i, b := range backups {
-		out[i] = &handle{r: r, dir: b.Dir, name: b.Name, readOnly: true}
+		out[i] = &handle{s: s, r: r, dir: b.Dir, name: b.Name, readOnly: true}
 	}
 	return out, nil
 }
@@ -268,7 +270,7 @@ func (s *Storage) StartBackup(ctx context.Context, dir, name string) (storage.Ba
 		r.releaseLease(l)
 		return nil, err
 	}
-	return &handle{r: r, dir: dir, name: name, lease: l}, nil
+	return &handle{s: s, r: r, dir: dir, name: name, lease: l}, nil
 }
 
 // ValidateBackupName checks a backup's directory and name against

@@ -10,33 +10,57 @@ import (
 )
 
 // handle is a BackupHandle: read-write from StartBackup, read-only from
-// ListBackups.
+// ListBackups. A handle outlives Storage.Close unless its backup was in
+// progress then: its next use reopens the storage (see repo).
 type handle struct {
-	r         *repo
+	s         *Storage
 	dir, name string
 	readOnly  bool
 
 	mu    sync.Mutex
+	r     *repo  // the repository the handle was made or last used in
 	lease *lease // held from StartBackup until EndBackup succeeds or AbortBackup
+}
+
+// repo returns the handle's open repository: the one it was made in or,
+// once that is closed, the storage reopened. A backup in progress when its
+// repository closed died with it: that fails with storage.ErrClosed.
+func (h *handle) repo(ctx context.Context) (*repo, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.r.alive(); err == nil || h.lease != nil {
+		return h.r, err
+	}
+	r, err := h.s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.r = r
+	return r, nil
 }
 
 // dropLease releases the handle's lease, once.
 func (h *handle) dropLease() {
 	h.mu.Lock()
-	l := h.lease
+	l, r := h.lease, h.r
 	h.lease = nil
 	h.mu.Unlock()
-	h.r.releaseLease(l)
+	r.releaseLease(l)
 }
 
 func (h *handle) Directory() string { return h.dir }
 func (h *handle) Name() string      { return h.name }
 
-func (h *handle) writable(op string) error {
+// writable returns the handle's repository if the handle may write.
+func (h *handle) writable(ctx context.Context, op string) (*repo, error) {
 	if h.readOnly {
-		return fmt.Errorf("dedup: %s %s/%s: %w", op, h.dir, h.name, storage.ErrReadOnly)
+		return nil, fmt.Errorf("dedup: %s %s/%s: %w", op, h.dir, h.name, storage.ErrReadOnly)
 	}
-	return h.r.alive()
+	r, err := h.repo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r, r.writable()
 }
 
 // AddFile implements storage.BackupHandle. The file becomes readable, and
@@ -44,30 +68,32 @@ func (h *handle) writable(op string) error {
 // returns nil. Adding a file after EndBackup is allowed: its Close rewrites
 // the manifest.
 func (h *handle) AddFile(ctx context.Context, filename string) (io.WriteCloser, error) {
-	if err := h.writable("add file to"); err != nil {
+	r, err := h.writable(ctx, "add file to")
+	if err != nil {
 		return nil, err
 	}
 	if err := storage.ValidateFileName(filename); err != nil {
 		return nil, err
 	}
-	if _, found, err := h.r.idx.Backup(h.dir, h.name); err != nil {
+	if _, found, err := r.idx.Backup(h.dir, h.name); err != nil {
 		return nil, err
 	} else if !found {
 		return nil, fmt.Errorf("dedup: add file to %s/%s: %w", h.dir, h.name, storage.ErrAborted)
 	}
-	return h.r.newWriter(ctx, h.dir, h.name, filename)
+	return r.newWriter(ctx, h.dir, h.name, filename)
 }
 
 // EndBackup implements storage.BackupHandle. It may be called again; each
 // call rewrites the manifest with the files committed so far.
 func (h *handle) EndBackup(ctx context.Context) error {
-	if err := h.writable("end"); err != nil {
+	r, err := h.writable(ctx, "end")
+	if err != nil {
 		return err
 	}
 	h.mu.Lock()
 	l := h.lease
 	h.mu.Unlock()
-	if err := h.r.endBackup(ctx, h.dir, h.name, l); err != nil {
+	if err := r.endBackup(ctx, h.dir, h.name, l); err != nil {
 		return err
 	}
 	h.dropLease()
@@ -77,11 +103,12 @@ func (h *handle) EndBackup(ctx context.Context) error {
 // AbortBackup implements storage.BackupHandle. The backup disappears; writers
 // still open on it fail at Close with storage.ErrAborted.
 func (h *handle) AbortBackup(ctx context.Context) error {
-	if err := h.writable("abort"); err != nil {
+	r, err := h.writable(ctx, "abort")
+	if err != nil {
 		return err
 	}
 	defer h.dropLease()
-	return h.r.removeBackup(ctx, h.dir, h.name)
+	return r.removeBackup(ctx, h.dir, h.name)
 }
 
 // ReadFile implements storage.BackupHandle.
@@ -92,18 +119,19 @@ func (h *handle) ReadFile(ctx context.Context, filename string) (io.ReadCloser, 
 	if err := storage.ValidateFileName(filename); err != nil {
 		return nil, err
 	}
-	if err := h.r.alive(); err != nil {
+	r, err := h.repo(ctx)
+	if err != nil {
 		return nil, err
 	}
-	f, found, err := h.r.idx.File(h.dir, h.name, filename)
-	if err == nil && !found && h.r.isStaged(h.dir, h.name, filename) {
+	f, found, err := r.idx.File(h.dir, h.name, filename)
+	if err == nil && !found && r.isStaged(h.dir, h.name, filename) {
 		// Closed in a backup still running: commit it now.
-		l := h.r.backupLock(h.dir, h.name)
+		l := r.backupLock(h.dir, h.name)
 		l.Lock()
-		err = h.r.commitStaged(ctx, h.dir, h.name, true)
+		err = r.commitStaged(ctx, h.dir, h.name, true)
 		l.Unlock()
 		if err == nil {
-			f, found, err = h.r.idx.File(h.dir, h.name, filename)
+			f, found, err = r.idx.File(h.dir, h.name, filename)
 		}
 	}
 	if err != nil {
@@ -112,5 +140,5 @@ func (h *handle) ReadFile(ctx context.Context, filename string) (io.ReadCloser, 
 	if !found {
 		return nil, fmt.Errorf("dedup: %s/%s: file %s: %w", h.dir, h.name, filename, storage.ErrNotFound)
 	}
-	return h.r.newReader(ctx, h, f), nil
+	return r.newReader(ctx, h, f), nil
 }

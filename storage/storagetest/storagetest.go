@@ -68,6 +68,7 @@ func run(t *testing.T, newStorage Factory, apart bool) {
 		{"BadNames", testBadNames},
 		{"CancelledWriter", testCancelledWriter},
 		{"CloseAgain", testCloseAgain},
+		{"HandlesOutliveClose", testHandlesOutliveClose},
 	}
 	for _, p := range props {
 		t.Run(p.name, func(t *testing.T) {
@@ -627,4 +628,27 @@ func testCloseAgain(t *testing.T, e *env) {
 	if _, err := read(t, got, "failed"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("the failed file is readable: %v", err)
 	}
+}
+
+// testHandlesOutliveClose: the handle of an ended backup, and a listed
+// handle, keep working after BackupStorage.Close (Vitess closes the storage
+// between a backup's EndBackup and its MANIFEST when a collection of the
+// shard's backups runs in between, and reads with handles listed before).
+func testHandlesOutliveClose(t *testing.T, e *env) {
+	bh := e.start("d", "n")
+	write(t, bh, "a", content(30, 5000))
+	e.end(bh)
+	ro := e.find("d", "n")
+	if err := e.bs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectFile(t, ro, "a", content(30, 5000))
+	if err := e.bs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, bh, "MANIFEST", content(31, 100))
+	e.end(bh)
+	got := e.find("d", "n")
+	expectFile(t, got, "a", content(30, 5000))
+	expectFile(t, got, "MANIFEST", content(31, 100))
 }
