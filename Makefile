@@ -16,7 +16,7 @@ VERSITYGW := $(TOOLS)/versitygw-$(VERSITYGW_VERSION)/versitygw
 # The race detector needs cgo, and so a C compiler.
 CC        := $(shell $(GO) env CC)
 
-.PHONY: demo build test vet race large cc fuzz benchonce bench bench-tree bench-realdb
+.PHONY: demo build test vet race large cc fuzz benchonce vitess bench bench-tree bench-realdb bench-vitess
 
 ## demo: three backups of a generated database, a restore, and what each cost
 demo:
@@ -27,8 +27,8 @@ build:
 	$(GO) build -o bin/dedupctl ./cmd/dedupctl
 
 ## test: vet and staticcheck, every test under the race detector, short fuzz runs,
-## and every benchmark once, so that none rots
-test: vet race large fuzz benchonce
+## every benchmark once, so that none rots, and the Vitess adapter with Vitess's own tests
+test: vet race large fuzz benchonce vitess
 
 vet:
 	$(GO) vet ./...
@@ -68,6 +68,16 @@ fuzz:
 benchonce: $(VERSITYGW)
 	DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test ./... -run '^$$' -bench . -benchtime 1x
 
+## vitess: the Vitess adapter, a module of its own (vitess/): vet and staticcheck, its
+## tests under the race detector, its benchmark once (small), then Vitess's own backup
+## tests with dedup in place of Vitess's file storage (vitess/vitess-tests.sh; the first
+## run builds much of Vitess, about 8 minutes on 2 cores, then the build cache serves it)
+vitess: cc
+	cd vitess && $(GO) vet ./... && $(STATICCHECK) ./...
+	cd vitess && CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	cd vitess && $(GO) test -run '^$$' -bench . -benchtime 1x -vitess-bench-mib 16 -vitess-bench-files 50 .
+	GO=$(GO) vitess/vitess-tests.sh
+
 ## bench: ingest, re-ingest, restore and peak heap, dedup beside file, as one table;
 ## then the parts of the pipeline (chunkers, hash, zstd levels, packs, index) as another
 bench:
@@ -82,6 +92,12 @@ bench:
 bench-tree:
 	$(GO) test ./cmd/dedupctl -run '^$$' -bench 'Tree' -count $(BENCHCOUNT) | tee bench-tree.out
 	$(BENCHSTAT) -col /tool bench-tree.out
+
+## bench-vitess: Vitess's builtin engine backs up 2,000 small files and a 1 GiB tablespace
+## through mysqlctl.Backup into its file storage and into dedup, then again after 1 % of
+## the pages changed: seconds and bytes stored of each
+bench-vitess:
+	cd vitess && $(GO) test -run '^$$' -bench BuiltinBackup -benchtime 1x -count $(BENCHCOUNT) . | tee ../bench-vitess.out
 
 ## bench-realdb: three full backups of a private MariaDB under sysbench load, beside the
 ## file storage, a verified restore and a chunker study; report in bench/results.
