@@ -23,11 +23,12 @@ version=$($GO list -m -f '{{.Version}}' vitess.io/vitess)
 src=$($GO list -m -f '{{.Dir}}' vitess.io/vitess)
 work=$top/.tools/vitess-$version
 
-if [ ! -f "$work/src/go.mod" ]; then
+if [ ! -d "$work/src" ]; then
 	rm -rf "$work"
 	mkdir -p "$work"
-	cp -al "$src" "$work/src" 2>/dev/null || { rm -rf "$work/src"; cp -a "$src" "$work/src"; }
-	find "$work/src" -type d -exec chmod u+w {} + # directories only: the files stay the cache's
+	cp -al "$src" "$work/src.tmp" 2>/dev/null || { rm -rf "$work/src.tmp"; cp -a "$src" "$work/src.tmp"; }
+	find "$work/src.tmp" -type d -exec chmod u+w {} + # directories only: the files stay the cache's
+	mv "$work/src.tmp" "$work/src"
 fi
 goversion=$(sed -n 's/^go //p' "$work/src/go.mod")
 cat >"$work/go.work" <<EOF
