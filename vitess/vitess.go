@@ -216,26 +216,27 @@ func (h *handle) AddFile(ctx context.Context, filename string, filesize int64) (
 // EndBackup implements backupstorage.BackupHandle: it ends the backup with
 // every file closed so far, and returns the errors recorded on the handle.
 func (h *handle) EndBackup(ctx context.Context) error {
-	err := h.bh.EndBackup(ctx)
+	err := h.finished("ended", h.bh.EndBackup(ctx))
 	if h.readOnly {
 		return err
-	}
-	h.setInProgress(false)
-	if err == nil {
-		h.s.params.Logger.Infof("dedup: ended backup %s/%s", h.Directory(), h.Name())
 	}
 	return errors.Join(err, h.Error())
 }
 
 // AbortBackup implements backupstorage.BackupHandle.
 func (h *handle) AbortBackup(ctx context.Context) error {
-	err := h.bh.AbortBackup(ctx)
+	return h.finished("aborted", h.bh.AbortBackup(ctx))
+}
+
+// finished ends what a started backup holds once EndBackup or AbortBackup
+// returned err, and logs it.
+func (h *handle) finished(what string, err error) error {
 	if h.readOnly {
 		return err
 	}
 	h.setInProgress(false)
 	if err == nil {
-		h.s.params.Logger.Infof("dedup: aborted backup %s/%s", h.Directory(), h.Name())
+		h.s.params.Logger.Infof("dedup: %s backup %s/%s", what, h.Directory(), h.Name())
 	}
 	return err
 }

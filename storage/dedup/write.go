@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -201,8 +202,8 @@ type writer struct {
 	loopDone  chan struct{}
 	stop      func() bool // unregisters the context watch
 	closed    bool
-	closeErr  error  // what Close returned, returned again by any later Close
-	lease     *lease // held until Close
+	close     func() error // the first Close's result, for every Close
+	lease     *lease       // held until Close
 
 	// Owned by the chunking goroutine until loopDone is closed:
 	list   index.ListID // 0 until the first full segment is stored
@@ -221,6 +222,7 @@ func (r *repo) newWriter(ctx context.Context, dir, name, file string) (*writer, 
 	}
 	pr, pw := io.Pipe()
 	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{}), lease: l}
+	w.close = sync.OnceValue(w.end)
 	// Cancelling the caller's context or closing the repository fails the
 	// stream at once, even while the chunker waits for input.
 	wctx, cancel := context.WithCancelCause(ctx)
@@ -246,16 +248,10 @@ func (w *writer) Write(p []byte) (int, error) {
 // after its backup ended is committed before Close returns, and rewrites
 // the manifest. Close again returns what the first Close returned, at once:
 // a failed file stays failed (Vitess retries a failed Close 20 times).
-func (w *writer) Close() error {
-	if w.closed {
-		return w.closeErr
-	}
-	w.closed = true
-	w.closeErr = w.close()
-	return w.closeErr
-}
+func (w *writer) Close() error { return w.close() }
 
-func (w *writer) close() error {
+func (w *writer) end() error {
+	w.closed = true
 	w.pw.Close()
 	<-w.loopDone
 	defer w.stop()

@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/dedupstore/dedupstore/storage"
 )
@@ -144,7 +145,9 @@ func (h *handle) AddFile(ctx context.Context, filename string) (io.WriteCloser, 
 	if err != nil {
 		return nil, fmt.Errorf("file storage: add file to %s/%s: %w", h.dir, h.name, err)
 	}
-	return &writer{ctx: ctx, f: f, final: filepath.Join(h.path, filename)}, nil
+	w := &writer{ctx: ctx, f: f, final: filepath.Join(h.path, filename)}
+	w.close = sync.OnceValue(w.finish)
+	return w, nil
 }
 
 func (h *handle) EndBackup(ctx context.Context) error {
@@ -186,8 +189,7 @@ type writer struct {
 	f        *os.File
 	final    string
 	err      error
-	closed   bool
-	closeErr error // what Close returned, returned again by any later Close
+	close    func() error // the first Close's result, for every Close
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -202,16 +204,10 @@ func (w *writer) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (w *writer) Close() error {
-	if w.closed {
-		return w.closeErr
-	}
-	w.closed = true
-	w.closeErr = w.close()
-	return w.closeErr
-}
+// Close again returns what the first Close returned.
+func (w *writer) Close() error { return w.close() }
 
-func (w *writer) close() error {
+func (w *writer) finish() error {
 	err := w.err
 	if err == nil {
 		err = w.ctx.Err()
