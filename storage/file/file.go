@@ -185,11 +185,11 @@ func (h *handle) ReadFile(ctx context.Context, filename string) (io.ReadCloser, 
 
 // writer writes a temporary file and renames it into place on Close.
 type writer struct {
-	ctx      context.Context
-	f        *os.File
-	final    string
-	err      error
-	close    func() error // the first Close's result, for every Close
+	ctx   context.Context
+	f     *os.File
+	final string
+	err   error
+	close func() error // the first Close's result, for every Close
 }
 
 func (w *writer) Write(p []byte) (int, error) {
