@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -39,6 +40,7 @@ type options struct {
 	rate2    int
 	threads  int
 	out      string
+	streams  string
 }
 
 func main() {
@@ -51,6 +53,7 @@ func main() {
 	flag.IntVar(&o.rate2, "rate2", 50, "transactions per second of the light load")
 	flag.IntVar(&o.threads, "threads", 4, "sysbench threads")
 	flag.StringVar(&o.out, "out", "bench/results", "directory for the report, the chart and the raw figures")
+	flag.StringVar(&o.streams, "streams", "", "if set, a directory to keep the three mariabackup streams in (stream1.xbstream ...), for studies such as dedupctl bench chunker; by default they go with the temporary directory")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "realdb:", err)
@@ -121,8 +124,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return err
+	for _, dir := range []string{o.out, o.streams} {
+		if err := os.MkdirAll(cmp.Or(dir, "."), 0o755); err != nil {
+			return err
+		}
 	}
 	work, err := os.MkdirTemp("", "realdb-")
 	if err != nil {
@@ -172,7 +177,7 @@ func run(ctx context.Context, o options) error {
 				return err
 			}
 		}
-		stream := filepath.Join(work, fmt.Sprintf("stream%d.xbstream", i))
+		stream := filepath.Join(cmp.Or(o.streams, work), fmt.Sprintf("stream%d.xbstream", i))
 		name := fmt.Sprintf("b%d", i)
 		logf("backup %d", i)
 		res, sum, err := backupOnce(ctx, db, dedupctl, repo, name, stream, work)

@@ -104,7 +104,7 @@ and dedup ratios as an SVG chart.`,
 	f.StringVar(&o.mins, "min", "", "minimum chunk sizes (default a quarter of the average)")
 	f.StringVar(&o.maxs, "max", "", "maximum chunk sizes (default four times the average)")
 	f.StringVar(&o.plot, "plot", "", "write an SVG chart to this file")
-	cmd.AddCommand(chunker)
+	cmd.AddCommand(chunker, a.benchDeltasCommand())
 	return cmd
 }
 

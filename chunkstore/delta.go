@@ -1,0 +1,118 @@
+package chunkstore
+
+import (
+	"fmt"
+	"math/bits"
+	"math/rand/v2"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Similar chunks. A database page whose rows, header and checksum changed
+// makes every chunk holding it new, although the chunk differs from one
+// already stored in a few hundred bytes. Such a chunk is found by its
+// features, and can be compressed with the stored chunk (its base) as a
+// zstd dictionary: a delta, tens of times smaller than the chunk
+// compressed alone.
+//
+// Features: the chunk is split into n equal parts, and the feature of each
+// part is the largest gear hash of the 64-byte windows ending in it on a
+// byte other than zero (the zeros that pad pages hash alike everywhere). A
+// change to a few bytes changes the features of the parts it touches only,
+// so chunks that share most of their content share most of their features.
+
+// gear is the table of the features' rolling hash. It is part of the
+// repository format (features are stored): never change it.
+var gear = func() (t [256]uint64) {
+	r := rand.New(rand.NewPCG(0x64656475, 0x70666561)) // "dedu" "pfea"
+	for i := range t {
+		t[i] = r.Uint64()
+	}
+	return t
+}()
+
+// Features returns n features of plain (fewer if plain has fewer than n
+// bytes): see above.
+func Features(plain []byte, n int) []uint64 {
+	n = min(n, len(plain))
+	out := make([]uint64, n)
+	var h uint64
+	start := 0
+	for i := range n {
+		end := (i + 1) * len(plain) / n
+		var best uint64
+		for _, b := range plain[start:end] {
+			h = h<<1 + gear[b]
+			if b != 0 { // a run of zeros hashes alike in every chunk
+				best = max(best, h)
+			}
+		}
+		out[i] = best
+		start = end
+	}
+	return out
+}
+
+// DeltaEncoder compresses chunks with bases as a dictionary. It is not safe
+// for concurrent use; each goroutine encoding deltas keeps one.
+type DeltaEncoder struct {
+	enc  *zstd.Encoder
+	dict []byte
+}
+
+// NewDeltaEncoder returns an encoder at zstd level (one of the Level
+// constants but LevelNone) for chunks of up to maxChunk bytes.
+func NewDeltaEncoder(level string, maxChunk int) (*DeltaEncoder, error) {
+	l, err := Compression{Level: level}.encoderLevel()
+	if err != nil {
+		return nil, err
+	}
+	if l == 0 {
+		return nil, fmt.Errorf("chunkstore: deltas need a zstd level, not %q", level)
+	}
+	// The window spans the dictionary (up to two chunks) and the chunk.
+	window := max(zstd.MinWindowSize, 1<<bits.Len(uint(3*maxChunk-1)))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderCRC(false), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(window), zstd.WithEncoderDictRaw(deltaDictID, []byte{0}))
+	if err != nil {
+		return nil, err
+	}
+	return &DeltaEncoder{enc: enc}, nil
+}
+
+// deltaDictID is the dictionary ID deltas' zstd frames carry.
+const deltaDictID = 1
+
+// Encode appends to dst plain compressed with bases (one or more chunks'
+// plain bytes, in order) as its dictionary.
+func (d *DeltaEncoder) Encode(dst, plain []byte, bases ...[]byte) ([]byte, error) {
+	d.dict = d.dict[:0]
+	for _, b := range bases {
+		d.dict = append(d.dict, b...)
+	}
+	// Resetting an encoder to a new dictionary costs a pass over the
+	// dictionary; creating one costs ten times more.
+	if err := d.enc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(deltaDictID, d.dict)); err != nil {
+		return nil, err
+	}
+	return d.enc.EncodeAll(plain, dst), nil
+}
+
+// Close releases the encoder.
+func (d *DeltaEncoder) Close() { d.enc.Close() }
+
+// DecodeDelta appends to dst the plain bytes of delta, made by
+// DeltaEncoder.Encode with the same bases.
+func DecodeDelta(dst, delta []byte, bases ...[]byte) ([]byte, error) {
+	var dict []byte
+	for _, b := range bases {
+		dict = append(dict, b...)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize),
+		zstd.WithDecoderDictRaw(deltaDictID, dict))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	return dec.DecodeAll(delta, dst)
+}
