@@ -173,6 +173,25 @@ func (c *checker) run(opts Options) error {
 		return err
 	}
 
+	// Deltas: every base indexed and stored whole.
+	err = c.idx.ForEachDelta(func(id chunkstore.ID, bases []chunkstore.ID) error {
+		for _, b := range bases {
+			loc, found, err := c.idx.Lookup(b)
+			switch {
+			case err != nil:
+				return err
+			case !found:
+				c.problem(nil, &id, "the delta's base %s is not in the index", b)
+			case loc.Codec == chunkstore.CodecDelta:
+				c.problem(nil, &id, "the delta's base %s is itself a delta", b)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
 	// Backups: none stuck in progress, every chunk of every file indexed.
 	backups, err := c.idx.Backups("", true)
 	if err != nil {

@@ -14,6 +14,9 @@ type Codec uint8
 const (
 	CodecRaw  Codec = 0
 	CodecZstd Codec = 1
+	// CodecDelta is zstd with the plain bytes of other chunks, its bases,
+	// as a raw dictionary (see DeltaEncoder).
+	CodecDelta Codec = 2
 )
 
 func (c Codec) String() string {
@@ -22,6 +25,8 @@ func (c Codec) String() string {
 		return "raw"
 	case CodecZstd:
 		return "zstd"
+	case CodecDelta:
+		return "delta"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
@@ -44,6 +49,15 @@ type Compression struct {
 }
 
 const minSavingDiv = 32
+
+// DeltaLevel is the zstd level of deltas: the repository's level, and the
+// fastest when it compresses nothing else.
+func (c Compression) DeltaLevel() string {
+	if c.Level == LevelNone {
+		return LevelFastest
+	}
+	return c.Level
+}
 
 func (c Compression) encoderLevel() (zstd.EncoderLevel, error) {
 	switch c.Level {

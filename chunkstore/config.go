@@ -12,8 +12,9 @@ import (
 )
 
 // FormatVersion is the repository format this build writes and reads.
-// Version 3 names packs by the time they were written (see NewPackID).
-const FormatVersion = 3
+// Version 3 named packs by the time they were written (see NewPackID);
+// version 4 adds deltas: pack entries with bases or features.
+const FormatVersion = 4
 
 // ConfigName is the object name of the repository config.
 const ConfigName = "config"
@@ -32,6 +33,9 @@ type Config struct {
 	Compression Compression   `json:"compression"`
 	// PackSize is the size at which a pack is sealed and written.
 	PackSize int `json:"pack_size"`
+	// Deltas: chunks stored whole carry their features, and new chunks
+	// similar to stored ones may be stored as deltas against them.
+	Deltas bool `json:"deltas"`
 }
 
 // DefaultPackSize is the pack size of a new repository: 16 MiB.

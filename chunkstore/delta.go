@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
@@ -115,4 +116,16 @@ func DecodeDelta(dst, delta []byte, bases ...[]byte) ([]byte, error) {
 	}
 	defer dec.Close()
 	return dec.DecodeAll(delta, dst)
+}
+
+// splitDelta splits a delta's stored bytes into its bases and its zstd
+// frame.
+func splitDelta(stored []byte) (bases []ID, frame []byte, err error) {
+	if len(stored) == 0 || stored[0] == 0 || int(stored[0]) > MaxDeltaBases || len(stored) < 1+32*int(stored[0]) {
+		return nil, nil, errors.New("delta names no bases")
+	}
+	for i := range int(stored[0]) {
+		bases = append(bases, ID(stored[1+32*i:][:32]))
+	}
+	return bases, stored[1+32*len(bases):], nil
 }

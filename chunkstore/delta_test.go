@@ -2,9 +2,14 @@ package chunkstore_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
+	"reflect"
 	"testing"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
+	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 )
 
@@ -70,5 +75,96 @@ func TestDeltaRoundTrip(t *testing.T) {
 	}
 	if _, err := chunkstore.NewDeltaEncoder(chunkstore.LevelNone, 1<<20); err == nil {
 		t.Error("a delta encoder without compression was made")
+	}
+}
+
+// A repository that makes deltas stores a chunk's features beside it, and
+// a delta's bases in its entry and its stored bytes; a delta loads through
+// the base loader and is checked against its ID like any chunk.
+func TestStoreDeltas(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Deltas = true
+	s, err := chunkstore.Create(ctx, local.New(t.TempDir()), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := dataset.Pages(1, 4)
+	plain := bytes.Clone(base)
+	copy(plain[5000:], "an updated row")
+	baseID, id := s.Hash(base), s.Hash(plain)
+	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var p chunkstore.PackBuilder
+	whole := s.Encode(nil, baseID, base)
+	if len(whole.Features) != chunkstore.DeltaFeatures {
+		t.Fatalf("a whole chunk has %d features", len(whole.Features))
+	}
+	p.Add(whole)
+	d, err := s.EncodeDelta(enc, nil, id, plain, []chunkstore.ID{baseID}, [][]byte{base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Data) > 200 {
+		t.Errorf("a delta of %d bytes for 14 changed bytes", len(d.Data))
+	}
+	p.Add(d)
+	packID, entries, size, err := s.WritePack(ctx, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trailer, err := chunkstore.ReadPackTrailer(ctx, s.Backend(), chunkstore.PackName(packID), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(trailer, entries) || trailer[1].Codec != chunkstore.CodecDelta || !reflect.DeepEqual(trailer[1].Bases, []chunkstore.ID{baseID}) || !reflect.DeepEqual(trailer[0].Features, whole.Features) {
+		t.Fatalf("trailer %+v, want %+v", trailer, entries)
+	}
+	loc := chunkstore.Location{Pack: packID, Blob: entries[1].Blob}
+	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); err == nil {
+		t.Error("a delta loaded without a base loader")
+	}
+	s.SetBaseLoader(func(ctx context.Context, b chunkstore.ID) ([]byte, error) {
+		return s.LoadChunk(ctx, b, chunkstore.Location{Pack: packID, Blob: entries[0].Blob}, nil, nil)
+	})
+	got, err := s.LoadChunk(ctx, id, loc, nil, nil)
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("delta loaded as %d bytes, %v", len(got), err)
+	}
+	c, err := s.CopyChunk(ctx, id, loc, nil, nil)
+	if err != nil || c.Codec != chunkstore.CodecDelta {
+		t.Fatalf("copied delta %+v, %v", c, err)
+	}
+	var copyPack chunkstore.PackBuilder // a repack keeps the delta's bases
+	if e := copyPack.Add(c); !reflect.DeepEqual(e.Bases, []chunkstore.ID{baseID}) {
+		t.Errorf("a copied delta's entry names bases %v", e.Bases)
+	}
+	s.SetBaseLoader(func(context.Context, chunkstore.ID) ([]byte, error) { return dataset.Pages(2, 4), nil })
+	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); !errors.Is(err, chunkstore.ErrCorrupt) {
+		t.Errorf("a delta decoded with the wrong base: %v, want ErrCorrupt", err)
+	}
+	s.SetBaseLoader(func(context.Context, chunkstore.ID) ([]byte, error) { return nil, context.DeadlineExceeded })
+	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); errors.Is(err, chunkstore.ErrCorrupt) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a base that failed to load: %v, want its error and not ErrCorrupt", err)
+	}
+	// The headers alone name a delta's bases, for a pack whose trailer is lost.
+	rc, err := s.Backend().Get(ctx, chunkstore.PackName(packID), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scanned := chunkstore.ScanPack(data); len(scanned) != 2 || !reflect.DeepEqual(scanned[1].Bases, []chunkstore.ID{baseID}) {
+		t.Errorf("ScanPack found %+v", scanned)
 	}
 }

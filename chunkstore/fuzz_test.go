@@ -2,6 +2,7 @@ package chunkstore_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -10,7 +11,7 @@ import (
 )
 
 // Sizes of the pack format: per chunk a header and a trailer entry.
-const entryBytes = 45
+const entryBytes = 45 + 8*chunkstore.DeltaFeatures
 
 var headerBytes = int(chunkstore.PackOverhead(1)-chunkstore.PackOverhead(0)) - entryBytes
 
@@ -38,6 +39,14 @@ func FuzzParsePackTrailer(f *testing.F) {
 			again = append(again, e.ID[:]...)
 			again = appendU32(again, e.Offset, e.Length, e.PlainLength)
 			again = append(again, byte(e.Codec))
+			slot := len(again)
+			for _, b := range e.Bases {
+				again = append(again, b[:]...)
+			}
+			for _, f := range e.Features {
+				again = binary.LittleEndian.AppendUint64(again, f)
+			}
+			again = append(again, make([]byte, entryBytes-45-(len(again)-slot))...)
 		}
 		if !bytes.Equal(again, trailer[:len(again)]) {
 			t.Fatalf("entries %+v do not re-encode to the trailer", entries)
@@ -79,7 +88,7 @@ func FuzzScanPack(f *testing.F) {
 			if flip != 0 && pos >= headerStart && pos < int(e.Offset+e.Length) {
 				continue // the damage hit this blob
 			}
-			if got, ok := found[e.ID]; !ok || got != e {
+			if got, ok := found[e.ID]; !ok || !reflect.DeepEqual(got, e) {
 				t.Fatalf("intact blob %+v not found (damage at %d; found %+v)", e, pos, found)
 			}
 		}

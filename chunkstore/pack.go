@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -17,23 +18,35 @@ import (
 //	blob 0 | blob 1 | ... | entry 0 | entry 1 | ... | footer
 //	blob:   header | stored bytes
 //	header: magic "DDSB" | id [32] | stored length u32 | plain length u32 | codec u8 | crc32c of the header before it u32
-//	entry:  id [32] | offset u32 | stored length u32 | plain length u32 | codec u8
+//	entry:  id [32] | offset u32 | stored length u32 | plain length u32 | codec u8 | slot [128]
 //	footer: crc32c of the entries u32 | entry count u32 | magic "DDSPACK" | version u8
 //
 // All integers are little-endian; an entry's offset is that of the stored
-// bytes, after the header. The trailer lets the index be rebuilt from a
-// pack with two small reads; the headers let ScanPack find every intact
-// chunk of a pack whose trailer or tail is damaged. A pack is named by a
-// random ID, so no two packs ever share a name: a pack one agent or a
-// collection is deleting can never be written again under its name by
-// another.
+// bytes, after the header. An entry's slot holds, for a delta (CodecDelta),
+// the IDs of its bases, an all-zero ID after the last; for a chunk stored
+// whole, its DeltaFeatures features, or zeros. A delta's stored bytes name
+// its bases too: base count u8 | base IDs | zstd frame. The trailer lets
+// the index be rebuilt from a pack with two small reads; the headers let
+// ScanPack find every intact chunk of a pack whose trailer or tail is
+// damaged. A pack is named by a random ID, so no two packs ever share a
+// name: a pack one agent or a collection is deleting can never be written
+// again under its name by another.
 const (
 	headerSize  = 4 + 32 + 4 + 4 + 1 + 4
-	entrySize   = 32 + 4 + 4 + 4 + 1
+	slotSize    = 8 * DeltaFeatures
+	entrySize   = 32 + 4 + 4 + 4 + 1 + slotSize
 	footerSize  = 4 + 4 + 8
 	blobMagic   = "DDSB"
 	packMagic   = "DDSPACK"
-	packVersion = 2
+	packVersion = 3
+)
+
+// DeltaFeatures is how many features (see Features) a chunk stored whole
+// carries in its pack entry, and MaxDeltaBases how many bases a delta may
+// have. Both are part of the pack format.
+const (
+	DeltaFeatures = 16
+	MaxDeltaBases = 2
 )
 
 // PackOverhead is the bytes a pack of n chunks takes besides their stored
@@ -54,6 +67,12 @@ type Blob struct {
 type PackEntry struct {
 	ID ID
 	Blob
+	// Bases are the chunks a delta was compressed against; nil unless
+	// Codec is CodecDelta.
+	Bases []ID
+	// Features are those of a chunk stored whole in a repository that
+	// makes deltas; nil otherwise.
+	Features []uint64
 }
 
 // Location is where a chunk is stored: its pack and its place in it.
@@ -143,9 +162,13 @@ func (p *PackBuilder) Count() int { return len(p.entries) }
 // Entries lists the chunks added so far; valid until Reset.
 func (p *PackBuilder) Entries() []PackEntry { return p.entries }
 
-// Add appends a chunk as produced by Store.Encode.
+// Add appends a chunk as produced by Store.Encode or Store.EncodeDelta.
+// A delta's entry takes its bases from its stored bytes.
 func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
-	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data) + headerSize), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}}
+	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data) + headerSize), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}, Features: c.Features}
+	if c.Codec == CodecDelta {
+		e.Bases, _, _ = splitDelta(c.Data) // a delta that names none fails to load, and check reports it
+	}
 	start := len(p.data)
 	p.data = append(p.data, blobMagic...)
 	p.data = append(p.data, c.ID[:]...)
@@ -168,6 +191,7 @@ func (p *PackBuilder) Finish() ([]byte, []PackEntry) {
 		p.data = binary.LittleEndian.AppendUint32(p.data, e.Length)
 		p.data = binary.LittleEndian.AppendUint32(p.data, e.PlainLength)
 		p.data = append(p.data, byte(e.Codec))
+		p.data = appendSlot(p.data, e)
 	}
 	p.data = binary.LittleEndian.AppendUint32(p.data, crc32.Checksum(p.data[start:], crcTable))
 	p.data = binary.LittleEndian.AppendUint32(p.data, uint32(len(p.entries)))
@@ -221,8 +245,9 @@ func ParsePackTrailer(trailer []byte, packSize int64) ([]PackEntry, error) {
 		e.Length = binary.LittleEndian.Uint32(raw[36:])
 		e.PlainLength = binary.LittleEndian.Uint32(raw[40:])
 		e.Codec = Codec(raw[44])
+		slotOK := parseSlot(&e, raw[45:entrySize])
 		raw = raw[entrySize:]
-		if e.Offset < headerSize || int64(e.Offset)+int64(e.Length) > dataEnd || e.PlainLength > MaxChunkSize || e.Codec > CodecZstd {
+		if !slotOK || e.Offset < headerSize || int64(e.Offset)+int64(e.Length) > dataEnd || e.PlainLength > MaxChunkSize || e.Codec > CodecDelta {
 			return nil, fmt.Errorf("chunkstore: pack entry for chunk %s out of range: %w", e.ID, ErrCorrupt)
 		}
 		entries = append(entries, e)
@@ -312,8 +337,50 @@ func parseHeader(data []byte, off int) (PackEntry, bool) {
 	e.Length = binary.LittleEndian.Uint32(h[36:])
 	e.PlainLength = binary.LittleEndian.Uint32(h[40:])
 	e.Codec = Codec(h[44])
-	if int64(e.Offset)+int64(e.Length) > int64(len(data)) || e.PlainLength > MaxChunkSize || e.Codec > CodecZstd {
+	if int64(e.Offset)+int64(e.Length) > int64(len(data)) || e.PlainLength > MaxChunkSize || e.Codec > CodecDelta {
 		return PackEntry{}, false
 	}
+	if e.Codec == CodecDelta {
+		bases, _, err := splitDelta(data[e.Offset : e.Offset+e.Length])
+		if err != nil {
+			return PackEntry{}, false
+		}
+		e.Bases = bases
+	}
 	return e, true
+}
+
+// appendSlot appends e's slot: its bases or its features.
+func appendSlot(b []byte, e PackEntry) []byte {
+	start := len(b)
+	for _, id := range e.Bases {
+		b = append(b, id[:]...)
+	}
+	for _, f := range e.Features {
+		b = binary.LittleEndian.AppendUint64(b, f)
+	}
+	return append(b, make([]byte, slotSize-(len(b)-start))...)
+}
+
+// parseSlot sets e's bases or features from its slot. A delta's slot must
+// name 1 to MaxDeltaBases bases and hold zeros after them.
+func parseSlot(e *PackEntry, slot []byte) bool {
+	if e.Codec != CodecDelta {
+		if slices.ContainsFunc(slot, func(b byte) bool { return b != 0 }) {
+			e.Features = make([]uint64, DeltaFeatures)
+			for i := range e.Features {
+				e.Features[i] = binary.LittleEndian.Uint64(slot[8*i:])
+			}
+		}
+		return true
+	}
+	for i := 0; i < MaxDeltaBases; i++ {
+		id := ID(slot[32*i:][:32])
+		if id == (ID{}) {
+			break
+		}
+		e.Bases = append(e.Bases, id)
+	}
+	rest := slot[32*len(e.Bases):]
+	return len(e.Bases) > 0 && !slices.ContainsFunc(rest, func(b byte) bool { return b != 0 })
 }

@@ -22,7 +22,17 @@ type Store struct {
 	backend Backend
 	codec   *codec
 	hashers sync.Pool
+	bases   BaseLoader // nil: no delta can be decoded
 }
+
+// BaseLoader returns the plain bytes of chunk id, a chunk stored whole,
+// which deltas name as their base. The repository's index knows where
+// chunks are; the Store does not.
+type BaseLoader func(ctx context.Context, id ID) ([]byte, error)
+
+// SetBaseLoader tells s how to load the bases of deltas. Until it is set,
+// loading a delta fails.
+func (s *Store) SetBaseLoader(f BaseLoader) { s.bases = f }
 
 // Create writes cfg as the config of a new repository on b and opens it.
 // It fails with an error wrapping ErrExist if b already holds a config,
@@ -99,13 +109,36 @@ type EncodedChunk struct {
 	Data        []byte
 	PlainLength int
 	Codec       Codec
+	Features    []uint64 // a whole chunk's features, when the repository makes deltas
 }
 
 // Encode compresses plain (whose ID the caller computed with Hash) into dst's
-// spare capacity.
+// spare capacity, whole; in a repository that makes deltas, with its
+// features.
 func (s *Store) Encode(dst []byte, id ID, plain []byte) EncodedChunk {
 	data, c := s.codec.encode(dst[:0], plain)
-	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
+	e := EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
+	if s.cfg.Deltas {
+		e.Features = Features(plain, DeltaFeatures)
+	}
+	return e
+}
+
+// EncodeDelta compresses plain (chunk id) into dst's spare capacity with
+// enc against bases, the chunks baseIDs stored whole, given in plain.
+func (s *Store) EncodeDelta(enc *DeltaEncoder, dst []byte, id ID, plain []byte, baseIDs []ID, bases [][]byte) (EncodedChunk, error) {
+	if len(baseIDs) == 0 || len(baseIDs) > MaxDeltaBases || len(baseIDs) != len(bases) {
+		return EncodedChunk{}, fmt.Errorf("chunkstore: a delta needs 1 to %d bases, got %d", MaxDeltaBases, len(baseIDs))
+	}
+	data := append(dst[:0], byte(len(baseIDs)))
+	for _, b := range baseIDs {
+		data = append(data, b[:]...)
+	}
+	data, err := enc.Encode(data, plain, bases...)
+	if err != nil {
+		return EncodedChunk{}, err
+	}
+	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: CodecDelta}, nil
 }
 
 // WritePack finishes p and stores it under a new ID (see NewPackID). When it returns
@@ -161,7 +194,7 @@ func (s *Store) LoadChunks(ctx context.Context, ids []ID, locs []Location, scrat
 	rest := dst[:0]
 	for i, l := range locs {
 		off := l.Offset - first.Offset
-		if plain[i], err = s.verify(ids[i], l, stored[off:off+l.Length], rest); err != nil {
+		if plain[i], err = s.verify(ctx, ids[i], l, stored[off:off+l.Length], rest); err != nil {
 			return nil, err
 		}
 		rest = rest[:cap(rest)]
@@ -178,10 +211,15 @@ func (s *Store) CopyChunk(ctx context.Context, id ID, loc Location, scratch, pla
 	if err != nil {
 		return EncodedChunk{}, err
 	}
-	if _, err := s.verify(id, loc, stored, plainScratch); err != nil {
+	plain, err := s.verify(ctx, id, loc, stored, plainScratch)
+	if err != nil {
 		return EncodedChunk{}, err
 	}
-	return EncodedChunk{ID: id, Data: stored, PlainLength: int(loc.PlainLength), Codec: loc.Codec}, nil
+	e := EncodedChunk{ID: id, Data: stored, PlainLength: int(loc.PlainLength), Codec: loc.Codec}
+	if loc.Codec != CodecDelta && s.cfg.Deltas {
+		e.Features = Features(plain, DeltaFeatures)
+	}
+	return e, nil
 }
 
 // Salvage returns, of candidates, the blobs of the pack whose bytes are
@@ -189,7 +227,7 @@ func (s *Store) CopyChunk(ctx context.Context, id ID, loc Location, scratch, pla
 // none of whose candidates is intact as lost. Candidates come from
 // ScanPack, for a pack whose trailer or tail is damaged, and from its
 // trailer where that still parses.
-func (s *Store) Salvage(data []byte, candidates []PackEntry) (intact []PackEntry, lost int) {
+func (s *Store) Salvage(ctx context.Context, data []byte, candidates []PackEntry) (intact []PackEntry, lost int) {
 	var plain []byte
 	found := map[ID]bool{}
 	for _, e := range candidates {
@@ -197,7 +235,7 @@ func (s *Store) Salvage(data []byte, candidates []PackEntry) (intact []PackEntry
 			continue
 		}
 		var err error
-		if plain, err = s.verify(e.ID, Location{Blob: e.Blob}, data[e.Offset:e.Offset+e.Length], plain); err == nil {
+		if plain, err = s.verify(ctx, e.ID, Location{Blob: e.Blob}, data[e.Offset:e.Offset+e.Length], plain); err == nil {
 			found[e.ID] = true
 			intact = append(intact, e)
 		}
@@ -242,8 +280,18 @@ func readErr(ctx context.Context, id ID, loc Location, err error) error {
 	return fmt.Errorf("chunkstore: chunk %s in pack %s: read: %w", id, loc.Pack, err)
 }
 
-func (s *Store) verify(id ID, loc Location, stored, dst []byte) ([]byte, error) {
-	plain, err := s.codec.decode(dst[:0], stored, loc.Codec)
+func (s *Store) verify(ctx context.Context, id ID, loc Location, stored, dst []byte) ([]byte, error) {
+	var plain []byte
+	var err error
+	if loc.Codec == CodecDelta {
+		plain, err = s.decodeDelta(ctx, dst[:0], stored)
+		if be := (baseError{}); errors.As(err, &be) {
+			// Not this chunk's damage: the base's own error says what it is.
+			return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
+		}
+	} else {
+		plain, err = s.codec.decode(dst[:0], stored, loc.Codec)
+	}
 	if err != nil {
 		return nil, corruptChunk(id, loc, "decode", err)
 	}
@@ -252,3 +300,26 @@ func (s *Store) verify(id ID, loc Location, stored, dst []byte) ([]byte, error) 
 	}
 	return plain, nil
 }
+
+// decodeDelta appends a delta's plain bytes to dst, loading its bases.
+func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte) ([]byte, error) {
+	baseIDs, frame, err := splitDelta(stored)
+	if err != nil {
+		return nil, err
+	}
+	if s.bases == nil {
+		return nil, errors.New("no loader for the bases of deltas")
+	}
+	bases := make([][]byte, len(baseIDs))
+	for i, b := range baseIDs {
+		if bases[i], err = s.bases(ctx, b); err != nil {
+			return nil, baseError{fmt.Errorf("load base %s: %w", b, err)}
+		}
+	}
+	return DecodeDelta(dst, frame, bases...)
+}
+
+// baseError is a failure to load a delta's base.
+type baseError struct{ error }
+
+func (e baseError) Unwrap() error { return e.error }

@@ -132,14 +132,17 @@ type Plan struct {
 	// condemnation is written.
 	SweepNow bool
 
-	live    liveSet
-	end     func() error
-	due     []protocol.Condemnation // carried out by this plan
-	swept   []protocol.Condemnation // carried out before
-	unrec   []protocol.Condemnation // whose leases were never recorded
-	condemn []chunkstore.ID         // packs Execute condemns
-	heldBy  *protocol.Heartbeat     // the collection lock
-	now     time.Time               // server time the lock was taken
+	live liveSet
+	// deltasOf maps bases to their deltas, as the index had them when the
+	// plan began to execute.
+	deltasOf map[chunkstore.ID][]chunkstore.ID
+	end      func() error
+	due      []protocol.Condemnation // carried out by this plan
+	swept    []protocol.Condemnation // carried out before
+	unrec    []protocol.Condemnation // whose leases were never recorded
+	condemn  []chunkstore.ID         // packs Execute condemns
+	heldBy   *protocol.Heartbeat     // the collection lock
+	now      time.Time               // server time the lock was taken
 }
 
 // liveSet holds the first 8 bytes of every live chunk ID. Two IDs sharing
@@ -195,6 +198,16 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 		p.live[key(r.ID)] = struct{}{}
 		return ctx.Err()
 	})
+	if err == nil { // a live delta keeps its bases alive
+		err = c.Index.ForEachDelta(func(id chunkstore.ID, bases []chunkstore.ID) error {
+			if p.live.has(id) {
+				for _, b := range bases {
+					p.live[key(b)] = struct{}{}
+				}
+			}
+			return ctx.Err()
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("gc: mark: %w", err)
 	}
@@ -402,6 +415,9 @@ func (c *Collector) execute(ctx context.Context, p *Plan) (res Result, err error
 	if err := c.sweep(ctx, p, &res); err != nil {
 		return res, err
 	}
+	if p.deltasOf, err = c.deltasOf(); err != nil {
+		return res, err
+	}
 	for _, a := range p.Delete {
 		if err := c.retire(ctx, p, []PackAction{a}, false, &res); err != nil {
 			return res, err
@@ -524,7 +540,8 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 		skipped := false
 		err := c.Claims.Commit(func(claimed func(chunkstore.ID) bool) error {
 			for _, id := range o.ids {
-				if !copied[id] && claimed(id) {
+				// A base stays while a delta of it is claimed.
+				if !copied[id] && (claimed(id) || slices.ContainsFunc(p.deltasOf[id], claimed)) {
 					// Left as it is; copies of its chunks in the new
 					// pack stay unused until a later collection.
 					skipped = true
@@ -546,6 +563,21 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 		}
 	}
 	return nil
+}
+
+// deltasOf maps each base to the deltas the index has of it.
+func (c *Collector) deltasOf() (map[chunkstore.ID][]chunkstore.ID, error) {
+	out := map[chunkstore.ID][]chunkstore.ID{}
+	err := c.Index.ForEachDelta(func(id chunkstore.ID, bases []chunkstore.ID) error {
+		for _, b := range bases {
+			out[b] = append(out[b], id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	return out, nil
 }
 
 // skipDamaged records pack as damaged and counts it when err reports

@@ -28,8 +28,16 @@ type Stats struct {
 	// meanwhile. A collection reclaims them.
 	DuplicateChunks int
 	DuplicateBytes  int64
-	Chunks          int
-	Packs           int
+	// DeltaChunks, DeltaPlainBytes and DeltaStoredBytes count the chunks in
+	// use stored as deltas; DeltaSavedBytes is about what storing them
+	// whole would have cost more: their plain bytes at the compression
+	// ratio of the chunks in use stored whole, less their stored bytes.
+	DeltaChunks      int
+	DeltaPlainBytes  int64
+	DeltaStoredBytes int64
+	DeltaSavedBytes  int64
+	Chunks           int
+	Packs            int
 	// Partials and PartialBytes count the writes that never completed
 	// (see chunkstore.Backend.ListPartial), which a collection removes
 	// once they are old; ComputeStats leaves them to its caller.
@@ -90,12 +98,35 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 		}
 		st.LogicalBytes += bs.LogicalBytes
 	}
+	// A delta in use keeps its bases in use, for the backups using it.
+	err = idx.ForEachDelta(func(id chunkstore.ID, bases []chunkstore.ID) error {
+		o, ok := owner[key(id)]
+		if !ok {
+			return ctx.Err()
+		}
+		for _, b := range bases {
+			if ob, ok := owner[key(b)]; !ok {
+				owner[key(b)] = o
+			} else if ob != o {
+				owner[key(b)] = shared
+			}
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("gc: stats: %w", err)
+	}
 	var inUse int64
 	err = idx.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
 		st.Chunks++
 		if o, ok := owner[key(id)]; ok {
 			st.UniqueBytes += int64(loc.PlainLength)
 			inUse += int64(loc.Length)
+			if loc.Codec == chunkstore.CodecDelta {
+				st.DeltaChunks++
+				st.DeltaPlainBytes += int64(loc.PlainLength)
+				st.DeltaStoredBytes += int64(loc.Length)
+			}
 			if o != shared {
 				st.PerBackup[o].ExclusiveBytes += int64(loc.Length)
 			}
@@ -128,6 +159,10 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 	}
 	if inUse > 0 {
 		st.CompressionRatio = float64(st.UniqueBytes) / float64(inUse)
+	}
+	if whole := inUse - st.DeltaStoredBytes; whole > 0 {
+		ratio := float64(st.UniqueBytes-st.DeltaPlainBytes) / float64(whole)
+		st.DeltaSavedBytes = int64(float64(st.DeltaPlainBytes)/ratio) - st.DeltaStoredBytes
 	}
 	return st, nil
 }

@@ -52,6 +52,9 @@ func addPacks(tx *bolt.Tx, packs []PackEntries) error {
 		}
 		for _, e := range p.Entries {
 			chunks = append(chunks, chunk{e.ID, chunkstore.Location{Pack: p.ID, Blob: e.Blob}})
+			if err := addDeltaRecords(tx, p.ID, e); err != nil {
+				return err
+			}
 		}
 	}
 	// Stable: of two copies of a chunk, the first pack's stays first.
@@ -153,6 +156,9 @@ func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID, prefer *chu
 	b, copies := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies)
 	for _, c := range chunks {
 		if err := copies.Delete(copyKey(c, id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketBases).Delete(copyKey(c, id)); err != nil {
 			return err
 		}
 		v := b.Get(c[:])
@@ -314,15 +320,15 @@ func (d *DB) Locations(id chunkstore.ID) ([]chunkstore.Location, error) {
 }
 
 // Usable reports whether a writer may deduplicate against chunk id: it is
-// indexed in a pack that is not condemned.
+// indexed in a pack that is not condemned, and if it is a delta, so are
+// its bases.
 func (d *DB) Usable(id chunkstore.ID) (bool, error) {
-	var usable bool
-	err := d.view(func(tx *bolt.Tx) error {
-		loc, found, err := primary(tx, id)
-		usable = found && tx.Bucket(bucketCondemned).Get(loc.Pack[:]) == nil
+	var ok bool
+	err := d.view(func(tx *bolt.Tx) (err error) {
+		ok, err = usable(tx, id)
 		return err
 	})
-	return usable, err
+	return ok, err
 }
 
 // AllUsable reports, in one transaction, whether Usable holds for every
@@ -331,11 +337,11 @@ func (d *DB) AllUsable(refs []Ref) (missing chunkstore.ID, all bool, err error) 
 	all = true
 	err = d.view(func(tx *bolt.Tx) error {
 		for _, r := range refs {
-			loc, found, err := primary(tx, r.ID)
+			ok, err := usable(tx, r.ID)
 			if err != nil {
 				return err
 			}
-			if !found || tx.Bucket(bucketCondemned).Get(loc.Pack[:]) != nil {
+			if !ok {
 				missing, all = r.ID, false
 				return nil
 			}
@@ -343,6 +349,23 @@ func (d *DB) AllUsable(refs []Ref) (missing chunkstore.ID, all bool, err error) 
 		return nil
 	})
 	return missing, all, err
+}
+
+func usable(tx *bolt.Tx, id chunkstore.ID) (bool, error) {
+	loc, found, err := primary(tx, id)
+	if err != nil || !found || tx.Bucket(bucketCondemned).Get(loc.Pack[:]) != nil {
+		return false, err
+	}
+	if loc.Codec != chunkstore.CodecDelta {
+		return true, nil
+	}
+	for _, b := range bases(tx, id, loc.Pack) { // stored whole: no deeper
+		bl, found, err := primary(tx, b)
+		if err != nil || !found || bl.Codec == chunkstore.CodecDelta || tx.Bucket(bucketCondemned).Get(bl.Pack[:]) != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // primary returns the location Lookup gives for chunk id, and false if the

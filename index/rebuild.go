@@ -12,7 +12,7 @@ var (
 	bucketMeta  = []byte("meta")
 	keyReady    = []byte("ready")
 	keySynced   = []byte("synced")
-	dataBuckets = [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen, bucketCopies, bucketCondemned, bucketDamaged}
+	dataBuckets = [][]byte{bucketChunks, bucketPacks, bucketBackups, bucketLists, bucketOpen, bucketCopies, bucketCondemned, bucketDamaged, bucketBases, bucketFeatures}
 )
 
 // Ready reports whether the index is complete: created for a new repository

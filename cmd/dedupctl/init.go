@@ -18,6 +18,7 @@ type initOptions struct {
 	maxSize     string
 	compression string
 	packSize    string
+	deltas      bool
 }
 
 // chunkerKinds maps the CLI's chunker names to the repository's.
@@ -31,8 +32,11 @@ func (a *app) initCommand() *cobra.Command {
 		Short: "Create a repository",
 		Long: `Create a repository in the --repo directory, which must be missing or empty,
 or at an s3: location (creating the bucket if it is missing).
-The chunker, its sizes, the compression and the pack size are fixed for the
-repository's life; dedupctl bench chunker helps choose them.`,
+The chunker, its sizes, the compression, the pack size and deltas are fixed
+for the repository's life; dedupctl bench chunker and dedupctl bench deltas
+help choose them. With deltas, a new chunk that differs from a stored one in
+a few bytes (a database page whose rows changed) is stored as a delta
+against it, a fraction of its compressed size.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error { return a.runInit(cmd, o) },
 	}
@@ -43,6 +47,7 @@ repository's life; dedupctl bench chunker helps choose them.`,
 	f.StringVar(&o.maxSize, "max-size", humanize.IBytes(uint64(def.MaxSize)), "maximum chunk size")
 	f.StringVar(&o.compression, "compression", chunkstore.LevelFastest, "zstd level: none, fastest, default, better or best")
 	f.StringVar(&o.packSize, "pack-size", humanize.IBytes(chunkstore.DefaultPackSize), "size of pack files")
+	f.BoolVar(&o.deltas, "delta", true, "store new chunks similar to stored ones as deltas against them")
 	return cmd
 }
 
@@ -79,6 +84,7 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 		}
 	}
 	opts.Compression.Level = o.compression
+	opts.NoDeltas = !o.deltas
 	if _, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize); err != nil {
 		return usageError{err}
 	}
@@ -92,10 +98,14 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 		return err
 	}
 	if a.json {
-		return a.printJSON(initJSON{Repository: a.repo, Chunker: cfg.Chunker.Kind, MinSize: cfg.Chunker.MinSize, AvgSize: cfg.Chunker.AvgSize, MaxSize: cfg.Chunker.MaxSize, Compression: cfg.Compression.Level, PackSize: cfg.PackSize})
+		return a.printJSON(initJSON{Repository: a.repo, Chunker: cfg.Chunker.Kind, MinSize: cfg.Chunker.MinSize, AvgSize: cfg.Chunker.AvgSize, MaxSize: cfg.Chunker.MaxSize, Compression: cfg.Compression.Level, PackSize: cfg.PackSize, Deltas: cfg.Deltas})
 	}
-	a.info("created repository %s: chunker %s %s / %s / %s, zstd %s, %s packs", a.repo, cfg.Chunker.Kind,
-		size(int64(cfg.Chunker.MinSize)), size(int64(cfg.Chunker.AvgSize)), size(int64(cfg.Chunker.MaxSize)), cfg.Compression.Level, size(int64(cfg.PackSize)))
+	deltas := "deltas on"
+	if !cfg.Deltas {
+		deltas = "no deltas"
+	}
+	a.info("created repository %s: chunker %s %s / %s / %s, zstd %s, %s packs, %s", a.repo, cfg.Chunker.Kind,
+		size(int64(cfg.Chunker.MinSize)), size(int64(cfg.Chunker.AvgSize)), size(int64(cfg.Chunker.MaxSize)), cfg.Compression.Level, size(int64(cfg.PackSize)), deltas)
 	return nil
 }
 
@@ -107,4 +117,5 @@ type initJSON struct {
 	MaxSize     int    `json:"max_size"`
 	Compression string `json:"compression"`
 	PackSize    int    `json:"pack_size"`
+	Deltas      bool   `json:"deltas"`
 }

@@ -107,10 +107,15 @@ func TestTour(t *testing.T) {
 	var cfg struct {
 		Chunker string `json:"chunker"`
 		AvgSize int    `json:"avg_size"`
+		Deltas  bool   `json:"deltas"`
 	}
 	okJSON(t, repo, &cfg, "init", "--avg-size", "32KiB", "--min-size", "8KiB", "--max-size", "128KiB")
-	if cfg.Chunker != "fastcdc-v1.0.0" || cfg.AvgSize != 32<<10 {
+	if cfg.Chunker != "fastcdc-v1.0.0" || cfg.AvgSize != 32<<10 || !cfg.Deltas {
 		t.Errorf("init --json = %+v", cfg)
+	}
+	okJSON(t, filepath.Join(work, "plain"), &cfg, "init", "--delta=false")
+	if cfg.Deltas {
+		t.Errorf("init --delta=false --json = %+v", cfg)
 	}
 	files := map[string][]byte{
 		"ibdata1":          dataset.Pages(1, 400),

@@ -20,7 +20,8 @@ func (a *app) statsCommand() *cobra.Command {
 					return err
 				}
 				out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
-					DeadBytes: st.DeadBytes, DuplicateChunks: st.DuplicateChunks, DuplicateBytes: st.DuplicateBytes, Chunks: st.Chunks, Packs: st.Packs, PartialWrites: st.Partials, PartialBytes: st.PartialBytes, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
+					DeadBytes: st.DeadBytes, DuplicateChunks: st.DuplicateChunks, DuplicateBytes: st.DuplicateBytes,
+					DeltaChunks: st.DeltaChunks, DeltaPlainBytes: st.DeltaPlainBytes, DeltaStoredBytes: st.DeltaStoredBytes, DeltaSavedBytes: st.DeltaSavedBytes, Chunks: st.Chunks, Packs: st.Packs, PartialWrites: st.Partials, PartialBytes: st.PartialBytes, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
 				if st.StoredBytes > 0 {
 					out.TotalRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
 				}
@@ -34,6 +35,7 @@ func (a *app) statsCommand() *cobra.Command {
 					{"stored", size(out.StoredBytes) + "\tpack files on disk"},
 					{"dead", size(out.DeadBytes) + "\tno backup uses it: dedupctl gc reclaims it"},
 					{"  stored twice", fmt.Sprintf("%s in %d chunks\tsecond copies, as agents storing the same new data at once leave", size(out.DuplicateBytes), out.DuplicateChunks)},
+					{"deltas", fmt.Sprintf("%d chunks, %s stored for %s\tsimilar chunks stored against others: about %s saved", out.DeltaChunks, size(out.DeltaStoredBytes), size(out.DeltaPlainBytes), size(out.DeltaSavedBytes))},
 					{"partial writes", fmt.Sprintf("%s in %d\tleft by processes that died: dedupctl gc removes them after a day", size(out.PartialBytes), out.PartialWrites)},
 					{"chunks / packs", fmt.Sprintf("%d / %d", out.Chunks, out.Packs)},
 					{"dedup ratio", fmt.Sprintf("%.2f\tlogical ÷ unique", out.DedupRatio)},
@@ -54,6 +56,10 @@ type statsJSON struct {
 	DeadBytes        int64   `json:"dead_bytes"`
 	DuplicateChunks  int     `json:"duplicate_chunks"`
 	DuplicateBytes   int64   `json:"duplicate_bytes"`
+	DeltaChunks      int     `json:"delta_chunks"`
+	DeltaPlainBytes  int64   `json:"delta_plain_bytes"`
+	DeltaStoredBytes int64   `json:"delta_stored_bytes"`
+	DeltaSavedBytes  int64   `json:"delta_saved_bytes"`
 	Chunks           int     `json:"chunks"`
 	Packs            int     `json:"packs"`
 	PartialWrites    int     `json:"partial_writes"`

@@ -86,6 +86,10 @@ type Options struct {
 	Chunker     chunkstore.ChunkerParams
 	Compression chunkstore.Compression
 	PackSize    int
+	// NoDeltas creates the repository without deltas: every new chunk is
+	// stored whole, even when it differs from a stored one in a few bytes
+	// (see delta.go).
+	NoDeltas bool
 
 	// Backend, if set, holds the repository's objects (config, packs,
 	// manifests) instead of the directory root, which then holds only

@@ -24,14 +24,24 @@ func (r *repo) release(refs []index.Ref) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ref := range refs {
-		if n := r.claims[ref.ID]; n > 1 {
-			r.claims[ref.ID] = n - 1
-		} else {
-			delete(r.claims, ref.ID)
-		}
-		if r.gcClaims != nil {
-			r.gcClaims[ref.ID] = struct{}{}
-		}
+		r.releaseOneLocked(ref.ID)
+	}
+}
+
+func (r *repo) releaseLocked(ids []chunkstore.ID) {
+	for _, id := range ids {
+		r.releaseOneLocked(id)
+	}
+}
+
+func (r *repo) releaseOneLocked(id chunkstore.ID) {
+	if n := r.claims[id]; n > 1 {
+		r.claims[id] = n - 1
+	} else {
+		delete(r.claims, id)
+	}
+	if r.gcClaims != nil {
+		r.gcClaims[id] = struct{}{}
 	}
 }
 

@@ -70,6 +70,14 @@ func checkClean(t *testing.T, s *dedup.Storage, root string) {
 	var liveBytes int64
 	live := map[chunkstore.ID]bool{}
 	idx.ForEachListRef(func(r index.Ref) error { live[r.ID] = true; return nil })
+	idx.ForEachDelta(func(id chunkstore.ID, bases []chunkstore.ID) error {
+		if live[id] {
+			for _, b := range bases {
+				live[b] = true // a live delta's bases are live
+			}
+		}
+		return nil
+	})
 	idx.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
 		if !live[id] {
 			t.Errorf("chunk %s is dead but still indexed", id)
@@ -365,14 +373,22 @@ func gcBesideLiveBackups(t *testing.T, slow bool, gcOpts gc.Options) {
 			}
 		}
 	}
-	collect(t, s, everything)
-	p, err := s.PlanGC(ctx, everything)
-	if err != nil {
-		t.Fatal(err)
+	// A base stays while any copy of a live delta names it, also a second
+	// copy the same collection deletes: a second collection frees it.
+	var p *gc.Plan
+	for range 2 {
+		collect(t, s, everything)
+		var err error
+		if p, err = s.PlanGC(ctx, everything); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		if p.Dead == 0 && len(p.Delete)+len(p.Repack)+len(p.Orphans) == 0 {
+			break
+		}
 	}
-	p.Close()
 	if p.Dead != 0 || len(p.Delete)+len(p.Repack)+len(p.Orphans) != 0 {
-		t.Errorf("after a final collection: %d dead chunks, plan %d/%d/%d", p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans))
+		t.Errorf("after two final collections: %d dead chunks, plan %d/%d/%d", p.Dead, len(p.Delete), len(p.Repack), len(p.Orphans))
 	}
 	checkClean(t, s, root)
 }

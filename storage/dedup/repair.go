@@ -162,7 +162,7 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 	if entries, err := chunkstore.ReadPackTrailer(ctx, b, name, int64(len(data))); err == nil {
 		candidates = append(candidates, entries...)
 	}
-	intact, lost := r.store.Salvage(data, candidates)
+	intact, lost := r.store.Salvage(ctx, data, candidates)
 	pr.Lost = lost
 	builder := chunkstore.NewPackBuilder(len(data))
 	for _, e := range intact {
@@ -313,7 +313,8 @@ func (r *repo) allStored(refs []index.Ref) (bool, error) {
 	return true, nil
 }
 
-// lostFiles lists the files of backups whose chunks are not all indexed.
+// lostFiles lists the files of backups whose chunks are not all indexed,
+// a delta's bases included.
 func (r *repo) lostFiles(ctx context.Context) ([]LostFile, error) {
 	lost := []LostFile{}
 	backups, err := r.idx.Backups("", true)
@@ -329,9 +330,9 @@ func (r *repo) lostFiles(ctx context.Context) ([]LostFile, error) {
 			missing := 0
 			err := r.idx.ListRefs(f.List, func(refs []index.Ref) error {
 				for _, ref := range refs {
-					if _, found, err := r.idx.Lookup(ref.ID); err != nil {
+					if ok, err := r.stored(ref.ID); err != nil {
 						return err
-					} else if !found {
+					} else if !ok {
 						missing++
 					}
 				}
@@ -346,6 +347,25 @@ func (r *repo) lostFiles(ctx context.Context) ([]LostFile, error) {
 		}
 	}
 	return lost, nil
+}
+
+// stored reports whether chunk id is indexed, with its bases if it is a
+// delta.
+func (r *repo) stored(id chunkstore.ID) (bool, error) {
+	loc, found, err := r.idx.Lookup(id)
+	if err != nil || !found || loc.Codec != chunkstore.CodecDelta {
+		return found, err
+	}
+	bases, err := r.idx.Bases(id, loc.Pack)
+	if err != nil {
+		return false, err
+	}
+	for _, b := range bases {
+		if _, found, err := r.idx.Lookup(b); err != nil || !found {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // readObject reads a whole object.

@@ -246,7 +246,7 @@ func (r *repo) readPack(ctx context.Context, o chunkstore.ObjectInfo) (index.Pac
 		}
 		var data []byte
 		if data, err = readObject(ctx, r.store.Backend(), o.Name); err == nil {
-			entries, damage.Lost = r.store.Salvage(data, chunkstore.ScanPack(data))
+			entries, damage.Lost = r.store.Salvage(ctx, data, chunkstore.ScanPack(data))
 			damage.Salvaged = len(entries)
 		}
 	}

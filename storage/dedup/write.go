@@ -32,13 +32,29 @@ type job struct {
 	err  error
 }
 
+// workerState is what a worker reuses from chunk to chunk.
+type workerState struct {
+	scratch, deltaScratch []byte
+	delta                 *chunkstore.DeltaEncoder // nil unless the repository makes deltas
+}
+
 func (r *repo) worker() {
 	defer r.workers.Done()
-	scratch := make([]byte, 0, r.store.Config().Chunker.MaxSize+r.store.Config().Chunker.MaxSize/8+1024)
+	cfg := r.store.Config()
+	size := cfg.Chunker.MaxSize + cfg.Chunker.MaxSize/8 + 1024
+	ws := &workerState{scratch: make([]byte, 0, size)}
+	if cfg.Deltas {
+		var err error
+		if ws.delta, err = chunkstore.NewDeltaEncoder(cfg.Compression.DeltaLevel(), cfg.Chunker.MaxSize); err != nil {
+			panic(err) // unreachable: the config validated its level
+		}
+		defer ws.delta.Close()
+		ws.deltaScratch = make([]byte, 0, size)
+	}
 	for {
 		select {
 		case j := <-r.jobs:
-			j.err = r.ingest(j, scratch)
+			j.err = r.ingest(j, ws)
 			r.chunkBufs.Put(j.buf)
 			<-r.slots
 			close(j.done)
@@ -51,7 +67,7 @@ func (r *repo) worker() {
 // ingest names a chunk and, unless the repository already has it, compresses
 // it into the current pack. The lookup is repeated after compressing, so
 // that two workers given the same new chunk at once store it once.
-func (r *repo) ingest(j *job, scratch []byte) error {
+func (r *repo) ingest(j *job, ws *workerState) error {
 	id := r.store.Hash(j.data)
 	j.ref = index.Ref{ID: id, Length: uint32(len(j.data))}
 	r.mu.Lock()
@@ -65,7 +81,11 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 		return err
 	}
 
-	enc := r.store.Encode(scratch, id, j.data)
+	whole := r.store.Encode(ws.scratch, id, j.data)
+	enc, bases := whole, []chunkstore.ID(nil)
+	if ws.delta != nil {
+		enc, bases = r.tryDelta(ws.delta, ws.deltaScratch, id, j.data, whole)
+	}
 	r.mu.Lock()
 	for {
 		if p, known, err := r.lookupLocked(id); err != nil || known {
@@ -76,11 +96,22 @@ func (r *repo) ingest(j *job, scratch []byte) error {
 			j.pack = p
 			return err
 		}
+		if bases != nil {
+			ok, err := r.claimBasesLocked(bases)
+			if err != nil {
+				r.mu.Unlock()
+				return err
+			}
+			if !ok { // a base went meanwhile
+				enc, bases = whole, nil
+			}
+		}
 		if r.cur != nil {
 			break
 		}
 		// Wait for a free pack builder without holding the lock, then
 		// look again: another worker may have stored the chunk meanwhile.
+		r.releaseLocked(bases) // claimed again, if still usable
 		r.mu.Unlock()
 		b, err := r.takeBuilder()
 		if err != nil {
@@ -177,12 +208,14 @@ func (r *repo) upload(p *pack) {
 		err = r.idx.AddPack(index.Pack{ID: id, Size: size, Chunks: n, Created: time.Now()}, entries)
 	}
 	// Indexed or failed, the chunks leave the pending set: a failed pack's
-	// chunks are stored again by the next writer that meets them.
+	// chunks are stored again by the next writer that meets them. The
+	// index holds its deltas' bases now: their claims end.
 	r.mu.Lock()
 	for _, e := range p.b.Entries() {
 		if r.pending[e.ID] == p {
 			delete(r.pending, e.ID)
 		}
+		r.releaseLocked(e.Bases)
 	}
 	r.mu.Unlock()
 	p.b.Reset()
