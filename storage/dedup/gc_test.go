@@ -361,7 +361,12 @@ func gcBesideLiveBackups(t *testing.T, slow bool, gcOpts gc.Options) {
 	writers.Wait()
 	close(stop)
 	wg.Wait()
-	t.Logf("%d collections ran beside the writers, freeing %d bytes; %d backups remain", gcRuns, gcFreed, len(kept))
+	deltas := 0
+	dedup.IndexOf(s).ForEachDelta(func(chunkstore.ID, []chunkstore.ID) error { deltas++; return nil })
+	t.Logf("%d collections ran beside the writers, freeing %d bytes; %d backups remain, %d deltas indexed", gcRuns, gcFreed, len(kept), deltas)
+	if deltas == 0 {
+		t.Error("the writers made no deltas: the collections never met one")
+	}
 	if gcRuns < 2 {
 		t.Errorf("only %d collections overlapped the writers", gcRuns)
 	}
