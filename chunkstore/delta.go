@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -87,13 +89,17 @@ const deltaDictID = 1
 // Encode appends to dst plain compressed with bases (one or more chunks'
 // plain bytes, in order) as its dictionary.
 func (d *DeltaEncoder) Encode(dst, plain []byte, bases ...[]byte) ([]byte, error) {
-	d.dict = d.dict[:0]
-	for _, b := range bases {
-		d.dict = append(d.dict, b...)
+	dict := bases[0]
+	if len(bases) > 1 {
+		d.dict = d.dict[:0]
+		for _, b := range bases {
+			d.dict = append(d.dict, b...)
+		}
+		dict = d.dict
 	}
 	// Resetting an encoder to a new dictionary costs a pass over the
 	// dictionary; creating one costs ten times more.
-	if err := d.enc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(deltaDictID, d.dict)); err != nil {
+	if err := d.enc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(deltaDictID, dict)); err != nil {
 		return nil, err
 	}
 	return d.enc.EncodeAll(plain, dst), nil
@@ -102,19 +108,29 @@ func (d *DeltaEncoder) Encode(dst, plain []byte, bases ...[]byte) ([]byte, error
 // Close releases the encoder.
 func (d *DeltaEncoder) Close() { d.enc.Close() }
 
-// DecodeDelta appends to dst the plain bytes of delta, made by
+// DeltaDecoder decodes deltas. It is safe for concurrent use: it keeps
+// zstd decoders for reuse, as setting a decoder's dictionary costs far
+// less than making a decoder. The zero value is ready to use.
+type DeltaDecoder struct{ decoders sync.Pool }
+
+// Decode appends to dst the plain bytes of delta, made by
 // DeltaEncoder.Encode with the same bases.
-func DecodeDelta(dst, delta []byte, bases ...[]byte) ([]byte, error) {
-	var dict []byte
-	for _, b := range bases {
-		dict = append(dict, b...)
+func (d *DeltaDecoder) Decode(dst, delta []byte, bases ...[]byte) ([]byte, error) {
+	dict := bases[0]
+	if len(bases) > 1 {
+		dict = slices.Concat(bases...)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize),
-		zstd.WithDecoderDictRaw(deltaDictID, dict))
-	if err != nil {
+	dec, _ := d.decoders.Get().(*zstd.Decoder)
+	if dec == nil {
+		var err error
+		if dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize)); err != nil {
+			return nil, err
+		}
+	}
+	defer d.decoders.Put(dec)
+	if err := dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(deltaDictID, dict)); err != nil {
 		return nil, err
 	}
-	defer dec.Close()
 	return dec.DecodeAll(delta, dst)
 }
 

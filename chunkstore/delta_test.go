@@ -52,6 +52,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer enc.Close()
+	var dec chunkstore.DeltaDecoder
 	for seed := range uint64(4) {
 		a, b := dataset.Pages(10+seed, 4), dataset.Pages(20+seed, 4)
 		plain := append(append([]byte(nil), a[:32<<10]...), b[32<<10:]...)
@@ -61,14 +62,14 @@ func TestDeltaRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := chunkstore.DecodeDelta(nil, delta, bases...)
+			got, err := dec.Decode(nil, delta, bases...)
 			if err != nil || !bytes.Equal(got, plain) {
 				t.Fatalf("seed %d, %d bases: decoded %d bytes, %v", seed, len(bases), len(got), err)
 			}
 			if len(bases) == 2 && len(delta) > len(plain)/50 {
 				t.Errorf("seed %d: delta of %d bytes for a %d-byte chunk made of its bases", seed, len(delta), len(plain))
 			}
-			if wrong, err := chunkstore.DecodeDelta(nil, delta, dataset.Pages(99, 4)); err == nil && bytes.Equal(wrong, plain) {
+			if wrong, err := dec.Decode(nil, delta, dataset.Pages(99, 4)); err == nil && bytes.Equal(wrong, plain) {
 				t.Errorf("seed %d: a delta decoded right with the wrong base", seed)
 			}
 		}

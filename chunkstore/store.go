@@ -23,6 +23,7 @@ type Store struct {
 	codec   *codec
 	hashers sync.Pool
 	bases   BaseLoader // nil: no delta can be decoded
+	deltas  DeltaDecoder
 }
 
 // BaseLoader returns the plain bytes of chunk id, a chunk stored whole,
@@ -316,7 +317,7 @@ func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte) ([]byte, er
 			return nil, baseError{fmt.Errorf("load base %s: %w", b, err)}
 		}
 	}
-	return DecodeDelta(dst, frame, bases...)
+	return s.deltas.Decode(dst, frame, bases...)
 }
 
 // baseError is a failure to load a delta's base.

@@ -25,19 +25,33 @@ var (
 	bucketFeatures = []byte("features") // feature → chunk ID prefix
 )
 
-// addDeltaRecords records what entry e of pack says of deltas: its bases or
-// its features.
-func addDeltaRecords(tx *bolt.Tx, pack chunkstore.ID, e chunkstore.PackEntry) error {
-	if len(e.Bases) > 0 {
-		var v []byte
-		for _, b := range e.Bases {
-			v = append(v, b[:]...)
+// addDeltaRecords records what the packs' entries say of deltas: their
+// bases or their features. Features are random keys: inserted in order,
+// they touch each page of the bucket once per batch, not once per record.
+func addDeltaRecords(tx *bolt.Tx, packs []PackEntries) error {
+	type feature struct{ key, value []byte }
+	var features []feature
+	for _, p := range packs {
+		for _, e := range p.Entries {
+			if len(e.Bases) > 0 {
+				var v []byte
+				for _, b := range e.Bases {
+					v = append(v, b[:]...)
+				}
+				if err := tx.Bucket(bucketBases).Put(copyKey(e.ID, p.ID), v); err != nil {
+					return err
+				}
+			}
+			for _, f := range e.Features {
+				features = append(features, feature{binary.BigEndian.AppendUint64(nil, f), e.ID[:8]})
+			}
 		}
-		return tx.Bucket(bucketBases).Put(copyKey(e.ID, pack), v)
 	}
-	features := tx.Bucket(bucketFeatures)
-	for _, f := range e.Features {
-		if err := features.Put(binary.BigEndian.AppendUint64(nil, f), e.ID[:8]); err != nil {
+	// Stable: of two chunks with a feature, the later one's record wins.
+	slices.SortStableFunc(features, func(a, b feature) int { return bytes.Compare(a.key, b.key) })
+	fb := tx.Bucket(bucketFeatures)
+	for _, f := range features {
+		if err := fb.Put(f.key, f.value); err != nil {
 			return err
 		}
 	}

@@ -52,10 +52,10 @@ func addPacks(tx *bolt.Tx, packs []PackEntries) error {
 		}
 		for _, e := range p.Entries {
 			chunks = append(chunks, chunk{e.ID, chunkstore.Location{Pack: p.ID, Blob: e.Blob}})
-			if err := addDeltaRecords(tx, p.ID, e); err != nil {
-				return err
-			}
 		}
+	}
+	if err := addDeltaRecords(tx, packs); err != nil {
+		return err
 	}
 	// Stable: of two copies of a chunk, the first pack's stays first.
 	slices.SortStableFunc(chunks, func(a, b chunk) int { return bytes.Compare(a.id[:], b.id[:]) })

@@ -391,6 +391,7 @@ func cpuName() string {
 // streams, read back from disk.
 var compareSettings = []string{
 	"--min-size 16KiB --avg-size 64KiB --max-size 256KiB --compression fastest",
+	"--min-size 16KiB --avg-size 64KiB --max-size 256KiB --compression fastest --delta=false",
 	"--min-size 8KiB --avg-size 32KiB --max-size 128KiB --compression fastest",
 	"--min-size 4KiB --avg-size 16KiB --max-size 64KiB --compression fastest",
 	"--min-size 16KiB --avg-size 64KiB --max-size 256KiB --compression default",
