@@ -30,7 +30,8 @@ chunking speed, the chunk count and sizes, the bytes each version would add,
 and the overall dedup ratio. Nothing is stored. The grid is every chunker of
 --chunker × every average size 2^--avg-bits, with --min and --max sizes (or
 a quarter and four times the average). --plot draws the size distributions
-and dedup ratios as an SVG chart.`,
+and dedup ratios as an SVG chart. dedupctl bench deltas measures, on the
+same files, what storing similar chunks as deltas saves beyond this.`,
 		Args: minArgs(1, "the files to study, oldest first"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var kinds []string
