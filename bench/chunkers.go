@@ -98,31 +98,9 @@ func study(ctx context.Context, versions []string, p chunkstore.ChunkerParams) (
 	var unique int64
 	buf := make([]byte, p.BufferSize())
 	for _, path := range versions {
-		f, err := os.Open(path)
-		if err != nil {
-			return r, err
-		}
-		c, err := p.NewChunker(f, buf)
-		if err != nil {
-			f.Close()
-			return r, err
-		}
 		var added int64
-		for {
-			start := time.Now()
-			data, err := c.Next()
-			r.Seconds += time.Since(start).Seconds()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				f.Close()
-				return r, fmt.Errorf("%s: %w", path, err)
-			}
-			if err := ctx.Err(); err != nil {
-				f.Close()
-				return r, err
-			}
+		err := chunkFile(ctx, path, p, buf, func(data []byte, cut time.Duration) {
+			r.Seconds += cut.Seconds()
 			sum := blake3.Sum256(data)
 			key := [16]byte(sum[:16])
 			if _, ok := seen[key]; !ok {
@@ -132,8 +110,10 @@ func study(ctx context.Context, versions []string, p chunkstore.ChunkerParams) (
 			r.Bytes += int64(len(data))
 			sizes = append(sizes, int32(len(data)))
 			r.Histogram[bits.Len(uint(len(data)))-1]++
+		})
+		if err != nil {
+			return r, err
 		}
-		f.Close()
 		r.Added = append(r.Added, added)
 		unique += added
 	}
@@ -148,4 +128,33 @@ func study(ctx context.Context, versions []string, p chunkstore.ChunkerParams) (
 		r.DedupRatio = float64(r.Bytes) / float64(unique)
 	}
 	return r, nil
+}
+
+// chunkFile cuts the file at path with p, using buf, and calls fn with each
+// chunk and the time spent cutting it.
+func chunkFile(ctx context.Context, path string, p chunkstore.ChunkerParams, buf []byte, fn func(data []byte, cut time.Duration)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	c, err := p.NewChunker(f, buf)
+	if err != nil {
+		return err
+	}
+	for {
+		start := time.Now()
+		data, err := c.Next()
+		cut := time.Since(start)
+		if err == io.EOF {
+			return nil
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		fn(data, cut)
+	}
 }

@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"time"
 
@@ -104,87 +102,73 @@ func studyDeltas(ctx context.Context, versions []string, p chunkstore.ChunkerPar
 	votes := map[int32]int{}            // scratch
 	var enc []byte                      // scratch
 	buf := make([]byte, p.BufferSize()) // scratch
-	for _, path := range versions {
-		f, err := os.Open(path)
-		if err != nil {
-			return r, err
+	var encErr error
+	store := func(data []byte) int {
+		enc = whole.EncodeAll(data, enc[:0])
+		size := min(len(enc), len(data))
+		if v.Features == 0 {
+			return size
 		}
-		c, err := p.NewChunker(f, buf)
-		if err != nil {
-			f.Close()
-			return r, err
+		start := time.Now()
+		defer func() { r.DeltaSeconds += time.Since(start).Seconds() }()
+		feats := chunkstore.Features(data, v.Features)
+		clear(votes)
+		for _, ft := range feats {
+			if b, ok := byFeature[ft]; ok {
+				votes[b]++
+			}
 		}
-		var added int64
-		for {
-			data, err := c.Next()
-			if err == io.EOF {
-				break
+		best := make([]int32, 0, len(votes))
+		for b, n := range votes {
+			if n >= v.MinVotes {
+				best = append(best, b)
 			}
-			if err == nil {
-				err = ctx.Err()
+		}
+		slices.SortFunc(best, func(a, b int32) int { return cmp.Or(votes[b]-votes[a], int(b-a)) })
+		// A chunk stored whole is a base for what resembles it; a delta
+		// points what resembles it to its own first base, as bases are
+		// always whole.
+		base := int32(-1)
+		if len(best) > 0 {
+			var use [][]byte
+			for _, b := range best[:min(v.Bases, len(best))] {
+				use = append(use, bases[b])
 			}
+			d, err := delta.Encode(enc[len(enc):], data, use...)
 			if err != nil {
-				f.Close()
-				return r, fmt.Errorf("%s: %w", path, err)
+				encErr = err
+				return size
 			}
+			if len(d)*max(1, v.MinGain) <= size {
+				size, base = len(d), best[0]
+				r.Deltas++
+			}
+		}
+		if base < 0 {
+			bases = append(bases, append([]byte(nil), data...))
+			base = int32(len(bases) - 1)
+		}
+		for _, ft := range feats {
+			byFeature[ft] = base
+		}
+		return size
+	}
+	for _, path := range versions {
+		var added int64
+		err := chunkFile(ctx, path, p, buf, func(data []byte, _ time.Duration) {
 			r.Logical += int64(len(data))
 			sum := blake3.Sum256(data)
 			key := [16]byte(sum[:16])
-			if _, ok := seen[key]; ok {
-				continue
+			if _, ok := seen[key]; ok || encErr != nil {
+				return
 			}
 			seen[key] = struct{}{}
 			r.NewChunks++
-			enc = whole.EncodeAll(data, enc[:0])
-			size := min(len(enc), len(data))
-			if v.Features == 0 {
-				added += int64(size)
-				continue
-			}
-			start := time.Now()
-			feats := chunkstore.Features(data, v.Features)
-			clear(votes)
-			for _, ft := range feats {
-				if b, ok := byFeature[ft]; ok {
-					votes[b]++
-				}
-			}
-			best := make([]int32, 0, len(votes))
-			for b, n := range votes {
-				if n >= v.MinVotes {
-					best = append(best, b)
-				}
-			}
-			slices.SortFunc(best, func(a, b int32) int { return cmp.Or(votes[b]-votes[a], int(b-a)) })
-			// A chunk stored whole is a base for what resembles it; a delta
-			// points what resembles it to its own first base, as bases are
-			// always whole.
-			base := int32(-1)
-			if len(best) > 0 {
-				var use [][]byte
-				for _, b := range best[:min(v.Bases, len(best))] {
-					use = append(use, bases[b])
-				}
-				d, err := delta.Encode(enc[len(enc):], data, use...)
-				if err != nil {
-					return r, err
-				}
-				if len(d)*max(1, v.MinGain) <= size {
-					size, base = len(d), best[0]
-					r.Deltas++
-				}
-			}
-			if base < 0 {
-				bases = append(bases, append([]byte(nil), data...))
-				base = int32(len(bases) - 1)
-			}
-			for _, ft := range feats {
-				byFeature[ft] = base
-			}
-			r.DeltaSeconds += time.Since(start).Seconds()
-			added += int64(size)
+			added += int64(store(data))
+		})
+		if err = cmp.Or(err, encErr); err != nil {
+			return r, err
 		}
-		f.Close()
 		r.Added = append(r.Added, added)
 	}
 	return r, nil

@@ -2,7 +2,6 @@ package bench_test
 
 import (
 	"context"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,7 +25,7 @@ func TestStudyDeltas(t *testing.T) {
 			t.Fatal(err)
 		}
 		files = append(files, f)
-		pages = update(pages, uint64(i), 0.02)
+		pages = dataset.Update(pages, uint64(i), 0.02)
 	}
 	res, err := bench.StudyDeltas(context.Background(), files, chunkstore.DefaultChunkerParams(), []bench.DeltaVariant{
 		{Level: chunkstore.LevelFastest},
@@ -45,21 +44,4 @@ func TestStudyDeltas(t *testing.T) {
 			t.Errorf("version %d adds %d bytes with deltas, %d without: want at least 20x less", v, delta.Added[v], plain.Added[v])
 		}
 	}
-}
-
-// update returns a copy of pages in which a fraction frac of the pages have
-// a row of 100 bytes, their first 16 bytes and their last 8 rewritten.
-func update(pages []byte, seed uint64, frac float64) []byte {
-	out := append([]byte(nil), pages...)
-	r := rand.New(rand.NewPCG(seed, 7))
-	n := len(out) / dataset.PageSize
-	for range int(float64(n) * frac) {
-		page := out[r.IntN(n)*dataset.PageSize:][:dataset.PageSize]
-		for _, span := range [][2]int{{0, 16}, {100 + r.IntN(dataset.PageSize-300), 100}, {dataset.PageSize - 8, 8}} {
-			for i := range span[1] {
-				page[span[0]+i] = byte(r.Uint32())
-			}
-		}
-	}
-	return out
 }

@@ -60,6 +60,25 @@ func Mutate(pages []byte, seed uint64, frac float64) []byte {
 	return out
 }
 
+// Update returns a copy of pages (from Pages) in which a fraction frac of
+// the pages, picked by seed, have a row of 100 bytes, the first 16 bytes of
+// their header and their 8-byte trailer rewritten in place, as a database
+// updates a row: a few hundred bytes of the page change, the rest stays.
+func Update(pages []byte, seed uint64, frac float64) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	out := append([]byte(nil), pages...)
+	n := len(out) / PageSize
+	for range int(float64(n) * frac) {
+		page := out[r.IntN(n)*PageSize:][:PageSize]
+		for _, span := range [][2]int{{0, 16}, {100 + r.IntN(PageSize-300), 100}, {PageSize - 8, 8}} {
+			for i := range span[1] {
+				page[span[0]+i] = byte(r.Uint32())
+			}
+		}
+	}
+	return out
+}
+
 // Insert returns a copy of data with extra inserted at offset.
 func Insert(data []byte, offset int, extra []byte) []byte {
 	out := make([]byte, 0, len(data)+len(extra))

@@ -2,7 +2,6 @@ package dedup_test
 
 import (
 	"bytes"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,32 +13,14 @@ import (
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
 
-// updatePages returns a copy of pages in which a fraction frac of the pages
-// have a row, their header and their checksum rewritten in place, as a
-// database updates them between two backups.
-func updatePages(pages []byte, seed uint64, frac float64) []byte {
-	out := bytes.Clone(pages)
-	r := rand.New(rand.NewPCG(seed, 7))
-	n := len(out) / dataset.PageSize
-	for range int(float64(n) * frac) {
-		page := out[r.IntN(n)*dataset.PageSize:][:dataset.PageSize]
-		for _, span := range [][2]int{{0, 16}, {100 + r.IntN(dataset.PageSize-300), 100}, {dataset.PageSize - 8, 8}} {
-			for i := range span[1] {
-				page[span[0]+i] = byte(r.Uint32())
-			}
-		}
-	}
-	return out
-}
-
 // A second backup of pages updated in place stores its changed chunks as
 // deltas: far less than without deltas, and every backup reads back
 // exactly, also after the first is removed and collected (its chunks are
 // the deltas' bases), and check --read-data finds nothing wrong.
 func TestDeltasStoreLess(t *testing.T) {
 	v1 := dataset.Pages(1, 1024) // 16 MiB
-	v2 := updatePages(v1, 2, 0.01)
-	v3 := updatePages(v2, 3, 0.01)
+	v2 := dataset.Update(v1, 2, 0.01)
+	v3 := dataset.Update(v2, 3, 0.01)
 	added := map[bool]int64{}
 	for _, deltas := range []bool{false, true} {
 		s, root := newStorage(t, dedup.Options{NoDeltas: !deltas})
@@ -88,7 +69,7 @@ func TestCheckDeltaWithoutBase(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
 	v1 := dataset.Pages(1, 256)
 	backup(t, s, "ks/0", "b1", map[string][]byte{"f": v1})
-	backup(t, s, "ks/0", "b2", map[string][]byte{"g": updatePages(v1, 2, 0.05)})
+	backup(t, s, "ks/0", "b2", map[string][]byte{"g": dataset.Update(v1, 2, 0.05)})
 	idx := dedup.IndexOf(s)
 	var base chunkstore.ID
 	idx.ForEachDelta(func(_ chunkstore.ID, bases []chunkstore.ID) error { base = bases[0]; return nil })
@@ -128,7 +109,7 @@ func TestCheckDeltaWithoutBase(t *testing.T) {
 func TestRepairLosesDeltasOfALostBase(t *testing.T) {
 	s, root := newStorage(t, dedup.Options{})
 	v1 := dataset.Pages(1, 256)
-	v2 := updatePages(v1, 2, 0.05)
+	v2 := dataset.Update(v1, 2, 0.05)
 	backup(t, s, "ks/0", "b1", map[string][]byte{"f": v1})
 	backup(t, s, "ks/0", "b2", map[string][]byte{"g": v2})
 	idx := dedup.IndexOf(s)
