@@ -91,7 +91,7 @@ func studyDeltas(ctx context.Context, versions []string, p chunkstore.ChunkerPar
 	defer whole.Close()
 	var delta *chunkstore.DeltaEncoder
 	if v.Features > 0 {
-		if delta, err = chunkstore.NewDeltaEncoder(v.Level, p.MaxSize); err != nil {
+		if delta, err = chunkstore.NewDeltaEncoder(v.Level, p.MaxSize, v.Bases); err != nil {
 			return r, err
 		}
 		defer delta.Close()

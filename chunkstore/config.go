@@ -13,8 +13,9 @@ import (
 
 // FormatVersion is the repository format this build writes and reads.
 // Version 3 named packs by the time they were written (see NewPackID);
-// version 4 adds deltas: pack entries with bases or features.
-const FormatVersion = 4
+// version 4 adds deltas: pack entries with bases or features; version 5
+// keeps 4 features per chunk, not 16, in a slot of 64 bytes, not 128.
+const FormatVersion = 5
 
 // ConfigName is the object name of the repository config.
 const ConfigName = "config"

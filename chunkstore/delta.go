@@ -64,8 +64,10 @@ type DeltaEncoder struct {
 }
 
 // NewDeltaEncoder returns an encoder at zstd level (one of the Level
-// constants but LevelNone) for chunks of up to maxChunk bytes.
-func NewDeltaEncoder(level string, maxChunk int) (*DeltaEncoder, error) {
+// constants but LevelNone) for chunks of up to maxChunk bytes against up
+// to bases bases (1 to MaxDeltaBases): its window, and so its memory,
+// spans that many chunks and one more.
+func NewDeltaEncoder(level string, maxChunk, bases int) (*DeltaEncoder, error) {
 	l, err := Compression{Level: level}.encoderLevel()
 	if err != nil {
 		return nil, err
@@ -73,8 +75,10 @@ func NewDeltaEncoder(level string, maxChunk int) (*DeltaEncoder, error) {
 	if l == 0 {
 		return nil, fmt.Errorf("chunkstore: deltas need a zstd level, not %q", level)
 	}
-	// The window spans the dictionary (up to two chunks) and the chunk.
-	window := max(zstd.MinWindowSize, 1<<bits.Len(uint(3*maxChunk-1)))
+	if bases < 1 || bases > MaxDeltaBases {
+		return nil, fmt.Errorf("chunkstore: a delta needs 1 to %d bases, not %d", MaxDeltaBases, bases)
+	}
+	window := max(zstd.MinWindowSize, 1<<bits.Len(uint((bases+1)*maxChunk-1)))
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderCRC(false), zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(window), zstd.WithEncoderDictRaw(deltaDictID, []byte{0}))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -32,7 +33,7 @@ func TestFeaturesFindSimilarChunks(t *testing.T) {
 		copy(similar[off:], "changed rows")
 	}
 	other := dataset.Pages(2, 4)
-	fb, fs, fo := chunkstore.Features(base, 16), chunkstore.Features(similar, 16), chunkstore.Features(other, 16)
+	fb, fs, fo := chunkstore.Features(base, 16), chunkstore.Features(similar, 16), chunkstore.Features(other, 16) // 16 to see the few parts a change touches
 	if n := shared(fb, fs); n < 12 {
 		t.Errorf("a chunk with 3 small changes shares %d of 16 features, want >= 12", n)
 	}
@@ -47,7 +48,7 @@ func TestFeaturesFindSimilarChunks(t *testing.T) {
 // One encoder serves many bases in turn; a delta decodes with its bases
 // only, and is far smaller than the chunk compressed alone.
 func TestDeltaRoundTrip(t *testing.T) {
-	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10)
+	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10, chunkstore.MaxDeltaBases)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,14 +75,17 @@ func TestDeltaRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	if _, err := chunkstore.NewDeltaEncoder(chunkstore.LevelNone, 1<<20); err == nil {
+	if _, err := chunkstore.NewDeltaEncoder(chunkstore.LevelNone, 1<<20, 1); err == nil {
 		t.Error("a delta encoder without compression was made")
+	}
+	if _, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 1<<20, chunkstore.MaxDeltaBases+1); err == nil {
+		t.Error("a delta encoder for too many bases was made")
 	}
 }
 
 // A repository that makes deltas stores a chunk's features beside it, and
-// a delta's bases in its entry and its stored bytes; a delta loads through
-// the base loader and is checked against its ID like any chunk.
+// a delta's bases in its entry and its stored bytes; a delta loads with
+// the base its locator finds and is checked against its ID like any chunk.
 func TestStoreDeltas(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
@@ -94,21 +98,20 @@ func TestStoreDeltas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	base := dataset.Pages(1, 4)
+	base, other := dataset.Pages(1, 4), dataset.Pages(2, 4)
 	plain := bytes.Clone(base)
 	copy(plain[5000:], "an updated row")
-	baseID, id := s.Hash(base), s.Hash(plain)
-	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10)
+	baseID, otherID, id := s.Hash(base), s.Hash(other), s.Hash(plain)
+	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer enc.Close()
 	var p chunkstore.PackBuilder
 	whole := s.Encode(nil, baseID, base)
-	if len(whole.Features) != chunkstore.DeltaFeatures {
-		t.Fatalf("a whole chunk has %d features", len(whole.Features))
-	}
+	whole.Features = chunkstore.Features(base, chunkstore.DeltaFeatures)
 	p.Add(whole)
+	p.Add(s.Encode(nil, otherID, other))
 	d, err := s.EncodeDelta(enc, nil, id, plain, []chunkstore.ID{baseID}, [][]byte{base})
 	if err != nil {
 		t.Fatal(err)
@@ -125,16 +128,18 @@ func TestStoreDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(trailer, entries) || trailer[1].Codec != chunkstore.CodecDelta || !reflect.DeepEqual(trailer[1].Bases, []chunkstore.ID{baseID}) || !reflect.DeepEqual(trailer[0].Features, whole.Features) {
+	if !reflect.DeepEqual(trailer, entries) || trailer[2].Codec != chunkstore.CodecDelta || !reflect.DeepEqual(trailer[2].Bases, []chunkstore.ID{baseID}) || !reflect.DeepEqual(trailer[0].Features, whole.Features) || trailer[1].Features != nil {
 		t.Fatalf("trailer %+v, want %+v", trailer, entries)
 	}
-	loc := chunkstore.Location{Pack: packID, Blob: entries[1].Blob}
+	at := func(i int) chunkstore.Location { return chunkstore.Location{Pack: packID, Blob: entries[i].Blob} }
+	loc := at(2)
 	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); err == nil {
-		t.Error("a delta loaded without a base loader")
+		t.Error("a delta loaded without a base locator")
 	}
-	s.SetBaseLoader(func(ctx context.Context, b chunkstore.ID) ([]byte, error) {
-		return s.LoadChunk(ctx, b, chunkstore.Location{Pack: packID, Blob: entries[0].Blob}, nil, nil)
-	})
+	locateAt := func(i int) chunkstore.BaseLocator {
+		return func(context.Context, chunkstore.ID) (chunkstore.Location, error) { return at(i), nil }
+	}
+	s.SetBaseLocator(locateAt(0))
 	got, err := s.LoadChunk(ctx, id, loc, nil, nil)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("delta loaded as %d bytes, %v", len(got), err)
@@ -147,11 +152,17 @@ func TestStoreDeltas(t *testing.T) {
 	if e := copyPack.Add(c); !reflect.DeepEqual(e.Bases, []chunkstore.ID{baseID}) {
 		t.Errorf("a copied delta's entry names bases %v", e.Bases)
 	}
-	s.SetBaseLoader(func(context.Context, chunkstore.ID) ([]byte, error) { return dataset.Pages(2, 4), nil })
-	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); !errors.Is(err, chunkstore.ErrCorrupt) {
-		t.Errorf("a delta decoded with the wrong base: %v, want ErrCorrupt", err)
+	// A base found where another chunk is stored, or where a delta is, is
+	// damage, and the error names the base.
+	for _, i := range []int{1, 2} {
+		s.SetBaseLocator(locateAt(i))
+		if _, err := s.LoadChunk(ctx, id, loc, nil, nil); !errors.Is(err, chunkstore.ErrCorrupt) || !strings.Contains(err.Error(), "base "+baseID.String()) {
+			t.Errorf("a delta decoded with the base at entry %d: %v, want ErrCorrupt naming the base", i, err)
+		}
 	}
-	s.SetBaseLoader(func(context.Context, chunkstore.ID) ([]byte, error) { return nil, context.DeadlineExceeded })
+	s.SetBaseLocator(func(context.Context, chunkstore.ID) (chunkstore.Location, error) {
+		return chunkstore.Location{}, context.DeadlineExceeded
+	})
 	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); errors.Is(err, chunkstore.ErrCorrupt) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a base that failed to load: %v, want its error and not ErrCorrupt", err)
 	}
@@ -165,7 +176,7 @@ func TestStoreDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if scanned := chunkstore.ScanPack(data); len(scanned) != 2 || !reflect.DeepEqual(scanned[1].Bases, []chunkstore.ID{baseID}) {
+	if scanned := chunkstore.ScanPack(data); len(scanned) != 3 || !reflect.DeepEqual(scanned[2].Bases, []chunkstore.ID{baseID}) {
 		t.Errorf("ScanPack found %+v", scanned)
 	}
 }

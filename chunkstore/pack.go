@@ -18,7 +18,7 @@ import (
 //	blob 0 | blob 1 | ... | entry 0 | entry 1 | ... | footer
 //	blob:   header | stored bytes
 //	header: magic "DDSB" | id [32] | stored length u32 | plain length u32 | codec u8 | crc32c of the header before it u32
-//	entry:  id [32] | offset u32 | stored length u32 | plain length u32 | codec u8 | slot [128]
+//	entry:  id [32] | offset u32 | stored length u32 | plain length u32 | codec u8 | slot [64]
 //	footer: crc32c of the entries u32 | entry count u32 | magic "DDSPACK" | version u8
 //
 // All integers are little-endian; an entry's offset is that of the stored
@@ -33,19 +33,19 @@ import (
 // again under its name by another.
 const (
 	headerSize  = 4 + 32 + 4 + 4 + 1 + 4
-	slotSize    = 8 * DeltaFeatures
+	slotSize    = max(8*DeltaFeatures, 32*MaxDeltaBases)
 	entrySize   = 32 + 4 + 4 + 4 + 1 + slotSize
 	footerSize  = 4 + 4 + 8
 	blobMagic   = "DDSB"
 	packMagic   = "DDSPACK"
-	packVersion = 3
+	packVersion = 4
 )
 
 // DeltaFeatures is how many features (see Features) a chunk stored whole
 // carries in its pack entry, and MaxDeltaBases how many bases a delta may
 // have. Both are part of the pack format.
 const (
-	DeltaFeatures = 16
+	DeltaFeatures = 4
 	MaxDeltaBases = 2
 )
 

@@ -22,18 +22,19 @@ type Store struct {
 	backend Backend
 	codec   *codec
 	hashers sync.Pool
-	bases   BaseLoader // nil: no delta can be decoded
+	locate  BaseLocator // nil: no delta can be decoded
 	deltas  DeltaDecoder
+	bufs    sync.Pool // *[]byte of the max chunk size, for the bases of deltas
 }
 
-// BaseLoader returns the plain bytes of chunk id, a chunk stored whole,
-// which deltas name as their base. The repository's index knows where
-// chunks are; the Store does not.
-type BaseLoader func(ctx context.Context, id ID) ([]byte, error)
+// BaseLocator returns where chunk id, a chunk stored whole that deltas
+// name as their base, is stored. The repository's index knows where chunks
+// are; the Store does not.
+type BaseLocator func(ctx context.Context, id ID) (Location, error)
 
-// SetBaseLoader tells s how to load the bases of deltas. Until it is set,
-// loading a delta fails.
-func (s *Store) SetBaseLoader(f BaseLoader) { s.bases = f }
+// SetBaseLocator tells s where to find the bases of deltas. Until it is
+// set, loading a delta fails.
+func (s *Store) SetBaseLocator(f BaseLocator) { s.locate = f }
 
 // Create writes cfg as the config of a new repository on b and opens it.
 // It fails with an error wrapping ErrExist if b already holds a config,
@@ -76,6 +77,7 @@ func newStore(b Backend, cfg Config) (*Store, error) {
 		}
 		return h
 	}
+	s.bufs.New = func() any { b := make([]byte, 0, cfg.Chunker.MaxSize); return &b }
 	return s, nil
 }
 
@@ -114,15 +116,12 @@ type EncodedChunk struct {
 }
 
 // Encode compresses plain (whose ID the caller computed with Hash) into dst's
-// spare capacity, whole; in a repository that makes deltas, with its
-// features.
+// spare capacity, whole. In a repository that makes deltas the caller sets
+// the chunk's Features (see Features), which it needs first to look for a
+// base: a chunk stored whole without them is never a base.
 func (s *Store) Encode(dst []byte, id ID, plain []byte) EncodedChunk {
 	data, c := s.codec.encode(dst[:0], plain)
-	e := EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
-	if s.cfg.Deltas {
-		e.Features = Features(plain, DeltaFeatures)
-	}
-	return e
+	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
 }
 
 // EncodeDelta compresses plain (chunk id) into dst's spare capacity with
@@ -281,43 +280,88 @@ func readErr(ctx context.Context, id ID, loc Location, err error) error {
 	return fmt.Errorf("chunkstore: chunk %s in pack %s: read: %w", id, loc.Pack, err)
 }
 
+// verify decodes a chunk's stored bytes into dst's capacity and checks
+// them against id. A delta is decoded first with bases that are decoded
+// but not checked, since the delta's own check covers them; only if that
+// fails are they checked, to tell a damaged base from a damaged delta.
 func (s *Store) verify(ctx context.Context, id ID, loc Location, stored, dst []byte) ([]byte, error) {
-	var plain []byte
-	var err error
-	if loc.Codec == CodecDelta {
-		plain, err = s.decodeDelta(ctx, dst[:0], stored)
-		if be := (baseError{}); errors.As(err, &be) {
-			// Not this chunk's damage: the base's own error says what it is.
-			return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
-		}
-	} else {
-		plain, err = s.codec.decode(dst[:0], stored, loc.Codec)
+	plain, err := s.decode(ctx, id, loc, stored, dst, false)
+	if err == nil && !s.matches(id, loc, plain) && loc.Codec == CodecDelta {
+		plain, err = s.decode(ctx, id, loc, stored, dst, true)
 	}
 	if err != nil {
-		return nil, corruptChunk(id, loc, "decode", err)
+		return nil, err
 	}
-	if len(plain) != int(loc.PlainLength) || s.Hash(plain) != id {
+	if !s.matches(id, loc, plain) {
 		return nil, corruptChunk(id, loc, "verify", errors.New("content does not match its ID"))
 	}
 	return plain, nil
 }
 
-// decodeDelta appends a delta's plain bytes to dst, loading its bases.
-func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte) ([]byte, error) {
+func (s *Store) matches(id ID, loc Location, plain []byte) bool {
+	return len(plain) == int(loc.PlainLength) && s.Hash(plain) == id
+}
+
+// decode decodes a chunk's stored bytes into dst's capacity, unchecked; a
+// delta's bases are checked if checkBases.
+func (s *Store) decode(ctx context.Context, id ID, loc Location, stored, dst []byte, checkBases bool) ([]byte, error) {
+	if loc.Codec != CodecDelta {
+		plain, err := s.codec.decode(dst[:0], stored, loc.Codec)
+		if err != nil {
+			return nil, corruptChunk(id, loc, "decode", err)
+		}
+		return plain, nil
+	}
+	plain, err := s.decodeDelta(ctx, dst[:0], stored, checkBases)
+	if be := (baseError{}); errors.As(err, &be) {
+		// Not this chunk's damage: the base's own error says what it is.
+		return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
+	if err != nil {
+		return nil, corruptChunk(id, loc, "decode", err)
+	}
+	return plain, nil
+}
+
+// decodeDelta appends a delta's plain bytes to dst, loading its bases into
+// buffers of s.bufs.
+func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte, checkBases bool) ([]byte, error) {
 	baseIDs, frame, err := splitDelta(stored)
 	if err != nil {
 		return nil, err
 	}
-	if s.bases == nil {
-		return nil, errors.New("no loader for the bases of deltas")
+	if s.locate == nil {
+		return nil, errors.New("no locator for the bases of deltas")
 	}
 	bases := make([][]byte, len(baseIDs))
 	for i, b := range baseIDs {
-		if bases[i], err = s.bases(ctx, b); err != nil {
+		scratch, plain := s.bufs.Get().(*[]byte), s.bufs.Get().(*[]byte)
+		defer s.bufs.Put(scratch)
+		defer s.bufs.Put(plain)
+		if bases[i], err = s.loadBase(ctx, b, *scratch, *plain, checkBases); err != nil {
 			return nil, baseError{fmt.Errorf("load base %s: %w", b, err)}
 		}
 	}
 	return s.deltas.Decode(dst, frame, bases...)
+}
+
+// loadBase reads and decodes base id of a delta, checking it if check.
+func (s *Store) loadBase(ctx context.Context, id ID, scratch, dst []byte, check bool) ([]byte, error) {
+	loc, err := s.locate(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if loc.Codec == CodecDelta {
+		return nil, corruptChunk(id, loc, "base", errors.New("a delta's base is itself a delta"))
+	}
+	stored, err := s.readStored(ctx, id, loc, scratch)
+	if err != nil {
+		return nil, err
+	}
+	if check {
+		return s.verify(ctx, id, loc, stored, dst)
+	}
+	return s.decode(ctx, id, loc, stored, dst, false)
 }
 
 // baseError is a failure to load a delta's base.

@@ -21,6 +21,7 @@ func TestSimilarAndDeltas(t *testing.T) {
 		}
 		return f
 	}
+	const n, shared = chunkstore.DeltaFeatures, chunkstore.DeltaFeatures / 4
 	a, b, delta := chunkstore.ID{1}, chunkstore.ID{2}, chunkstore.ID{3}
 	p1, p2 := chunkstore.ID{0xa1}, chunkstore.ID{0xa2}
 	blob := chunkstore.Blob{Offset: 61, Length: 10, PlainLength: 10}
@@ -29,7 +30,7 @@ func TestSimilarAndDeltas(t *testing.T) {
 	err := d.AddPacks([]index.PackEntries{
 		{Pack: index.Pack{ID: p1, Size: 1000, Chunks: 2, Created: time.Now()}, Entries: []chunkstore.PackEntry{
 			{ID: a, Blob: blob, Features: feats(100)},
-			{ID: b, Blob: blob, Features: feats(110)}, // shares 100..115 with a from 110 on
+			{ID: b, Blob: blob, Features: feats(100 + n - shared)}, // takes shared of a's features
 		}},
 		{Pack: index.Pack{ID: p2, Size: 1000, Chunks: 1, Created: time.Now()}, Entries: []chunkstore.PackEntry{
 			{ID: delta, Blob: deltaBlob, Bases: []chunkstore.ID{a, b}},
@@ -42,8 +43,8 @@ func TestSimilarAndDeltas(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, []chunkstore.ID{a, b}) {
 		t.Fatalf("Similar = %v, %v; want a then b", got, err)
 	}
-	if got, _ := d.Similar(feats(100), 7, 2); !reflect.DeepEqual(got, []chunkstore.ID{a}) {
-		t.Errorf("Similar with 7 votes needed = %v, want a", got)
+	if got, _ := d.Similar(feats(100), shared+1, 2); !reflect.DeepEqual(got, []chunkstore.ID{a}) {
+		t.Errorf("Similar with %d votes needed = %v, want a", shared+1, got)
 	}
 	var deltas []chunkstore.ID
 	d.ForEachDelta(func(id chunkstore.ID, bases []chunkstore.ID) error {

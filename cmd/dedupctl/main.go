@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -31,7 +32,18 @@ const (
 	exitPartial  = 6
 )
 
+// gcPercent replaces Go's default GOGC of 100 unless the environment sets
+// GOGC. Most of the heap is buffers held for the whole run (pack builders,
+// chunks in flight, compressors), which the default lets the garbage grow
+// to match: at 50 a backup's peak RSS falls from about 150 to 115 MiB at no
+// measured cost in speed, as garbage is a small part of what a run
+// allocates.
+const gcPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

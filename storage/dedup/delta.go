@@ -1,10 +1,8 @@
 package dedup
 
 import (
-	"container/list"
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 )
@@ -12,16 +10,20 @@ import (
 // Deltas. In a repository that makes them (chunkstore.Config.Deltas), a
 // worker that meets a new chunk asks the index for the stored chunk sharing
 // most of its features (index.Similar), compresses the chunk against it,
-// and keeps the delta when it is deltaGain times smaller than the chunk
-// compressed alone. Bases are always chunks stored whole, so reading a
-// delta costs one more chunk read, of its base.
+// and keeps the delta when it is deltaShrink times smaller than the chunk,
+// or else deltaGain times smaller than the chunk compressed alone. Bases
+// are always chunks stored whole, so reading a delta costs one more chunk
+// read, of its base; nothing caches bases, as a backup or a restore meets
+// the same base again for about 2 % of its deltas.
 //
 // The settings come from dedupctl bench deltas on three real MariaDB
-// backups (3.2 GB): one base stored 542 MiB, two bases 521 MiB, but a
-// delta's read costs a whole chunk's per base (a restore spends most of
-// its time on them: bases are rarely shared, and a larger cache of them
-// only costs memory), so one. Two votes store as little as one and try
-// fewer deltas; a gain of 2 stores 4 % less than 4 and 8 % less than 8.
+// backups (3.2 GB, see README): 4 features and one vote store 1.4 % more
+// than 16 features and two votes, with a quarter of the feature records
+// to index (the index's cost in time and memory); one base, as a second
+// stores 4 % less but costs every read of a delta one more base read; a
+// gain of 2 stores 4 % less than 4. A delta 8 times smaller than its chunk
+// is kept without compressing the chunk whole as well: that halves the
+// compression work of backups that make many deltas, and stores as much.
 //
 // A base stays claimed (see gc.go) from the moment a worker decides on it
 // until the delta's pack is indexed; from then on the index records the
@@ -30,104 +32,74 @@ import (
 
 const (
 	deltaBases    = 1 // bases per delta, at most
-	deltaMinVotes = 2 // features a stored chunk must share to be a base
+	deltaMinVotes = 1 // features a stored chunk must share to be a base
 	deltaGain     = 2 // how many times smaller than the chunk compressed whole a delta must be
-	// baseCacheBytes bounds the plain bytes of bases kept for reads and
-	// for the workers' deltas: those a file's neighbouring deltas share.
-	baseCacheBytes = 8 << 20
+	// deltaShrink: a delta this many times smaller than the chunk is kept
+	// without compressing the chunk whole to compare.
+	deltaShrink = 8
 )
 
-// baseCache keeps the plain bytes of recently used bases, least recently
-// used out first. It is safe for concurrent use.
-type baseCache struct {
-	mu    sync.Mutex
-	lru   *list.List // of *cachedBase, most recent first
-	byID  map[chunkstore.ID]*list.Element
-	bytes int
-}
-
-type cachedBase struct {
-	id    chunkstore.ID
-	plain []byte
-}
-
-func newBaseCache() *baseCache {
-	return &baseCache{lru: list.New(), byID: map[chunkstore.ID]*list.Element{}}
-}
-
-func (c *baseCache) get(id chunkstore.ID) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.byID[id]
-	if !ok {
-		return nil, false
-	}
-	c.lru.MoveToFront(e)
-	return e.Value.(*cachedBase).plain, true
-}
-
-func (c *baseCache) put(id chunkstore.ID, plain []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.byID[id]; ok || len(plain) > baseCacheBytes {
-		return
-	}
-	c.byID[id] = c.lru.PushFront(&cachedBase{id, plain})
-	c.bytes += len(plain)
-	for c.bytes > baseCacheBytes {
-		old := c.lru.Remove(c.lru.Back()).(*cachedBase)
-		delete(c.byID, old.id)
-		c.bytes -= len(old.plain)
-	}
-}
-
-// loadBase is the store's chunkstore.BaseLoader: the plain bytes of a
-// chunk stored whole, from the cache or its pack. The bytes returned must
-// not be modified.
-func (r *repo) loadBase(ctx context.Context, id chunkstore.ID) ([]byte, error) {
-	if plain, ok := r.bases.get(id); ok {
-		return plain, nil
-	}
+// locateBase is the store's chunkstore.BaseLocator.
+func (r *repo) locateBase(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
 	loc, found, err := r.idx.Lookup(id)
-	if err != nil {
-		return nil, err
+	if err == nil && !found {
+		err = fmt.Errorf("dedup: base %s is not in the index: %w", id, chunkstore.ErrCorrupt)
 	}
-	if !found {
-		return nil, fmt.Errorf("dedup: base %s is not in the index: %w", id, chunkstore.ErrCorrupt)
-	}
-	if loc.Codec == chunkstore.CodecDelta {
-		return nil, fmt.Errorf("dedup: base %s is itself a delta: %w", id, chunkstore.ErrCorrupt)
-	}
-	// The stored bytes go in a pooled buffer; the plain ones, which the
-	// cache keeps, in one of their exact size.
-	scratch := r.chunkBufs.Get().(*[]byte)
-	defer r.chunkBufs.Put(scratch)
-	plain, err := r.store.LoadChunk(ctx, id, loc, *scratch, make([]byte, 0, loc.PlainLength))
-	if err != nil {
-		return nil, err
-	}
-	r.bases.put(id, plain)
-	return plain, nil
+	return loc, err
 }
 
-// tryDelta returns chunk id (plain, enc compressed whole) as a delta in
-// dst, with its bases, if one is deltaGain times smaller than enc, and enc
-// and no bases otherwise. Any failure to find or load a base only means no
-// delta.
-func (r *repo) tryDelta(de *chunkstore.DeltaEncoder, dst []byte, id chunkstore.ID, plain []byte, enc chunkstore.EncodedChunk) (chunkstore.EncodedChunk, []chunkstore.ID) {
-	ids, err := r.idx.Similar(enc.Features, deltaMinVotes, deltaBases)
-	if err != nil || len(ids) == 0 {
-		return enc, nil
+// encode returns a new chunk (id, plain) in its stored form: as a delta,
+// with its bases, if one is deltaShrink times smaller than plain or
+// deltaGain times smaller than the chunk compressed whole, and whole
+// otherwise, with its features in a repository that makes deltas. Any
+// failure to find or load a base only means no delta.
+func (r *repo) encode(ws *workerState, id chunkstore.ID, plain []byte) (chunkstore.EncodedChunk, []chunkstore.ID) {
+	if ws.delta == nil {
+		return r.store.Encode(ws.scratch, id, plain), nil
 	}
-	bases := make([][]byte, len(ids))
+	features := chunkstore.Features(plain, chunkstore.DeltaFeatures)
+	d, bases := r.tryDelta(ws, id, plain, features)
+	if bases != nil && len(d.Data)*deltaShrink <= len(plain) {
+		return d, bases
+	}
+	whole := r.encodeWhole(ws, id, plain, features)
+	if bases != nil && len(d.Data)*deltaGain <= len(whole.Data) {
+		return d, bases
+	}
+	return whole, nil
+}
+
+// encodeWhole compresses a new chunk whole, with its features, which make
+// it a base for deltas.
+func (r *repo) encodeWhole(ws *workerState, id chunkstore.ID, plain []byte, features []uint64) chunkstore.EncodedChunk {
+	e := r.store.Encode(ws.scratch, id, plain)
+	e.Features = features
+	return e
+}
+
+// tryDelta returns chunk id as a delta against the stored chunks most
+// similar to it, with their IDs, or no IDs if none is found or loads.
+func (r *repo) tryDelta(ws *workerState, id chunkstore.ID, plain []byte, features []uint64) (chunkstore.EncodedChunk, []chunkstore.ID) {
+	ids, err := r.idx.Similar(features, deltaMinVotes, deltaBases)
+	if err != nil || len(ids) == 0 {
+		return chunkstore.EncodedChunk{}, nil
+	}
+	bases := ws.bases[:len(ids)]
 	for i, b := range ids {
-		if bases[i], err = r.loadBase(r.ctx, b); err != nil {
-			return enc, nil
+		loc, err := r.locateBase(r.ctx, b)
+		if err == nil && loc.Codec == chunkstore.CodecDelta {
+			err = chunkstore.ErrCorrupt
+		}
+		if err == nil {
+			bases[i], err = r.store.LoadChunk(r.ctx, b, loc, ws.baseScratch, ws.bases[i])
+		}
+		if err != nil {
+			return chunkstore.EncodedChunk{}, nil
 		}
 	}
-	d, err := r.store.EncodeDelta(de, dst, id, plain, ids, bases)
-	if err != nil || len(d.Data)*deltaGain > len(enc.Data) {
-		return enc, nil
+	d, err := r.store.EncodeDelta(ws.delta, ws.deltaScratch, id, plain, ids, bases)
+	if err != nil {
+		return chunkstore.EncodedChunk{}, nil
 	}
 	return d, ids
 }

@@ -43,7 +43,7 @@ func TestDeltasStoreLess(t *testing.T) {
 			t.Fatal(err)
 		}
 		collect(t, s, everything)
-		// Read in a new process, whose cache of bases is empty.
+		// Read in a new process, as an operator restores.
 		s.Close()
 		s = dedup.New(root, dedup.Options{})
 		defer s.Close()
@@ -144,7 +144,7 @@ func TestRepairLosesDeltasOfALostBase(t *testing.T) {
 		t.Errorf("repair reports %+v lost; want b1/f (the base's) and b2/g (its delta's)", rep.Lost)
 	}
 	backup(t, s, "ks/0", "b3", map[string][]byte{"g": v2})
-	s.Close() // read with an empty cache of bases
+	s.Close() // read in a new process
 	s = dedup.New(root, dedup.Options{})
 	defer s.Close()
 	if got, err := readBack(t, s, "ks/0", "b3", "g"); err != nil || !bytes.Equal(got, v2) {

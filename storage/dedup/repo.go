@@ -52,8 +52,6 @@ type repo struct {
 	// another is written.
 	builders chan *chunkstore.PackBuilder
 
-	bases *baseCache // bases of deltas, for reads and workers
-
 	mu       sync.Mutex
 	pending  map[chunkstore.ID]*pack    // accepted chunks whose pack is not yet indexed
 	cur      *pack                      // the pack being filled, or nil
@@ -149,9 +147,8 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		leases:    map[*lease]struct{}{},
 		staged:    map[string]*stage{},
 		seed:      maphash.MakeSeed(),
-		bases:     newBaseCache(),
 	}
-	store.SetBaseLoader(r.loadBase)
+	store.SetBaseLocator(r.locateBase)
 	params := store.Config().Chunker
 	r.chunkBufs.New = func() any { b := make([]byte, params.MaxSize); return &b }
 	r.runBufs.New = func() any { b := make([]byte, max(runBytes, params.MaxSize)); return &b }

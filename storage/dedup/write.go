@@ -34,8 +34,11 @@ type job struct {
 
 // workerState is what a worker reuses from chunk to chunk.
 type workerState struct {
-	scratch, deltaScratch []byte
-	delta                 *chunkstore.DeltaEncoder // nil unless the repository makes deltas
+	scratch []byte
+	// Unless the repository makes deltas, delta is nil and the rest unset.
+	delta                     *chunkstore.DeltaEncoder
+	deltaScratch, baseScratch []byte
+	bases                     [][]byte // deltaBases buffers for the bases' plain bytes
 }
 
 func (r *repo) worker() {
@@ -45,11 +48,14 @@ func (r *repo) worker() {
 	ws := &workerState{scratch: make([]byte, 0, size)}
 	if cfg.Deltas {
 		var err error
-		if ws.delta, err = chunkstore.NewDeltaEncoder(cfg.Compression.DeltaLevel(), cfg.Chunker.MaxSize); err != nil {
+		if ws.delta, err = chunkstore.NewDeltaEncoder(cfg.Compression.DeltaLevel(), cfg.Chunker.MaxSize, deltaBases); err != nil {
 			panic(err) // unreachable: the config validated its level
 		}
 		defer ws.delta.Close()
-		ws.deltaScratch = make([]byte, 0, size)
+		ws.deltaScratch, ws.baseScratch = make([]byte, 0, size), make([]byte, 0, size)
+		for range deltaBases {
+			ws.bases = append(ws.bases, make([]byte, 0, cfg.Chunker.MaxSize))
+		}
 	}
 	for {
 		select {
@@ -81,11 +87,7 @@ func (r *repo) ingest(j *job, ws *workerState) error {
 		return err
 	}
 
-	whole := r.store.Encode(ws.scratch, id, j.data)
-	enc, bases := whole, []chunkstore.ID(nil)
-	if ws.delta != nil {
-		enc, bases = r.tryDelta(ws.delta, ws.deltaScratch, id, j.data, whole)
-	}
+	enc, bases := r.encode(ws, id, j.data)
 	r.mu.Lock()
 	for {
 		if p, known, err := r.lookupLocked(id); err != nil || known {
@@ -102,8 +104,11 @@ func (r *repo) ingest(j *job, ws *workerState) error {
 				r.mu.Unlock()
 				return err
 			}
-			if !ok { // a base went meanwhile
-				enc, bases = whole, nil
+			if !ok { // a base went meanwhile: store the chunk whole
+				r.mu.Unlock()
+				enc, bases = r.encodeWhole(ws, id, j.data, chunkstore.Features(j.data, chunkstore.DeltaFeatures)), nil
+				r.mu.Lock()
+				continue
 			}
 		}
 		if r.cur != nil {
