@@ -27,6 +27,10 @@ type DeltaVariant struct {
 	Level    string `json:"level"`
 }
 
+// RepositoryDeltas is the variant a repository of dedupctl init's defaults
+// makes (see storage/dedup/delta.go, whose tests keep the two equal).
+var RepositoryDeltas = DeltaVariant{Features: chunkstore.DeltaFeatures, Bases: 1, MinVotes: 1, MinGain: 2, Level: chunkstore.LevelFastest}
+
 func (v DeltaVariant) String() string {
 	if v.Features == 0 {
 		return "no deltas, " + v.Level
@@ -46,16 +50,21 @@ type DeltaResult struct {
 	DeltaSeconds float64 `json:"delta_seconds"`
 }
 
-// Ratio is logical bytes ÷ stored bytes.
-func (r DeltaResult) Ratio() float64 {
+// Stored is the bytes all versions add up to.
+func (r DeltaResult) Stored() int64 {
 	var stored int64
 	for _, a := range r.Added {
 		stored += a
 	}
-	if stored == 0 {
+	return stored
+}
+
+// Ratio is logical bytes ÷ stored bytes.
+func (r DeltaResult) Ratio() float64 {
+	if r.Stored() == 0 {
 		return 0
 	}
-	return float64(r.Logical) / float64(stored)
+	return float64(r.Logical) / float64(r.Stored())
 }
 
 // StudyDeltas cuts the files, taken as successive versions of one stream,

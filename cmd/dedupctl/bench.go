@@ -16,6 +16,7 @@ type benchOptions struct {
 	mins     string
 	maxs     string
 	plot     string
+	deltas   bool
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -30,8 +31,10 @@ chunking speed, the chunk count and sizes, the bytes each version would add,
 and the overall dedup ratio. Nothing is stored. The grid is every chunker of
 --chunker × every average size 2^--avg-bits, with --min and --max sizes (or
 a quarter and four times the average). --plot draws the size distributions
-and dedup ratios as an SVG chart. dedupctl bench deltas measures, on the
-same files, what storing similar chunks as deltas saves beyond this.`,
+and dedup ratios as an SVG chart. --deltas also compresses each setting's new
+chunks as a repository of dedupctl init's defaults would, and prints what
+they store without deltas and with them (about ten times slower); dedupctl
+bench deltas compares ways of making deltas.`,
 		Args: minArgs(1, "the files to study, oldest first"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var kinds []string
@@ -63,6 +66,18 @@ same files, what storing similar chunks as deltas saves beyond this.`,
 			if err != nil {
 				return err
 			}
+			// stored[i]: what setting i stores of the files compressed
+			// whole, then with deltas.
+			var stored [][2]int64
+			if o.deltas {
+				for _, p := range grid {
+					rs, err := bench.StudyDeltas(cmd.Context(), args, p, []bench.DeltaVariant{{Level: bench.RepositoryDeltas.Level}, bench.RepositoryDeltas})
+					if err != nil {
+						return err
+					}
+					stored = append(stored, [2]int64{rs[0].Stored(), rs[1].Stored()})
+				}
+			}
 			if o.plot != "" {
 				f, err := os.Create(o.plot)
 				if err != nil {
@@ -78,21 +93,33 @@ same files, what storing similar chunks as deltas saves beyond this.`,
 			}
 			if a.json {
 				out := []benchJSON{}
-				for _, r := range results {
-					out = append(out, benchJSON{Chunker: r.Params.Kind, MinSize: r.Params.MinSize, AvgSize: r.Params.AvgSize, MaxSize: r.Params.MaxSize,
-						MBps: r.MBps(), Chunks: r.Chunks, MeanChunk: r.Mean, P50Chunk: r.P50, P99Chunk: r.P99, AddedBytes: r.Added, DedupRatio: r.DedupRatio})
+				for i, r := range results {
+					row := benchJSON{Chunker: r.Params.Kind, MinSize: r.Params.MinSize, AvgSize: r.Params.AvgSize, MaxSize: r.Params.MaxSize,
+						MBps: r.MBps(), Chunks: r.Chunks, MeanChunk: r.Mean, P50Chunk: r.P50, P99Chunk: r.P99, AddedBytes: r.Added, DedupRatio: r.DedupRatio}
+					if o.deltas {
+						row.StoredBytes, row.DeltaStoredBytes = stored[i][0], stored[i][1]
+					}
+					out = append(out, row)
 				}
 				return a.printJSON(out)
 			}
 			var rows [][]string
-			for _, r := range results {
+			head := "CHUNKER MIN/AVG/MAX\tMB/S\tCHUNKS\tMEAN\tP50\tP99\tADDED PER VERSION\tDEDUP"
+			if o.deltas {
+				head += "\tSTORED\tWITH DELTAS"
+			}
+			for i, r := range results {
 				var added []string
 				for _, n := range r.Added {
 					added = append(added, size(n))
 				}
-				rows = append(rows, []string{r.Label(), fmt.Sprintf("%.0f", r.MBps()), fmt.Sprint(r.Chunks), size(int64(r.Mean)), size(int64(r.P50)), size(int64(r.P99)), strings.Join(added, " + "), fmt.Sprintf("%.2f", r.DedupRatio)})
+				row := []string{r.Label(), fmt.Sprintf("%.0f", r.MBps()), fmt.Sprint(r.Chunks), size(int64(r.Mean)), size(int64(r.P50)), size(int64(r.P99)), strings.Join(added, " + "), fmt.Sprintf("%.2f", r.DedupRatio)}
+				if o.deltas {
+					row = append(row, size(stored[i][0]), size(stored[i][1]))
+				}
+				rows = append(rows, row)
 			}
-			a.table("CHUNKER MIN/AVG/MAX\tMB/S\tCHUNKS\tMEAN\tP50\tP99\tADDED PER VERSION\tDEDUP", rows)
+			a.table(head, rows)
 			if o.plot != "" {
 				a.info("chart written to %s", o.plot)
 			}
@@ -105,6 +132,7 @@ same files, what storing similar chunks as deltas saves beyond this.`,
 	f.StringVar(&o.mins, "min", "", "minimum chunk sizes (default a quarter of the average)")
 	f.StringVar(&o.maxs, "max", "", "maximum chunk sizes (default four times the average)")
 	f.StringVar(&o.plot, "plot", "", "write an SVG chart to this file")
+	f.BoolVar(&o.deltas, "deltas", false, "also print the bytes each setting stores compressed, without deltas and with them")
 	cmd.AddCommand(chunker, a.benchDeltasCommand())
 	return cmd
 }
@@ -136,4 +164,7 @@ type benchJSON struct {
 	P99Chunk   int     `json:"p99_chunk"`
 	AddedBytes []int64 `json:"added_bytes"`
 	DedupRatio float64 `json:"dedup_ratio"`
+	// With --deltas: the bytes stored compressed, without deltas and with.
+	StoredBytes      int64 `json:"stored_bytes,omitempty"`
+	DeltaStoredBytes int64 `json:"delta_stored_bytes,omitempty"`
 }

@@ -62,23 +62,21 @@ chunk whole. Nothing is written; memory is every chunk stored whole.`,
 			var rows [][]string
 			for _, r := range results {
 				var added []string
-				var stored int64
 				for _, n := range r.Added {
 					added = append(added, size(n))
-					stored += n
 				}
 				speed := "-"
 				if r.DeltaSeconds > 0 {
 					speed = fmt.Sprintf("%.0f", float64(r.Logical)/r.DeltaSeconds/1e6)
 				}
-				rows = append(rows, []string{r.Variant.String(), strings.Join(added, " + "), size(stored), fmt.Sprintf("%.2f", r.Ratio()), fmt.Sprintf("%d/%d", r.Deltas, r.NewChunks), speed})
+				rows = append(rows, []string{r.Variant.String(), strings.Join(added, " + "), size(r.Stored()), fmt.Sprintf("%.2f", r.Ratio()), fmt.Sprintf("%d/%d", r.Deltas, r.NewChunks), speed})
 			}
 			a.table("VARIANT\tADDED PER VERSION\tSTORED\tLOGICAL÷STORED\tDELTAS/NEW\tMB/S", rows)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.features, "features", "8,16,32", "features per chunk")
+	f.StringVar(&o.features, "features", "4,8,16", "features per chunk")
 	f.StringVar(&o.bases, "bases", "1,2", "bases per delta: the stored chunks sharing the most features")
 	f.StringVar(&o.votes, "votes", "1,2", "features a stored chunk must share to be a base")
 	f.StringVar(&o.gains, "gain", "2,4", "how many times smaller than the chunk compressed whole a delta must be")

@@ -414,7 +414,7 @@ func TestDamageFound(t *testing.T) {
 func TestBenchChunker(t *testing.T) {
 	dir := t.TempDir()
 	v1 := dataset.Pages(7, 300)
-	v2 := dataset.Mutate(v1, 8, 0.05)
+	v2 := dataset.Update(v1, 8, 0.05)
 	os.WriteFile(filepath.Join(dir, "v1"), v1, 0o644)
 	os.WriteFile(filepath.Join(dir, "v2"), v2, 0o644)
 	plot := filepath.Join(dir, "chunkers.svg")
@@ -423,14 +423,20 @@ func TestBenchChunker(t *testing.T) {
 		Chunks     int     `json:"chunks"`
 		AddedBytes []int64 `json:"added_bytes"`
 		DedupRatio float64 `json:"dedup_ratio"`
+		Stored     int64   `json:"stored_bytes"`
+		WithDeltas int64   `json:"delta_stored_bytes"`
 	}
-	okJSON(t, "", &rows, "bench", "chunker", "--avg-bits", "14,16", filepath.Join(dir, "v1"), filepath.Join(dir, "v2"), "--plot", plot)
+	okJSON(t, "", &rows, "bench", "chunker", "--avg-bits", "14,16", filepath.Join(dir, "v1"), filepath.Join(dir, "v2"), "--plot", plot, "--deltas")
 	if len(rows) != 4 {
 		t.Fatalf("bench chunker gave %d rows, want 2 chunkers x 2 sizes", len(rows))
 	}
 	for _, r := range rows {
 		if len(r.AddedBytes) != 2 || r.AddedBytes[0] > int64(len(v1)) || r.AddedBytes[1] >= r.AddedBytes[0] || r.DedupRatio <= 1 {
 			t.Errorf("%+v: the second version should add less than the first", r)
+		}
+		// v2 updates rows in place: its new chunks are deltas of v1's.
+		if r.Stored == 0 || r.Stored >= int64(len(v1)+len(v2)) || r.WithDeltas == 0 || r.WithDeltas >= r.Stored {
+			t.Errorf("%+v: stored %d bytes compressed and %d with deltas; want less with deltas", r, r.Stored, r.WithDeltas)
 		}
 	}
 	svg, err := os.ReadFile(plot)
