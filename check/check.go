@@ -149,7 +149,7 @@ func (c *checker) run(opts Options) error {
 			// Indexed after the packs were listed (a backup running in
 			// this process): checked by the next check, unless the index
 			// does not list the pack at all.
-			if known, err := c.idx.HasPack(loc.Pack); err != nil {
+			if _, known, err := c.idx.Pack(loc.Pack); err != nil {
 				return err
 			} else if !known {
 				c.problem(&loc.Pack, &id, "chunk is in a pack the index does not list")

@@ -12,6 +12,7 @@ import (
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/local"
 	"github.com/dedupstore/dedupstore/internal/dataset"
+	"github.com/dedupstore/dedupstore/internal/faulty"
 )
 
 func shared(a, b []uint64) int {
@@ -137,9 +138,9 @@ func TestStoreDeltas(t *testing.T) {
 		t.Error("a delta loaded without a base locator")
 	}
 	locateAt := func(i int) chunkstore.BaseLocator {
-		return func(context.Context, chunkstore.ID) (chunkstore.Location, error) { return at(i), nil }
+		return func(context.Context, chunkstore.ID) (chunkstore.Location, int64, error) { return at(i), size, nil }
 	}
-	s.SetBaseLocator(locateAt(0))
+	s.SetBaseLocator(locateAt(0), 0)
 	got, err := s.LoadChunk(ctx, id, loc, nil, nil)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("delta loaded as %d bytes, %v", len(got), err)
@@ -155,14 +156,14 @@ func TestStoreDeltas(t *testing.T) {
 	// A base found where another chunk is stored, or where a delta is, is
 	// damage, and the error names the base.
 	for _, i := range []int{1, 2} {
-		s.SetBaseLocator(locateAt(i))
+		s.SetBaseLocator(locateAt(i), 0)
 		if _, err := s.LoadChunk(ctx, id, loc, nil, nil); !errors.Is(err, chunkstore.ErrCorrupt) || !strings.Contains(err.Error(), "base "+baseID.String()) {
 			t.Errorf("a delta decoded with the base at entry %d: %v, want ErrCorrupt naming the base", i, err)
 		}
 	}
-	s.SetBaseLocator(func(context.Context, chunkstore.ID) (chunkstore.Location, error) {
-		return chunkstore.Location{}, context.DeadlineExceeded
-	})
+	s.SetBaseLocator(func(context.Context, chunkstore.ID) (chunkstore.Location, int64, error) {
+		return chunkstore.Location{}, 0, context.DeadlineExceeded
+	}, 0)
 	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); errors.Is(err, chunkstore.ErrCorrupt) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a base that failed to load: %v, want its error and not ErrCorrupt", err)
 	}
@@ -178,5 +179,87 @@ func TestStoreDeltas(t *testing.T) {
 	}
 	if scanned := chunkstore.ScanPack(data); len(scanned) != 3 || !reflect.DeepEqual(scanned[2].Bases, []chunkstore.ID{baseID}) {
 		t.Errorf("ScanPack found %+v", scanned)
+	}
+}
+
+// The bases of consecutive deltas, stored one after the other, come from
+// one read of the pack when bases are read in runs (what makes deltas
+// affordable on object storage); a pack shorter than its index record
+// still gives its bases.
+func TestDeltaBasesReadInRuns(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Deltas = true
+	b := faulty.New(local.New(t.TempDir()))
+	s, err := chunkstore.Create(ctx, b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var bases, deltas chunkstore.PackBuilder
+	var plains [][]byte
+	for i := range uint64(4) {
+		base := dataset.Pages(30+i, 4)
+		plain := bytes.Clone(base)
+		copy(plain[7000:], "an updated row")
+		bases.Add(s.Encode(nil, s.Hash(base), base))
+		d, err := s.EncodeDelta(enc, nil, s.Hash(plain), plain, []chunkstore.ID{s.Hash(base)}, [][]byte{base})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deltas.Add(d)
+		plains = append(plains, plain)
+	}
+	basePack, baseEntries, baseSize, err := s.WritePack(ctx, &bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deltaPack, deltaEntries, _, err := s.WritePack(ctx, &deltas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locate := func(packSize int64) chunkstore.BaseLocator {
+		return func(_ context.Context, id chunkstore.ID) (chunkstore.Location, int64, error) {
+			for _, e := range baseEntries {
+				if e.ID == id {
+					return chunkstore.Location{Pack: basePack, Blob: e.Blob}, packSize, nil
+				}
+			}
+			return chunkstore.Location{}, 0, chunkstore.ErrCorrupt
+		}
+	}
+	for _, c := range []struct {
+		runBytes  int
+		packSize  int64
+		wantReads int // 0: not counted
+	}{
+		{0, baseSize, 2 * len(deltaEntries)},
+		{1 << 20, baseSize, len(deltaEntries) + 1},
+		{1 << 20, baseSize + 1000, 0},
+	} {
+		s, err := chunkstore.Open(ctx, b) // no runs kept yet
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetBaseLocator(locate(c.packSize), c.runBytes)
+		b.Arm(1<<30, faulty.Refuse, faulty.Get) // counts reads
+		for i, e := range deltaEntries {
+			got, err := s.LoadChunk(ctx, e.ID, chunkstore.Location{Pack: deltaPack, Blob: e.Blob}, nil, nil)
+			if err != nil || !bytes.Equal(got, plains[i]) {
+				t.Fatalf("%+v: delta %d loaded as %d bytes, %v", c, i, len(got), err)
+			}
+		}
+		if reads, _ := b.Disarm(); c.wantReads != 0 && reads != c.wantReads {
+			t.Errorf("%+v: %d deltas took %d reads", c, len(deltaEntries), reads)
+		}
+		s.Close()
 	}
 }

@@ -25,16 +25,22 @@ type Store struct {
 	locate  BaseLocator // nil: no delta can be decoded
 	deltas  DeltaDecoder
 	bufs    sync.Pool // *[]byte of the max chunk size, for the bases of deltas
+	runs    baseRuns
 }
 
 // BaseLocator returns where chunk id, a chunk stored whole that deltas
-// name as their base, is stored. The repository's index knows where chunks
-// are; the Store does not.
-type BaseLocator func(ctx context.Context, id ID) (Location, error)
+// name as their base, is stored, and the size of the pack holding it. The
+// repository's index knows where chunks are; the Store does not.
+type BaseLocator func(ctx context.Context, id ID) (loc Location, packSize int64, err error)
 
-// SetBaseLocator tells s where to find the bases of deltas. Until it is
-// set, loading a delta fails.
-func (s *Store) SetBaseLocator(f BaseLocator) { s.locate = f }
+// SetBaseLocator tells s where to find the bases of deltas (until it is
+// set, loading a delta fails), and how to read them: runBytes 0 reads each
+// base alone, as suits a local disk, where a read costs little; more reads
+// runBytes of its pack from each base on, for the bases after it (see
+// baseRuns), as suits object storage, where each read is a request.
+func (s *Store) SetBaseLocator(f BaseLocator, runBytes int) {
+	s.locate, s.runs.bytes = f, int64(runBytes)
+}
 
 // Create writes cfg as the config of a new repository on b and opens it.
 // It fails with an error wrapping ErrExist if b already holds a config,
@@ -330,9 +336,6 @@ func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte, checkBases 
 	if err != nil {
 		return nil, err
 	}
-	if s.locate == nil {
-		return nil, errors.New("no locator for the bases of deltas")
-	}
 	bases := make([][]byte, len(baseIDs))
 	for i, b := range baseIDs {
 		scratch, plain := s.bufs.Get().(*[]byte), s.bufs.Get().(*[]byte)
@@ -345,16 +348,30 @@ func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte, checkBases 
 	return s.deltas.Decode(dst, frame, bases...)
 }
 
-// loadBase reads and decodes base id of a delta, checking it if check.
+// LoadBase loads chunk id, a chunk stored whole, to be the base of a new
+// delta: decompressed into dst's capacity and checked as LoadChunk checks
+// a chunk. It finds the chunk with the BaseLocator, and reads it as the
+// bases of deltas are read (see baseRuns).
+func (s *Store) LoadBase(ctx context.Context, id ID, dst []byte) ([]byte, error) {
+	scratch := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(scratch)
+	return s.loadBase(ctx, id, *scratch, dst, true)
+}
+
+// loadBase reads and decodes base id of a delta, checking it if check;
+// scratch is space for its stored bytes.
 func (s *Store) loadBase(ctx context.Context, id ID, scratch, dst []byte, check bool) ([]byte, error) {
-	loc, err := s.locate(ctx, id)
+	if s.locate == nil {
+		return nil, errors.New("chunkstore: no locator for the bases of deltas")
+	}
+	loc, packSize, err := s.locate(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if loc.Codec == CodecDelta {
 		return nil, corruptChunk(id, loc, "base", errors.New("a delta's base is itself a delta"))
 	}
-	stored, err := s.readStored(ctx, id, loc, scratch)
+	stored, err := s.readBase(ctx, id, loc, packSize, scratch)
 	if err != nil {
 		return nil, err
 	}
@@ -362,6 +379,59 @@ func (s *Store) loadBase(ctx context.Context, id ID, scratch, dst []byte, check 
 		return s.verify(ctx, id, loc, stored, dst)
 	}
 	return s.decode(ctx, id, loc, stored, dst, false)
+}
+
+// baseRuns keeps the last few runs of pack bytes read for the bases of
+// deltas. A stream's consecutive deltas mostly have bases stored one after
+// the other (the chunks at about the same place of the stream's previous
+// version), so one read of a base and the bytes after it serves the bases
+// of the deltas that follow: on object storage, where every read is a
+// request, this is what keeps deltas from slowing backups and restores.
+type baseRuns struct {
+	bytes int64 // 0: none kept, each base read alone
+	mu    sync.Mutex
+	runs  [baseRunsKept]baseRun // runs[next] is replaced next
+	next  int
+}
+
+type baseRun struct {
+	pack ID
+	off  int64
+	data []byte // never modified once kept
+}
+
+const baseRunsKept = 4
+
+// readBase returns the stored bytes of base id at loc, in a pack of
+// packSize bytes: from a kept run or a new one, or read alone into
+// scratch. The bytes must not be modified.
+func (s *Store) readBase(ctx context.Context, id ID, loc Location, packSize int64, scratch []byte) ([]byte, error) {
+	if s.runs.bytes == 0 {
+		return s.readStored(ctx, id, loc, scratch)
+	}
+	off, n := int64(loc.Offset), int64(loc.Length)
+	s.runs.mu.Lock()
+	for _, r := range s.runs.runs {
+		if r.pack == loc.Pack && off >= r.off && off+n <= r.off+int64(len(r.data)) {
+			s.runs.mu.Unlock()
+			return r.data[off-r.off:][:n], nil
+		}
+	}
+	s.runs.mu.Unlock()
+	run := loc
+	run.Length = uint32(max(n, min(s.runs.bytes, packSize-off)))
+	data, err := s.readStored(ctx, id, run, nil)
+	if err != nil && run.Length > loc.Length && ctx.Err() == nil {
+		data, err = s.readStored(ctx, id, loc, nil) // the pack may be shorter than the index says
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.runs.mu.Lock()
+	s.runs.runs[s.runs.next] = baseRun{loc.Pack, off, data}
+	s.runs.next = (s.runs.next + 1) % baseRunsKept
+	s.runs.mu.Unlock()
+	return data[:n], nil
 }
 
 // baseError is a failure to load a delta's base.

@@ -115,15 +115,18 @@ func TestReplacePack(t *testing.T) {
 	db, _ := open(t)
 	addPack(t, db, 100, entry(1, 0), entry(2, 10), entry(3, 20))
 	addPack(t, db, 101, entry(3, 0))
-	next := index.Pack{ID: id(102), Size: 50, Chunks: 1}
+	next := index.Pack{ID: id(102), Size: 50, Chunks: 1, Created: time.Unix(0, 1e18)}
 	if err := db.ReplacePack(id(100), []chunkstore.ID{id(1), id(2), id(3)}, &next, []chunkstore.PackEntry{entry(1, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	wantAt(t, db, 1, 102, true)
 	wantAt(t, db, 2, 0, false)
 	wantAt(t, db, 3, 101, true)
-	if must(db.HasPack(id(100))) {
-		t.Error("retired pack still listed")
+	if _, found, err := db.Pack(id(100)); err != nil || found {
+		t.Errorf("retired pack still listed (%v)", err)
+	}
+	if p, found, err := db.Pack(id(102)); err != nil || !found || p != next {
+		t.Errorf("Pack = %+v, %v, %v; want %+v", p, found, err, next)
 	}
 }
 

@@ -118,12 +118,15 @@ func decodePack(k, v []byte) (Pack, error) {
 	}, nil
 }
 
-// HasPack reports whether the index lists pack id.
-func (d *DB) HasPack(id chunkstore.ID) (bool, error) {
-	var found bool
-	err := d.view(func(tx *bolt.Tx) error {
-		found = tx.Bucket(bucketPacks).Get(id[:]) != nil
-		return nil
+// Pack returns the record of pack id, and false if the index does not
+// list it.
+func (d *DB) Pack(id chunkstore.ID) (p Pack, found bool, err error) {
+	err = d.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketPacks).Get(id[:])
+		if found = v != nil; found {
+			p, err = decodePack(id[:], v)
+		}
+		return err
 	})
-	return found, err
+	return p, found, err
 }

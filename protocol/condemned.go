@@ -98,7 +98,7 @@ func SyncCondemned(ctx context.Context, b chunkstore.Backend, idx *index.DB, add
 			continue
 		}
 		for _, id := range c.Packs { // forgotten at an earlier sync, mostly
-			if known, err := idx.HasPack(id); err != nil {
+			if _, known, err := idx.Pack(id); err != nil {
 				return err
 			} else if known {
 				swept = append(swept, id)

@@ -40,12 +40,19 @@ const (
 )
 
 // locateBase is the store's chunkstore.BaseLocator.
-func (r *repo) locateBase(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+func (r *repo) locateBase(_ context.Context, id chunkstore.ID) (chunkstore.Location, int64, error) {
 	loc, found, err := r.idx.Lookup(id)
 	if err == nil && !found {
 		err = fmt.Errorf("dedup: base %s is not in the index: %w", id, chunkstore.ErrCorrupt)
 	}
-	return loc, err
+	if err != nil {
+		return loc, 0, err
+	}
+	p, found, err := r.idx.Pack(loc.Pack)
+	if err == nil && !found {
+		err = fmt.Errorf("dedup: base %s is in pack %s, which is not in the index: %w", id, loc.Pack, chunkstore.ErrCorrupt)
+	}
+	return loc, p.Size, err
 }
 
 // encode returns a new chunk (id, plain) in its stored form: as a delta,
@@ -86,14 +93,7 @@ func (r *repo) tryDelta(ws *workerState, id chunkstore.ID, plain []byte, feature
 	}
 	bases := ws.bases[:len(ids)]
 	for i, b := range ids {
-		loc, err := r.locateBase(r.ctx, b)
-		if err == nil && loc.Codec == chunkstore.CodecDelta {
-			err = chunkstore.ErrCorrupt
-		}
-		if err == nil {
-			bases[i], err = r.store.LoadChunk(r.ctx, b, loc, ws.baseScratch, ws.bases[i])
-		}
-		if err != nil {
+		if bases[i], err = r.store.LoadBase(r.ctx, b, ws.bases[i]); err != nil {
 			return chunkstore.EncodedChunk{}, nil
 		}
 	}

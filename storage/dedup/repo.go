@@ -148,7 +148,13 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		staged:    map[string]*stage{},
 		seed:      maphash.MakeSeed(),
 	}
-	store.SetBaseLocator(r.locateBase)
+	// On a backend of the caller's (object storage), each read is a
+	// request: the bases of deltas are read in runs, as files are.
+	baseRun := 0
+	if opts.Backend != nil {
+		baseRun = runBytes
+	}
+	store.SetBaseLocator(r.locateBase, baseRun)
 	params := store.Config().Chunker
 	r.chunkBufs.New = func() any { b := make([]byte, params.MaxSize); return &b }
 	r.runBufs.New = func() any { b := make([]byte, max(runBytes, params.MaxSize)); return &b }

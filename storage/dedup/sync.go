@@ -129,7 +129,7 @@ func (r *repo) syncPacks(ctx context.Context, listed map[chunkstore.ID]chunkstor
 	g.Go(func() error {
 		defer close(todo)
 		for id, o := range listed {
-			known, err := r.idx.HasPack(id)
+			_, known, err := r.idx.Pack(id)
 			if err != nil {
 				return err
 			}

@@ -36,9 +36,9 @@ type job struct {
 type workerState struct {
 	scratch []byte
 	// Unless the repository makes deltas, delta is nil and the rest unset.
-	delta                     *chunkstore.DeltaEncoder
-	deltaScratch, baseScratch []byte
-	bases                     [][]byte // deltaBases buffers for the bases' plain bytes
+	delta        *chunkstore.DeltaEncoder
+	deltaScratch []byte
+	bases        [][]byte // deltaBases buffers for the bases' plain bytes
 }
 
 func (r *repo) worker() {
@@ -52,7 +52,7 @@ func (r *repo) worker() {
 			panic(err) // unreachable: the config validated its level
 		}
 		defer ws.delta.Close()
-		ws.deltaScratch, ws.baseScratch = make([]byte, 0, size), make([]byte, 0, size)
+		ws.deltaScratch = make([]byte, 0, size)
 		for range deltaBases {
 			ws.bases = append(ws.bases, make([]byte, 0, cfg.Chunker.MaxSize))
 		}
