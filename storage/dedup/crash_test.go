@@ -21,9 +21,10 @@ import (
 var writeKills = flag.Int("write-kills", 50, "how many times TestBackupKilled kills a writing process")
 
 // crashFiles is the deterministic content of backup i: three files sharing
-// database pages, each with its own tail.
+// database pages, a few of whose rows backup i updates (chunks stored as
+// deltas), each with its own tail.
 func crashFiles(i int) map[string][]byte {
-	shared := dataset.Pages(80, 40)
+	shared := dataset.Update(dataset.Pages(80, 40), uint64(i), 0.1)
 	files := map[string][]byte{}
 	for j := range 3 {
 		own := dataset.Random(uint64(1000*i+j), (100+97*((i+j)%5))<<10)
@@ -184,6 +185,9 @@ func backupKilled(t *testing.T, onBackend bool) {
 		all.verify(t, s, "at the end, for "+agent)
 		if r, err := s.Check(ctx, check.Options{ReadData: true}); err != nil || !r.OK() {
 			t.Fatalf("final check --read-data by %s: %v %+v", agent, err, r.Problems)
+		}
+		if countDeltas(s) == 0 {
+			t.Errorf("%s: the backups made no deltas", agent)
 		}
 	}
 	t.Logf("%d kills, %d of them inside a backup; %d backups ended, %d of them by the killed processes", *writeKills, midBackup, len(ended), len(ended)-*writeKills)

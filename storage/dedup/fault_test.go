@@ -68,6 +68,7 @@ func TestBackupFaultAtEveryStep(t *testing.T) {
 		"f0": append(dataset.Pages(90, 60), dataset.Random(91, 300<<10)...), // partly known already
 		"f1": dataset.Random(92, 500<<10),
 		"f2": dataset.Pages(93, 20),
+		"f3": dataset.Update(dataset.Pages(90, 60), 94, 0.2), // deltas against earlier
 	}
 	setup := func() (*dedup.Storage, *faulty.Backend) {
 		fb := faulty.New(local.New(filepath.Join(t.TempDir(), "objects")))
@@ -83,6 +84,9 @@ func TestBackupFaultAtEveryStep(t *testing.T) {
 	}
 	steps, _ := fb.Disarm()
 	t.Logf("a fault-free backup makes %d backend calls", steps)
+	if countDeltas(s) == 0 {
+		t.Fatal("the backup made no deltas")
+	}
 
 	for _, fault := range []faulty.Fault{faulty.Refuse, faulty.ShortWrite, faulty.AfterStore} {
 		for k := 1; k <= steps; k++ {

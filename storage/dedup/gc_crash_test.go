@@ -132,19 +132,32 @@ func (bs backups) verify(t *testing.T, s *dedup.Storage, when string) {
 }
 
 // makeGarbage adds backups whose removal leaves whole packs dead and packs
-// half dead, removes them, and returns the backups that stay.
+// half dead, and deltas whose only bases are in a removed backup, removes
+// them, and returns the backups that stay.
 func makeGarbage(t *testing.T, s *dedup.Storage, round int) backups {
 	a, b := dataset.Random(uint64(1000+round), 300<<10), dataset.Random(uint64(2000+round), 300<<10)
-	kept := backups{fmt.Sprintf("keep-%d", round): {"f": a}}
+	pages := dataset.Pages(uint64(4000+round), 32)
+	keep, gone := fmt.Sprintf("keep-%d", round), fmt.Sprintf("gone-%d", round)
+	kept := backups{keep: {"f": a, "g": dataset.Update(pages, uint64(round), 0.25)}}
 	backup(t, s, "d", fmt.Sprintf("mixed-%d", round), map[string][]byte{"f": append(append([]byte(nil), a...), b...)})
-	backup(t, s, "d", fmt.Sprintf("gone-%d", round), map[string][]byte{"f": dataset.Random(uint64(3000+round), 500<<10)})
-	backup(t, s, "d", fmt.Sprintf("keep-%d", round), kept[fmt.Sprintf("keep-%d", round)])
+	deltasBefore := countDeltas(s)
+	backup(t, s, "d", gone, map[string][]byte{"f": dataset.Random(uint64(3000+round), 500<<10), "g": pages})
+	backup(t, s, "d", keep, kept[keep])
+	if countDeltas(s) == deltasBefore {
+		t.Fatal("the kept backup made no deltas against the removed one")
+	}
 	for _, name := range []string{"mixed", "gone"} {
 		if err := s.RemoveBackup(ctx, "d", fmt.Sprintf("%s-%d", name, round)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return kept
+}
+
+func countDeltas(s *dedup.Storage) int {
+	n := 0
+	dedup.IndexOf(s).ForEachDelta(func(chunkstore.ID, []chunkstore.ID) error { n++; return nil })
+	return n
 }
 
 // TestGCFaultAtEveryStep fails the backend at each call of a collection in
