@@ -84,20 +84,27 @@ func TestDeltaRoundTrip(t *testing.T) {
 	}
 }
 
-// A repository that makes deltas stores a chunk's features beside it, and
-// a delta's bases in its entry and its stored bytes; a delta loads with
-// the base its locator finds and is checked against its ID like any chunk.
-func TestStoreDeltas(t *testing.T) {
-	ctx := context.Background()
+// createDeltaStore creates a repository that makes deltas on b.
+func createDeltaStore(t *testing.T, b chunkstore.Backend) *chunkstore.Store {
+	t.Helper()
 	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Deltas = true
-	s, err := chunkstore.Create(ctx, local.New(t.TempDir()), cfg)
+	s, err := chunkstore.Create(context.Background(), b, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// A repository that makes deltas stores a chunk's features beside it, and
+// a delta's bases in its entry and its stored bytes; a delta loads with
+// the base its locator finds and is checked against its ID like any chunk.
+func TestStoreDeltas(t *testing.T) {
+	ctx := context.Background()
+	s := createDeltaStore(t, local.New(t.TempDir()))
 	defer s.Close()
 	base, other := dataset.Pages(1, 4), dataset.Pages(2, 4)
 	plain := bytes.Clone(base)
@@ -188,16 +195,8 @@ func TestStoreDeltas(t *testing.T) {
 // still gives its bases.
 func TestDeltaBasesReadInRuns(t *testing.T) {
 	ctx := context.Background()
-	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Deltas = true
 	b := faulty.New(local.New(t.TempDir()))
-	s, err := chunkstore.Create(ctx, b, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := createDeltaStore(t, b)
 	defer s.Close()
 	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10, 1)
 	if err != nil {
