@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -260,5 +262,54 @@ func TestDeltaBasesReadInRuns(t *testing.T) {
 			t.Errorf("%+v: %d deltas took %d reads", c, len(deltaEntries), reads)
 		}
 		s.Close()
+	}
+}
+
+// A delta whose base is damaged does not load, even where the delta would
+// decode right because it uses none of the damaged bytes: otherwise check
+// would pass it, and a repair that drops the damaged base would lose it
+// without saying so.
+func TestDeltaOfADamagedBaseDoesNotLoad(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := createDeltaStore(t, local.New(dir))
+	defer s.Close()
+	base := dataset.Random(5, 64<<10) // stored raw: its bytes are where they are damaged
+	plain := append(bytes.Clone(base[:32<<10]), dataset.Random(6, 32<<10)...)
+	baseID, id := s.Hash(base), s.Hash(plain)
+	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var p chunkstore.PackBuilder
+	p.Add(s.Encode(nil, baseID, base))
+	d, err := s.EncodeDelta(enc, nil, id, plain, []chunkstore.ID{baseID}, [][]byte{base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Add(d)
+	packID, entries, size, err := s.WritePack(ctx, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries[0].Codec != chunkstore.CodecRaw {
+		t.Fatalf("the base is stored as codec %v, not raw", entries[0].Codec)
+	}
+	s.SetBaseLocator(func(context.Context, chunkstore.ID) (chunkstore.Location, int64, error) {
+		return chunkstore.Location{Pack: packID, Blob: entries[0].Blob}, size, nil
+	}, 0)
+	path := filepath.Join(dir, filepath.FromSlash(chunkstore.PackName(packID)))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[entries[0].Offset+60000] ^= 1 // in the half of the base the delta does not use
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.LoadChunk(ctx, id, chunkstore.Location{Pack: packID, Blob: entries[1].Blob}, nil, nil)
+	if !errors.Is(err, chunkstore.ErrCorrupt) || !strings.Contains(err.Error(), "base "+baseID.String()) {
+		t.Errorf("a delta of a damaged base loaded: %v, want ErrCorrupt naming the base", err)
 	}
 }

@@ -287,80 +287,54 @@ func readErr(ctx context.Context, id ID, loc Location, err error) error {
 }
 
 // verify decodes a chunk's stored bytes into dst's capacity and checks
-// them against id. A delta is decoded first with bases that are decoded
-// but not checked, since the delta's own check covers them; only if that
-// fails are they checked, to tell a damaged base from a damaged delta.
+// them against id. A delta's bases are checked too, each against its own
+// ID, although the delta's check would catch a wrong one: a delta whose
+// base is damaged must not read back, or check would pass it and a repair
+// that drops the damaged base would then lose it unannounced.
 func (s *Store) verify(ctx context.Context, id ID, loc Location, stored, dst []byte) ([]byte, error) {
-	plain, err := s.decode(ctx, id, loc, stored, dst, false)
-	if err == nil && !s.matches(id, loc, plain) && loc.Codec == CodecDelta {
-		plain, err = s.decode(ctx, id, loc, stored, dst, true)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !s.matches(id, loc, plain) {
-		return nil, corruptChunk(id, loc, "verify", errors.New("content does not match its ID"))
-	}
-	return plain, nil
-}
-
-func (s *Store) matches(id ID, loc Location, plain []byte) bool {
-	return len(plain) == int(loc.PlainLength) && s.Hash(plain) == id
-}
-
-// decode decodes a chunk's stored bytes into dst's capacity, unchecked; a
-// delta's bases are checked if checkBases.
-func (s *Store) decode(ctx context.Context, id ID, loc Location, stored, dst []byte, checkBases bool) ([]byte, error) {
-	if loc.Codec != CodecDelta {
-		plain, err := s.codec.decode(dst[:0], stored, loc.Codec)
-		if err != nil {
-			return nil, corruptChunk(id, loc, "decode", err)
+	var plain []byte
+	var err error
+	if loc.Codec == CodecDelta {
+		plain, err = s.decodeDelta(ctx, dst[:0], stored)
+		if be := (baseError{}); errors.As(err, &be) {
+			// Not this chunk's damage: the base's own error says what it is.
+			return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
 		}
-		return plain, nil
-	}
-	plain, err := s.decodeDelta(ctx, dst[:0], stored, checkBases)
-	if be := (baseError{}); errors.As(err, &be) {
-		// Not this chunk's damage: the base's own error says what it is.
-		return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
+	} else {
+		plain, err = s.codec.decode(dst[:0], stored, loc.Codec)
 	}
 	if err != nil {
 		return nil, corruptChunk(id, loc, "decode", err)
+	}
+	if len(plain) != int(loc.PlainLength) || s.Hash(plain) != id {
+		return nil, corruptChunk(id, loc, "verify", errors.New("content does not match its ID"))
 	}
 	return plain, nil
 }
 
 // decodeDelta appends a delta's plain bytes to dst, loading its bases into
 // buffers of s.bufs.
-func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte, checkBases bool) ([]byte, error) {
+func (s *Store) decodeDelta(ctx context.Context, dst, stored []byte) ([]byte, error) {
 	baseIDs, frame, err := splitDelta(stored)
 	if err != nil {
 		return nil, err
 	}
 	bases := make([][]byte, len(baseIDs))
 	for i, b := range baseIDs {
-		scratch, plain := s.bufs.Get().(*[]byte), s.bufs.Get().(*[]byte)
-		defer s.bufs.Put(scratch)
-		defer s.bufs.Put(plain)
-		if bases[i], err = s.loadBase(ctx, b, *scratch, *plain, checkBases); err != nil {
+		buf := s.bufs.Get().(*[]byte)
+		defer s.bufs.Put(buf)
+		if bases[i], err = s.LoadBase(ctx, b, *buf); err != nil {
 			return nil, baseError{fmt.Errorf("load base %s: %w", b, err)}
 		}
 	}
 	return s.deltas.Decode(dst, frame, bases...)
 }
 
-// LoadBase loads chunk id, a chunk stored whole, to be the base of a new
-// delta: decompressed into dst's capacity and checked as LoadChunk checks
-// a chunk. It finds the chunk with the BaseLocator, and reads it as the
-// bases of deltas are read (see baseRuns).
+// LoadBase loads chunk id, a chunk stored whole that is the base of a delta
+// or is to be, decompressed into dst's capacity and checked as LoadChunk
+// checks a chunk. It finds the chunk with the BaseLocator, and reads it as
+// SetBaseLocator says.
 func (s *Store) LoadBase(ctx context.Context, id ID, dst []byte) ([]byte, error) {
-	scratch := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(scratch)
-	return s.loadBase(ctx, id, *scratch, dst, true)
-}
-
-// loadBase reads and decodes base id of a delta, checking it if check;
-// scratch is space for its stored bytes.
-func (s *Store) loadBase(ctx context.Context, id ID, scratch, dst []byte, check bool) ([]byte, error) {
 	if s.locate == nil {
 		return nil, errors.New("chunkstore: no locator for the bases of deltas")
 	}
@@ -371,14 +345,13 @@ func (s *Store) loadBase(ctx context.Context, id ID, scratch, dst []byte, check 
 	if loc.Codec == CodecDelta {
 		return nil, corruptChunk(id, loc, "base", errors.New("a delta's base is itself a delta"))
 	}
-	stored, err := s.readBase(ctx, id, loc, packSize, scratch)
+	scratch := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(scratch)
+	stored, err := s.readBase(ctx, id, loc, packSize, *scratch)
 	if err != nil {
 		return nil, err
 	}
-	if check {
-		return s.verify(ctx, id, loc, stored, dst)
-	}
-	return s.decode(ctx, id, loc, stored, dst, false)
+	return s.verify(ctx, id, loc, stored, dst)
 }
 
 // baseRuns keeps the last few runs of pack bytes read for the bases of
