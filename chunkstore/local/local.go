@@ -26,7 +26,16 @@ const TempPrefix = ".tmp-"
 // into place and fsyncs the directory, so a Put that returned nil survives a
 // crash and a crash during Put leaves at most a temporary file.
 type Backend struct {
-	root string
+	root  string
+	packs packFiles
+}
+
+// Close closes the files of the packs the backend keeps open (see
+// packFiles); readers still open keep theirs until they close. The backend
+// stays usable.
+func (l *Backend) Close() error {
+	l.packs.closeAll()
+	return nil
 }
 
 // New returns a backend rooted at dir. The directory is created on the
@@ -117,12 +126,17 @@ func (l *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunkstore: get %s: %w", name, chunkstore.ErrNotExist)
+	if length >= 0 && strings.HasPrefix(name, chunkstore.PackPrefix) {
+		pf, err := l.packs.open(p)
+		if err != nil {
+			return nil, getErr(name, err)
+		}
+		return &rangeReader{r: io.NewSectionReader(pf.f, offset, length), name: name, length: length,
+			close: func(failed bool) { l.packs.release(pf, failed) }}, nil
 	}
+	f, err := os.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("chunkstore: get %s: %w", name, err)
+		return nil, getErr(name, err)
 	}
 	if length < 0 {
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
@@ -131,29 +145,46 @@ func (l *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		}
 		return f, nil
 	}
-	return rangeReader{io.NewSectionReader(f, offset, length), f, name, length}, nil
+	return &rangeReader{r: io.NewSectionReader(f, offset, length), name: name, length: length,
+		close: func(bool) { f.Close() }}, nil
+}
+
+func getErr(name string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("chunkstore: get %s: %w", name, chunkstore.ErrNotExist)
+	}
+	return fmt.Errorf("chunkstore: get %s: %w", name, err)
 }
 
 // rangeReader reads a section of a file and reports a short object as an
 // error instead of a silent early EOF.
 type rangeReader struct {
 	r      *io.SectionReader
-	f      *os.File
 	name   string
 	length int64
+	close  func(failed bool) // once, by Close
+	failed bool              // a read failed
+	closed bool
 }
 
-func (r rangeReader) Read(p []byte) (int, error) {
+func (r *rangeReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	if err == io.EOF {
 		if pos, _ := r.r.Seek(0, io.SeekCurrent); pos < r.length {
-			return n, fmt.Errorf("chunkstore: get %s: object shorter than requested range: %w", r.name, io.ErrUnexpectedEOF)
+			err = fmt.Errorf("chunkstore: get %s: object shorter than requested range: %w", r.name, io.ErrUnexpectedEOF)
 		}
 	}
+	r.failed = r.failed || err != nil && err != io.EOF
 	return n, err
 }
 
-func (r rangeReader) Close() error { return r.f.Close() }
+func (r *rangeReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.close(r.failed)
+	}
+	return nil
+}
 
 // List implements chunkstore.Backend. Directories whose names all sort
 // before after are not read.
@@ -226,7 +257,9 @@ func (l *Backend) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err = os.Remove(p)
+	l.packs.drop(p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("chunkstore: delete %s: %w", name, err)
 	}
 	return nil
@@ -253,7 +286,9 @@ func (l *Backend) DeletePartial(ctx context.Context, name string) error {
 	if !strings.HasPrefix(filepath.Base(p), TempPrefix) {
 		return fmt.Errorf("chunkstore: %q is not a partial write", name)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err = os.Remove(p)
+	l.packs.drop(p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("chunkstore: delete %s: %w", name, err)
 	}
 	return nil

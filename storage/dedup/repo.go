@@ -373,6 +373,9 @@ func (r *repo) close() error {
 	r.workers.Wait()
 	r.stopLeases()
 	r.store.Close()
+	if r.opts.Backend == nil { // the repository's directory, whose backend it made
+		r.store.Backend().(*local.Backend).Close()
+	}
 	return r.idx.Close()
 }
 
