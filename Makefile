@@ -22,9 +22,10 @@ CC        := $(shell $(GO) env CC)
 demo:
 	$(GO) run ./bench/demo
 
-## build: the command-line tool, as bin/dedupctl
+## build: the command-line tool, as bin/dedupctl, stamped with its VCS revision when built
+## from a git checkout (dedupctl version; -buildvcs=auto overrides a GOFLAGS that turns it off)
 build:
-	$(GO) build -o bin/dedupctl ./cmd/dedupctl
+	$(GO) build -buildvcs=auto -o bin/dedupctl ./cmd/dedupctl
 
 ## test: vet and staticcheck, every test under the race detector, short fuzz runs,
 ## every benchmark once, so that none rots, and the Vitess adapter with Vitess's own tests

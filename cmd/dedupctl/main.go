@@ -146,6 +146,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Long:          helpText,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       buildVersion().String(),
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			a.ran = true
 			if a.repo == "" {
@@ -164,10 +165,12 @@ func (a *app) rootCommand() *cobra.Command {
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(
 		a.initCommand(), a.backupCommand(), a.lsCommand(), a.showCommand(),
 		a.restoreCommand(), a.catCommand(), a.diffCommand(), a.rmCommand(), a.gcCommand(),
 		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
+		a.versionCommand(),
 	)
 	return root
 }

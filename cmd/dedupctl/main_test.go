@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
@@ -445,5 +449,27 @@ func TestBenchChunker(t *testing.T) {
 	}
 	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte("<polyline")) {
 		t.Errorf("the chart is not SVG with lines: %v", err)
+	}
+}
+
+// version and --version say the build, the Go version and the repository
+// format; --json gives them to scripts.
+func TestVersion(t *testing.T) {
+	out := ok(t, "", "version")
+	if want := fmt.Sprintf("%s, repository format %d", runtime.Version(), chunkstore.FormatVersion); !strings.HasPrefix(out, "dedupctl ") || !strings.Contains(out, want) {
+		t.Errorf("version printed %q, want it to say %q", out, want)
+	}
+	if flag := ok(t, "", "--version"); flag != out {
+		t.Errorf("--version printed %q, version %q", flag, out)
+	}
+	var v struct {
+		Version string `json:"version"`
+		Go      string `json:"go"`
+		Reads   []int  `json:"reads_formats"`
+		Writes  int    `json:"writes_format"`
+	}
+	okJSON(t, "", &v, "version")
+	if v.Version == "" || v.Go != runtime.Version() || v.Writes != chunkstore.FormatVersion || !slices.Contains(v.Reads, chunkstore.FormatVersion) {
+		t.Errorf("version --json gave %+v", v)
 	}
 }
