@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -15,6 +16,9 @@ type gcOptions struct {
 	threshold float64
 	grace     time.Duration
 }
+
+// defaultGC holds gc's defaults, which forget --gc uses.
+var defaultGC = gcOptions{threshold: 0.25, grace: 24 * time.Hour}
 
 func (a *app) gcCommand() *cobra.Command {
 	var o gcOptions
@@ -42,79 +46,92 @@ the lock of one that was killed expires after the lease TTL (10 minutes).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStorage(func(s *dedup.Storage) error {
-				ctx := cmd.Context()
-				plan, err := s.PlanGC(ctx, gc.Options{RepackThreshold: o.threshold, GracePeriod: o.grace})
+				out, err := collect(cmd.Context(), s, o)
 				if err != nil {
 					return err
-				}
-				out := gcJSON{DryRun: o.dryRun, Plan: gcPlanJSON{
-					DeletePacks: len(plan.Delete), RepackPacks: len(plan.Repack), OrphanPacks: len(plan.Orphans),
-					Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
-					Actions: []gcActionJSON{},
-				}}
-				out.Plan.Phases = gcPhasesJSON{SweepNow: plan.SweepNow, SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
-				for _, list := range []struct {
-					action string
-					packs  []gc.PackAction
-				}{{"sweep", plan.Sweep}, {"delete", plan.Delete}, {"repack", plan.Repack}} {
-					for _, p := range list.packs {
-						out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: list.action, Pack: p.Pack.String(), Size: p.Size, LiveChunks: p.LiveChunks, DeadChunks: p.DeadChunks, LiveBytes: p.LiveBytes})
-					}
-				}
-				for _, orphan := range plan.Orphans {
-					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-orphan", Pack: orphan.Name, Size: orphan.Size})
-				}
-				for _, partial := range plan.Partials {
-					out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-partial", Pack: partial.Name, Size: partial.Size})
-				}
-				out.Plan.PartialWrites = len(plan.Partials)
-				if o.dryRun {
-					plan.Close()
-				} else {
-					res, err := s.ExecuteGC(ctx, plan)
-					if err != nil {
-						return err
-					}
-					out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, Partials: res.Partials, FreedBytes: res.FreedBytes}
 				}
 				if a.json {
 					return a.printJSON(out)
 				}
-				p := out.Plan
-				if ph := p.Phases; ph.SweepNow {
-					a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s (no backup is running: deleted now)",
-						p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
-				} else {
-					a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
-						ph.SweepPacks, ph.SparedPacks, ph.Waiting, size(p.FreedBytes))
-					a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later (backups are running)",
-						p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(ph.CondemnedBytes))
-				}
-				if p.PartialWrites > 0 {
-					a.info("and %d partial writes left by processes that died, to delete now", p.PartialWrites)
-				}
-				if o.dryRun {
-					var rows [][]string
-					for _, x := range p.Actions {
-						rows = append(rows, []string{x.Action, x.Pack, size(x.Size), fmt.Sprint(x.LiveChunks), fmt.Sprint(x.DeadChunks), size(x.LiveBytes)})
-					}
-					if len(rows) > 0 {
-						a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
-					}
-				}
-				if r := out.Result; r != nil {
-					a.info("done: %d packs deleted, %d condemned (%d of them repacked), %d left for a writer that claimed them; %s freed", r.Deleted, r.Condemned, r.Repacked, r.Skipped, size(r.FreedBytes))
-				} else {
-					a.info("dry run: nothing changed")
-				}
+				a.printGC(out)
 				return nil
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the plan, change nothing")
-	cmd.Flags().Float64Var(&o.threshold, "repack-threshold", 0.25, "dead fraction of a pack at which it is rewritten")
-	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "age below which unindexed packs are kept; while backups run, also new packs and condemnations")
+	cmd.Flags().Float64Var(&o.threshold, "repack-threshold", defaultGC.threshold, "dead fraction of a pack at which it is rewritten")
+	cmd.Flags().DurationVar(&o.grace, "grace", defaultGC.grace, "age below which unindexed packs are kept; while backups run, also new packs and condemnations")
 	return cmd
+}
+
+// collect plans a collection and, unless o.dryRun, runs it.
+func collect(ctx context.Context, s *dedup.Storage, o gcOptions) (gcJSON, error) {
+	plan, err := s.PlanGC(ctx, gc.Options{RepackThreshold: o.threshold, GracePeriod: o.grace})
+	if err != nil {
+		return gcJSON{}, err
+	}
+	out := gcJSON{DryRun: o.dryRun, Plan: gcPlanJSON{
+		DeletePacks: len(plan.Delete), RepackPacks: len(plan.Repack), OrphanPacks: len(plan.Orphans),
+		Packs: plan.Packs, LiveChunks: plan.Live, DeadChunks: plan.Dead, FreedBytes: plan.FreedBytes,
+		Actions: []gcActionJSON{},
+	}}
+	out.Plan.Phases = gcPhasesJSON{SweepNow: plan.SweepNow, SweepPacks: len(plan.Sweep), SparedPacks: plan.Spared, Waiting: plan.Waiting, CondemnedBytes: plan.CondemnedBytes}
+	for _, list := range []struct {
+		action string
+		packs  []gc.PackAction
+	}{{"sweep", plan.Sweep}, {"delete", plan.Delete}, {"repack", plan.Repack}} {
+		for _, p := range list.packs {
+			out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: list.action, Pack: p.Pack.String(), Size: p.Size, LiveChunks: p.LiveChunks, DeadChunks: p.DeadChunks, LiveBytes: p.LiveBytes})
+		}
+	}
+	for _, orphan := range plan.Orphans {
+		out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-orphan", Pack: orphan.Name, Size: orphan.Size})
+	}
+	for _, partial := range plan.Partials {
+		out.Plan.Actions = append(out.Plan.Actions, gcActionJSON{Action: "delete-partial", Pack: partial.Name, Size: partial.Size})
+	}
+	out.Plan.PartialWrites = len(plan.Partials)
+	if o.dryRun {
+		plan.Close()
+	} else {
+		res, err := s.ExecuteGC(ctx, plan)
+		if err != nil {
+			return gcJSON{}, err
+		}
+		out.Result = &gcResultJSON{Deleted: res.Deleted, Repacked: res.Repacked, Skipped: res.Skipped, Condemned: res.Condemned, Partials: res.Partials, FreedBytes: res.FreedBytes}
+	}
+	return out, nil
+}
+
+// printGC prints a collection's plan and result for people.
+func (a *app) printGC(out gcJSON) {
+	p := out.Plan
+	if ph := p.Phases; ph.SweepNow {
+		a.info("plan: %d of %d packs to delete, %d to repack, %d orphans; %d live and %d dead chunks; frees %s (no backup is running: deleted now)",
+			p.DeletePacks, p.Packs, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(p.FreedBytes))
+	} else {
+		a.info("phase 2: %d condemned packs to delete now, %d spared (in use again), %d condemnations not yet due; frees %s",
+			ph.SweepPacks, ph.SparedPacks, ph.Waiting, size(p.FreedBytes))
+		a.info("phase 1: of %d packs, %d to condemn, %d to repack and condemn, %d orphans to condemn; %d live and %d dead chunks; frees %s later (backups are running)",
+			p.Packs, p.DeletePacks, p.RepackPacks, p.OrphanPacks, p.LiveChunks, p.DeadChunks, size(ph.CondemnedBytes))
+	}
+	if p.PartialWrites > 0 {
+		a.info("and %d partial writes left by processes that died, to delete now", p.PartialWrites)
+	}
+	if out.DryRun {
+		var rows [][]string
+		for _, x := range p.Actions {
+			rows = append(rows, []string{x.Action, x.Pack, size(x.Size), fmt.Sprint(x.LiveChunks), fmt.Sprint(x.DeadChunks), size(x.LiveBytes)})
+		}
+		if len(rows) > 0 {
+			a.table("ACTION\tPACK\tSIZE\tLIVE CHUNKS\tDEAD CHUNKS\tLIVE BYTES", rows)
+		}
+	}
+	if r := out.Result; r != nil {
+		a.info("done: %d packs deleted, %d condemned (%d of them repacked), %d left for a writer that claimed them; %s freed", r.Deleted, r.Condemned, r.Repacked, r.Skipped, size(r.FreedBytes))
+	} else {
+		a.info("dry run: nothing changed")
+	}
 }
 
 type gcJSON struct {

@@ -170,7 +170,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.initCommand(), a.backupCommand(), a.lsCommand(), a.showCommand(),
 		a.restoreCommand(), a.catCommand(), a.diffCommand(), a.rmCommand(), a.gcCommand(),
 		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
-		a.versionCommand(),
+		a.versionCommand(), a.forgetCommand(),
 	)
 	return root
 }
