@@ -14,7 +14,7 @@ import (
 
 func (a *app) forgetCommand() *cobra.Command {
 	var (
-		p        retention.Policy
+		p      retention.Policy
 		within string
 		dryRun bool
 		thenGC bool
