@@ -25,7 +25,7 @@ func newStore(b *testing.B, level string) *chunkstore.Store {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := chunkstore.Create(context.Background(), local.New(b.TempDir()), cfg)
+	s, err := chunkstore.Create(context.Background(), local.New(b.TempDir()), cfg, chunkstore.Secret{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func (c *checker) run(opts Options) error {
 			c.problem(&p.ID, nil, "pack has %d bytes, the index says %d", size, p.Size)
 			continue
 		}
-		entries, err := chunkstore.ReadPackTrailer(c.ctx, c.store.Backend(), name, size)
+		entries, err := chunkstore.ReadPackTrailer(c.ctx, c.store.Backend(), name, size, c.store.Cipher())
 		if errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion) {
 			c.problem(&p.ID, nil, "pack trailer: %v", err)
 			continue

@@ -38,6 +38,10 @@ type ChunkerParams struct {
 	// Polynomial is the irreducible polynomial of the restic chunker, chosen
 	// at random when a repository is created; zero for other kinds.
 	Polynomial uint64 `json:"polynomial,omitempty"`
+	// Key keys FastCDC's gear table, so that cut points (and so chunk
+	// sizes, which stay visible) say nothing of known contents; set, at
+	// random, in encrypted repositories only.
+	Key []byte `json:"key,omitempty"`
 }
 
 // DefaultChunkerParams is FastCDC with 16 KiB / 64 KiB / 256 KiB, the setting
@@ -57,6 +61,9 @@ func (p ChunkerParams) Validate() error {
 	}
 	if bits.OnesCount(uint(p.AvgSize)) != 1 {
 		return fmt.Errorf("chunkstore: average chunk size %d is not a power of two", p.AvgSize)
+	}
+	if p.Key != nil && (p.Kind != ChunkerFastCDC || len(p.Key) != 32) {
+		return fmt.Errorf("chunkstore: a chunker key of %d bytes for %s: want 32, for %s only", len(p.Key), p.Kind, ChunkerFastCDC)
 	}
 	if p.Kind == ChunkerRestic && !chunker.Pol(p.Polynomial).Irreducible() {
 		return fmt.Errorf("chunkstore: restic chunker polynomial %#x is not irreducible", p.Polynomial)
@@ -88,7 +95,7 @@ func (p ChunkerParams) NewChunker(r io.Reader, buf []byte) (Chunker, error) {
 		c.SetAverageBits(bits.TrailingZeros(uint(p.AvgSize)))
 		return &resticChunker{c: c, buf: buf}, nil
 	default:
-		opts := &cdc.ChunkerOpts{MinSize: p.MinSize, NormalSize: p.AvgSize, MaxSize: p.MaxSize}
+		opts := &cdc.ChunkerOpts{MinSize: p.MinSize, NormalSize: p.AvgSize, MaxSize: p.MaxSize, Key: p.Key}
 		c, err := cdc.NewChunkerBuffer(p.Kind, r, opts, buf)
 		if err != nil {
 			return nil, fmt.Errorf("chunkstore: %s: %w", p.Kind, err)

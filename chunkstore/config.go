@@ -14,8 +14,9 @@ import (
 // FormatVersion is the repository format this build writes and reads.
 // Version 3 named packs by the time they were written (see NewPackID);
 // version 4 adds deltas: pack entries with bases or features; version 5
-// keeps 4 features per chunk, not 16, in a slot of 64 bytes, not 128.
-const FormatVersion = 5
+// keeps 4 features per chunk, not 16, in a slot of 64 bytes, not 128;
+// version 6 adds encryption (crypt.go) and key slots.
+const FormatVersion = 6
 
 // ConfigName is the object name of the repository config.
 const ConfigName = "config"
@@ -27,6 +28,10 @@ const maxConfigSize = 1 << 20
 // field decides how bytes are named and cut, so none may change afterwards.
 type Config struct {
 	Version int `json:"version"`
+	// Encryption is EncryptionNone or EncryptionXChaCha. An encrypted
+	// repository's config object holds only the version and this, in
+	// plain; the rest, keys included, is sealed.
+	Encryption string `json:"encryption"`
 	// Key is the 32-byte BLAKE3 key for chunk IDs; a repository's IDs say
 	// nothing about content to anyone without it.
 	Key         []byte        `json:"key"`
@@ -42,11 +47,12 @@ type Config struct {
 // DefaultPackSize is the pack size of a new repository: 16 MiB.
 const DefaultPackSize = 16 << 20
 
-// NewConfig returns the config of a new repository: a fresh random key and
-// the given settings, each zero field replaced by its default (FastCDC with
+// NewConfig returns the config of an unencrypted new repository (set
+// Encryption to encrypt it: Create then keys its chunker): a fresh random
+// key and the given settings, each zero field replaced by its default (FastCDC with
 // 16 KiB / 64 KiB / 256 KiB, zstd at its fastest level, 16 MiB packs).
 func NewConfig(params ChunkerParams, comp Compression, packSize int) (Config, error) {
-	cfg := Config{Version: FormatVersion, Key: make([]byte, 32), Chunker: params, Compression: comp, PackSize: packSize}
+	cfg := Config{Version: FormatVersion, Encryption: EncryptionNone, Key: make([]byte, 32), Chunker: params, Compression: comp, PackSize: packSize}
 	if _, err := rand.Read(cfg.Key); err != nil {
 		return Config{}, err
 	}
@@ -77,6 +83,9 @@ func (c Config) Validate() error {
 	if c.Version != FormatVersion {
 		return fmt.Errorf("chunkstore: repository format version %d, this build reads only %d (formats before v0.1.0 are not migrated: restore with the build that wrote it, or start a new repository): %w", c.Version, FormatVersion, ErrUnsupportedVersion)
 	}
+	if c.Encryption != EncryptionNone && c.Encryption != EncryptionXChaCha {
+		return fmt.Errorf("chunkstore: unknown encryption %q (want %q or %q)", c.Encryption, EncryptionNone, EncryptionXChaCha)
+	}
 	if len(c.Key) != 32 {
 		return fmt.Errorf("chunkstore: config key has %d bytes, want 32: %w", len(c.Key), ErrCorrupt)
 	}
@@ -92,27 +101,95 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// ReadConfig loads and validates the repository's config object. A missing
-// config gives an error wrapping ErrNotExist; one that does not parse,
-// ErrCorrupt; an unknown version, ErrUnsupportedVersion.
-func ReadConfig(ctx context.Context, b Backend) (Config, error) {
+// configEnvelope is the plain part of a config object: all of it for an
+// unencrypted repository, and for an encrypted one the version, the
+// encryption and the sealed config.
+type configEnvelope struct {
+	Version    int    `json:"version"`
+	Encryption string `json:"encryption"`
+	Sealed     []byte `json:"sealed,omitempty"`
+}
+
+var configAD = []byte("config")
+
+// marshalConfig returns cfg's config object, sealed with c if it is
+// encrypted.
+func marshalConfig(cfg Config, c *Cipher) ([]byte, error) {
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil || cfg.Encryption == EncryptionNone {
+		return data, err
+	}
+	return json.MarshalIndent(configEnvelope{Version: cfg.Version, Encryption: cfg.Encryption, Sealed: c.seal(data, configAD)}, "", "  ")
+}
+
+// unlocked is a repository's config and, if it is encrypted, its key.
+type unlocked struct {
+	cfg    Config
+	cipher *Cipher // nil: unencrypted
+	master []byte
+	slot   string // the key slot that secret opened
+}
+
+// ReadConfig loads and validates the repository's config object, unlocking
+// it with secret if the repository is encrypted. A missing config gives an
+// error wrapping ErrNotExist; one that does not parse or open, ErrCorrupt;
+// an unknown version, ErrUnsupportedVersion; an encrypted one without a
+// secret, ErrKeyRequired, and with a secret that opens no key slot,
+// ErrWrongKey. An unencrypted repository ignores secret.
+func ReadConfig(ctx context.Context, b Backend, secret Secret) (Config, error) {
+	u, err := readConfig(ctx, b, secret)
+	return u.cfg, err
+}
+
+func readConfig(ctx context.Context, b Backend, secret Secret) (unlocked, error) {
 	rc, err := b.Get(ctx, ConfigName, 0, -1)
 	if err != nil {
-		return Config{}, err
+		return unlocked{}, err
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, maxConfigSize+1))
 	if err != nil {
-		return Config{}, fmt.Errorf("chunkstore: read config: %w", err)
+		return unlocked{}, fmt.Errorf("chunkstore: read config: %w", err)
 	}
-	return ParseConfig(data)
+	if len(data) > maxConfigSize {
+		return unlocked{}, fmt.Errorf("chunkstore: config larger than %d bytes: %w", maxConfigSize, ErrCorrupt)
+	}
+	var env configEnvelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return unlocked{}, fmt.Errorf("chunkstore: config does not parse: %w: %w", ErrCorrupt, err)
+	}
+	if env.Version != FormatVersion && env.Version != 0 {
+		return unlocked{}, (Config{Version: env.Version}).Validate()
+	}
+	if env.Encryption == EncryptionNone {
+		cfg, err := ParseConfig(data)
+		return unlocked{cfg: cfg}, err
+	}
+	if env.Encryption != EncryptionXChaCha {
+		return unlocked{}, fmt.Errorf("chunkstore: config: unknown encryption %q: %w", env.Encryption, ErrCorrupt)
+	}
+	if secret.Empty() {
+		return unlocked{}, ErrKeyRequired
+	}
+	var cfg Config
+	master, slot, c, err := unlock(ctx, b, secret, func(c *Cipher) error {
+		plain, err := c.open(nil, env.Sealed, configAD)
+		if err != nil {
+			return fmt.Errorf("chunkstore: config: %w", err)
+		}
+		if cfg, err = ParseConfig(plain); err == nil && (cfg.Version != env.Version || cfg.Encryption != env.Encryption) {
+			err = fmt.Errorf("chunkstore: config: its sealed version and encryption differ from its plain ones: %w", ErrCorrupt)
+		}
+		return err
+	})
+	if err != nil {
+		return unlocked{}, err
+	}
+	return unlocked{cfg: cfg, cipher: c, master: master, slot: slot}, nil
 }
 
-// ParseConfig decodes and validates a config object's bytes.
+// ParseConfig decodes and validates a plain config's JSON.
 func ParseConfig(data []byte) (Config, error) {
-	if len(data) > maxConfigSize {
-		return Config{}, fmt.Errorf("chunkstore: config larger than %d bytes: %w", maxConfigSize, ErrCorrupt)
-	}
 	var cfg Config
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("chunkstore: config does not parse: %w: %w", ErrCorrupt, err)

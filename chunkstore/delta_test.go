@@ -86,15 +86,19 @@ func TestDeltaRoundTrip(t *testing.T) {
 	}
 }
 
-// createDeltaStore creates a repository that makes deltas on b.
-func createDeltaStore(t *testing.T, b chunkstore.Backend) *chunkstore.Store {
+// createDeltaStore creates a repository that makes deltas on b, encrypted
+// if secret is not empty.
+func createDeltaStore(t *testing.T, b chunkstore.Backend, secret chunkstore.Secret) *chunkstore.Store {
 	t.Helper()
 	cfg, err := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Deltas = true
-	s, err := chunkstore.Create(context.Background(), b, cfg)
+	if !secret.Empty() {
+		cfg.Encryption = chunkstore.EncryptionXChaCha
+	}
+	s, err := chunkstore.Create(context.Background(), b, cfg, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,9 +108,15 @@ func createDeltaStore(t *testing.T, b chunkstore.Backend) *chunkstore.Store {
 // A repository that makes deltas stores a chunk's features beside it, and
 // a delta's bases in its entry and its stored bytes; a delta loads with
 // the base its locator finds and is checked against its ID like any chunk.
+// So in an encrypted one.
 func TestStoreDeltas(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testStoreDeltas(t, chunkstore.Secret{}) })
+	t.Run("encrypted", func(t *testing.T) { testStoreDeltas(t, chunkstore.Secret{Password: []byte("pw")}) })
+}
+
+func testStoreDeltas(t *testing.T, secret chunkstore.Secret) {
 	ctx := context.Background()
-	s := createDeltaStore(t, local.New(t.TempDir()))
+	s := createDeltaStore(t, local.New(t.TempDir()), secret)
 	defer s.Close()
 	base, other := dataset.Pages(1, 4), dataset.Pages(2, 4)
 	plain := bytes.Clone(base)
@@ -134,7 +144,7 @@ func TestStoreDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trailer, err := chunkstore.ReadPackTrailer(ctx, s.Backend(), chunkstore.PackName(packID), size)
+	trailer, err := chunkstore.ReadPackTrailer(ctx, s.Backend(), chunkstore.PackName(packID), size, s.Cipher())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +186,9 @@ func TestStoreDeltas(t *testing.T) {
 	if _, err := s.LoadChunk(ctx, id, loc, nil, nil); errors.Is(err, chunkstore.ErrCorrupt) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a base that failed to load: %v, want its error and not ErrCorrupt", err)
 	}
-	// The headers alone name a delta's bases, for a pack whose trailer is lost.
+	// The headers and blobs alone name a delta's bases, for a pack whose
+	// trailer is lost.
+	s.SetBaseLocator(locateAt(0), 0)
 	rc, err := s.Backend().Get(ctx, chunkstore.PackName(packID), 0, -1)
 	if err != nil {
 		t.Fatal(err)
@@ -186,8 +198,8 @@ func TestStoreDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if scanned := chunkstore.ScanPack(data); len(scanned) != 3 || !reflect.DeepEqual(scanned[2].Bases, []chunkstore.ID{baseID}) {
-		t.Errorf("ScanPack found %+v", scanned)
+	if intact, lost := s.Salvage(ctx, data, chunkstore.ScanPack(data)); len(intact) != 3 || lost != 0 || !reflect.DeepEqual(intact[2].Bases, []chunkstore.ID{baseID}) {
+		t.Errorf("Salvage found %+v, lost %d", intact, lost)
 	}
 }
 
@@ -198,7 +210,7 @@ func TestStoreDeltas(t *testing.T) {
 func TestDeltaBasesReadInRuns(t *testing.T) {
 	ctx := context.Background()
 	b := faulty.New(local.New(t.TempDir()))
-	s := createDeltaStore(t, b)
+	s := createDeltaStore(t, b, chunkstore.Secret{})
 	defer s.Close()
 	enc, err := chunkstore.NewDeltaEncoder(chunkstore.LevelFastest, 256<<10, 1)
 	if err != nil {
@@ -246,7 +258,7 @@ func TestDeltaBasesReadInRuns(t *testing.T) {
 		{1 << 20, baseSize, len(deltaEntries) + 1},
 		{1 << 20, baseSize + 1000, 0},
 	} {
-		s, err := chunkstore.Open(ctx, b) // no runs kept yet
+		s, err := chunkstore.Open(ctx, b, chunkstore.Secret{}) // no runs kept yet
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,7 +284,7 @@ func TestDeltaBasesReadInRuns(t *testing.T) {
 func TestDeltaOfADamagedBaseDoesNotLoad(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := createDeltaStore(t, local.New(dir))
+	s := createDeltaStore(t, local.New(dir), chunkstore.Secret{})
 	defer s.Close()
 	base := dataset.Random(5, 64<<10) // stored raw: its bytes are where they are damaged
 	plain := append(bytes.Clone(base[:32<<10]), dataset.Random(6, 32<<10)...)

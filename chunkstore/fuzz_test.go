@@ -13,21 +13,21 @@ import (
 // Sizes of the pack format: per chunk a header and a trailer entry.
 const entryBytes = 45 + 8*chunkstore.DeltaFeatures
 
-var headerBytes = int(chunkstore.PackOverhead(1)-chunkstore.PackOverhead(0)) - entryBytes
+var headerBytes = int(chunkstore.PackOverhead(1, nil)-chunkstore.PackOverhead(0, nil)) - entryBytes
 
 // FuzzParsePackTrailer: a trailer that parses describes entries inside the
 // pack, and a pack built of those entries has the same trailer.
 func FuzzParsePackTrailer(f *testing.F) {
 	var p chunkstore.PackBuilder
 	p.Add(chunkstore.EncodedChunk{Data: []byte("hello"), PlainLength: 5})
-	data, _ := p.Finish()
+	data, _ := p.Finish(nil)
 	f.Add(data[headerBytes+5:], int64(len(data)))
 	f.Add([]byte{}, int64(0))
 	f.Fuzz(func(t *testing.T, trailer []byte, size int64) {
 		if size < int64(len(trailer)) {
 			size = int64(len(trailer))
 		}
-		entries, err := chunkstore.ParsePackTrailer(trailer, size)
+		entries, err := chunkstore.ParsePackTrailer(trailer, size, nil)
 		if err != nil {
 			return
 		}
@@ -72,7 +72,7 @@ func FuzzScanPack(f *testing.F) {
 		for i, data := range [][]byte{a, b, c} {
 			p.Add(chunkstore.EncodedChunk{ID: chunkstore.ID{byte(i + 1)}, Data: data, PlainLength: len(data)})
 		}
-		pack, entries := p.Finish()
+		pack, entries := p.Finish(nil)
 		damaged := bytes.Clone(pack)
 		pos := int(at) % len(damaged)
 		damaged[pos] ^= flip

@@ -50,8 +50,11 @@ const (
 )
 
 // PackOverhead is the bytes a pack of n chunks takes besides their stored
-// bytes: headers, trailer and footer.
-func PackOverhead(n int) int64 { return int64(n)*(headerSize+entrySize) + footerSize }
+// bytes (which, sealed with c, include their own seals): headers, trailer
+// (sealed with c) and footer.
+func PackOverhead(n int, c *Cipher) int64 {
+	return int64(n)*(headerSize+entrySize) + int64(c.Overhead()) + footerSize
+}
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -165,10 +168,7 @@ func (p *PackBuilder) Entries() []PackEntry { return p.entries }
 // Add appends a chunk as produced by Store.Encode or Store.EncodeDelta.
 // A delta's entry takes its bases from its stored bytes.
 func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
-	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data) + headerSize), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}, Features: c.Features}
-	if c.Codec == CodecDelta {
-		e.Bases, _, _ = splitDelta(c.Data) // a delta that names none fails to load, and check reports it
-	}
+	e := PackEntry{ID: c.ID, Blob: Blob{Offset: uint32(len(p.data) + headerSize), Length: uint32(len(c.Data)), PlainLength: uint32(c.PlainLength), Codec: c.Codec}, Features: c.Features, Bases: c.Bases}
 	start := len(p.data)
 	p.data = append(p.data, blobMagic...)
 	p.data = append(p.data, c.ID[:]...)
@@ -181,10 +181,12 @@ func (p *PackBuilder) Add(c EncodedChunk) PackEntry {
 	return e
 }
 
-// Finish appends the trailer and returns the pack's bytes and its entries.
-// The builder must not be used again until Reset.
-func (p *PackBuilder) Finish() ([]byte, []PackEntry) {
+// Finish appends the trailer, sealed with c (nil: in plain), and returns
+// the pack's bytes and its entries. The builder must not be used again
+// until Reset.
+func (p *PackBuilder) Finish(c *Cipher) ([]byte, []PackEntry) {
 	start := len(p.data)
+	p.data = append(p.data[:start], c.begin(nil)...)
 	for _, e := range p.entries {
 		p.data = append(p.data, e.ID[:]...)
 		p.data = binary.LittleEndian.AppendUint32(p.data, e.Offset)
@@ -193,6 +195,7 @@ func (p *PackBuilder) Finish() ([]byte, []PackEntry) {
 		p.data = append(p.data, byte(e.Codec))
 		p.data = appendSlot(p.data, e)
 	}
+	p.data = append(p.data[:start], c.sealInPlace(p.data[start:], trailerAD(len(p.entries)))...)
 	p.data = binary.LittleEndian.AppendUint32(p.data, crc32.Checksum(p.data[start:], crcTable))
 	p.data = binary.LittleEndian.AppendUint32(p.data, uint32(len(p.entries)))
 	p.data = append(p.data, packMagic...)
@@ -200,10 +203,13 @@ func (p *PackBuilder) Finish() ([]byte, []PackEntry) {
 	return p.data, p.entries
 }
 
+func trailerAD(n int) []byte { return binary.LittleEndian.AppendUint32([]byte("trailer"), uint32(n)) }
+
 // ParsePackFooter checks a pack's last footerSize bytes and returns how many
-// bytes the trailer before it takes. packSize bounds the count, so a damaged
-// footer cannot make a caller allocate more than the pack holds.
-func ParsePackFooter(footer []byte, packSize int64) (trailerLen int64, err error) {
+// bytes the trailer before it takes, sealed with c. packSize bounds the
+// count, so a damaged footer cannot make a caller allocate more than the
+// pack holds.
+func ParsePackFooter(footer []byte, packSize int64, c *Cipher) (trailerLen int64, err error) {
 	if len(footer) != footerSize || string(footer[8:15]) != packMagic {
 		return 0, fmt.Errorf("chunkstore: pack footer: bad magic: %w", ErrCorrupt)
 	}
@@ -211,21 +217,21 @@ func ParsePackFooter(footer []byte, packSize int64) (trailerLen int64, err error
 		return 0, fmt.Errorf("chunkstore: pack format version %d, this build reads %d: %w", footer[15], packVersion, ErrUnsupportedVersion)
 	}
 	n := int64(binary.LittleEndian.Uint32(footer[4:8]))
-	if n*entrySize > packSize-footerSize {
+	if n*entrySize+int64(c.Overhead()) > packSize-footerSize {
 		return 0, fmt.Errorf("chunkstore: pack footer: %d entries do not fit a pack of %d bytes: %w", n, packSize, ErrCorrupt)
 	}
-	return n * entrySize, nil
+	return n*entrySize + int64(c.Overhead()), nil
 }
 
 // ParsePackTrailer decodes the entries and footer at the end of a pack of
-// packSize bytes (trailer is the last trailerLen+footerSize bytes). Every
-// entry must lie inside the pack's data section.
-func ParsePackTrailer(trailer []byte, packSize int64) ([]PackEntry, error) {
+// packSize bytes (trailer is the last trailerLen+footerSize bytes), opening
+// them with c. Every entry must lie inside the pack's data section.
+func ParsePackTrailer(trailer []byte, packSize int64, c *Cipher) ([]PackEntry, error) {
 	if len(trailer) < footerSize {
 		return nil, fmt.Errorf("chunkstore: pack trailer too short: %w", ErrCorrupt)
 	}
 	footer := trailer[len(trailer)-footerSize:]
-	n, err := ParsePackFooter(footer, packSize)
+	n, err := ParsePackFooter(footer, packSize, c)
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +242,12 @@ func ParsePackTrailer(trailer []byte, packSize int64) ([]PackEntry, error) {
 	if crc32.Checksum(raw, crcTable) != binary.LittleEndian.Uint32(footer[0:4]) {
 		return nil, fmt.Errorf("chunkstore: pack trailer checksum mismatch: %w", ErrCorrupt)
 	}
+	count := int(binary.LittleEndian.Uint32(footer[4:8]))
+	if raw, err = c.open(nil, raw, trailerAD(count)); err != nil {
+		return nil, fmt.Errorf("chunkstore: pack trailer: %w", err)
+	}
 	dataEnd := packSize - int64(len(trailer))
-	entries := make([]PackEntry, 0, n/entrySize)
+	entries := make([]PackEntry, 0, count)
 	for len(raw) > 0 {
 		var e PackEntry
 		copy(e.ID[:], raw[:32])
@@ -256,8 +266,8 @@ func ParsePackTrailer(trailer []byte, packSize int64) ([]PackEntry, error) {
 }
 
 // ReadPackTrailer reads and decodes the trailer of the pack object name, of
-// size bytes, as listed by the backend.
-func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64) ([]PackEntry, error) {
+// size bytes, as listed by the backend, opening it with c.
+func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64, c *Cipher) ([]PackEntry, error) {
 	if size < footerSize {
 		return nil, fmt.Errorf("chunkstore: pack %s has %d bytes: %w", name, size, ErrCorrupt)
 	}
@@ -267,7 +277,7 @@ func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64) ([
 	if err != nil {
 		return nil, err
 	}
-	n, err := ParsePackFooter(tail[len(tail)-footerSize:], size)
+	n, err := ParsePackFooter(tail[len(tail)-footerSize:], size, c)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", name, err)
 	}
@@ -277,7 +287,7 @@ func ReadPackTrailer(ctx context.Context, b Backend, name string, size int64) ([
 			return nil, err
 		}
 	}
-	entries, err := ParsePackTrailer(trailer, size)
+	entries, err := ParsePackTrailer(trailer, size, c)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", name, err)
 	}
@@ -303,8 +313,9 @@ func readRange(ctx context.Context, b Backend, name string, off, n int64) ([]byt
 // ScanPack finds the chunks of a pack by their headers alone, for a pack
 // whose trailer or footer is damaged: it walks the blobs from the start
 // and, past a damaged header, searches on for the next one. It returns
-// every blob whose header is intact and lies inside data; the caller
-// verifies their contents (Store.SalvagePack does). Blobs that a damaged
+// every blob whose header is intact and lies inside data, without a
+// delta's bases; the caller verifies their contents and finds the bases
+// (Store.Salvage does). Blobs that a damaged
 // header hides are not returned.
 func ScanPack(data []byte) []PackEntry {
 	var entries []PackEntry
@@ -339,13 +350,6 @@ func parseHeader(data []byte, off int) (PackEntry, bool) {
 	e.Codec = Codec(h[44])
 	if int64(e.Offset)+int64(e.Length) > int64(len(data)) || e.PlainLength > MaxChunkSize || e.Codec > CodecDelta {
 		return PackEntry{}, false
-	}
-	if e.Codec == CodecDelta {
-		bases, _, err := splitDelta(data[e.Offset : e.Offset+e.Length])
-		if err != nil {
-			return PackEntry{}, false
-		}
-		e.Bases = bases
 	}
 	return e, true
 }

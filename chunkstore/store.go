@@ -3,7 +3,7 @@ package chunkstore
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +19,11 @@ import (
 // concurrent use.
 type Store struct {
 	cfg     Config
-	backend Backend
+	backend Backend // sealedBackend around raw if encrypted
+	raw     Backend
+	cipher  *Cipher // nil: unencrypted
+	master  []byte
+	slot    string
 	codec   *codec
 	hashers sync.Pool
 	locate  BaseLocator // nil: no delta can be decoded
@@ -43,39 +47,65 @@ func (s *Store) SetBaseLocator(f BaseLocator, runBytes int) {
 }
 
 // Create writes cfg as the config of a new repository on b and opens it.
+// If cfg.Encryption is EncryptionXChaCha, it draws a master key, stores a
+// key slot that secret opens, keys the chunker, and seals the config.
 // It fails with an error wrapping ErrExist if b already holds a config,
 // and then the caller opens that one instead. The store returned uses the
 // config stored when Create re-reads it, which is cfg unless the backend
 // could not refuse a creator that raced with this one.
-func Create(ctx context.Context, b Backend, cfg Config) (*Store, error) {
+func Create(ctx context.Context, b Backend, cfg Config, secret Secret) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	data, err := json.MarshalIndent(cfg, "", "  ")
+	var c *Cipher
+	if cfg.Encryption == EncryptionXChaCha {
+		if secret.Empty() {
+			return nil, fmt.Errorf("chunkstore: create an encrypted repository: %w", ErrKeyRequired)
+		}
+		master := make([]byte, masterKeySize)
+		rand.Read(master)
+		var err error
+		if c, err = newCipher(master); err != nil {
+			return nil, err
+		}
+		if cfg.Chunker.Kind == ChunkerFastCDC {
+			cfg.Chunker.Key = make([]byte, 32)
+			rand.Read(cfg.Chunker.Key)
+		}
+		slot, err := newSlot(master, secret)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeSlot(ctx, b, slot); err != nil {
+			return nil, err
+		}
+	}
+	data, err := marshalConfig(cfg, c)
 	if err != nil {
 		return nil, err
 	}
 	if err := b.Create(ctx, ConfigName, bytes.NewReader(data)); err != nil {
 		return nil, fmt.Errorf("chunkstore: create repository: %w", err)
 	}
-	return Open(ctx, b)
+	return Open(ctx, b, secret)
 }
 
-// Open opens the repository on b by reading its config.
-func Open(ctx context.Context, b Backend) (*Store, error) {
-	cfg, err := ReadConfig(ctx, b)
+// Open opens the repository on b by reading its config, unlocking it with
+// secret if it is encrypted (see ReadConfig for the errors).
+func Open(ctx context.Context, b Backend, secret Secret) (*Store, error) {
+	u, err := readConfig(ctx, b, secret)
 	if err != nil {
 		return nil, err
 	}
-	return newStore(b, cfg)
-}
-
-func newStore(b Backend, cfg Config) (*Store, error) {
-	cd, err := newCodec(cfg.Compression, cfg.Chunker.MaxSize)
+	cd, err := newCodec(u.cfg.Compression, u.cfg.Chunker.MaxSize)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, backend: b, codec: cd}
+	s := &Store{cfg: u.cfg, backend: b, raw: b, codec: cd, cipher: u.cipher, master: u.master, slot: u.slot}
+	if u.cipher != nil {
+		s.backend = sealedBackend{b, u.cipher}
+	}
+	cfg := u.cfg
 	s.hashers.New = func() any {
 		h, err := blake3.NewKeyed(cfg.Key)
 		if err != nil {
@@ -93,8 +123,18 @@ func (s *Store) Close() { s.codec.close() }
 // Config returns the repository's config.
 func (s *Store) Config() Config { return s.cfg }
 
-// Backend returns the backend holding the repository's objects.
+// Backend returns the backend holding the repository's objects. In an
+// encrypted repository it seals and opens every object but packs, the
+// config and key slots as they pass (see sealedBackend).
 func (s *Store) Backend() Backend { return s.backend }
+
+// RawBackend returns the backend as the caller passed it, which stores
+// objects as they are: for moving damaged objects aside byte for byte.
+func (s *Store) RawBackend() Backend { return s.raw }
+
+// Cipher returns what seals the repository's blobs and objects: nil if it
+// is not encrypted.
+func (s *Store) Cipher() *Cipher { return s.cipher }
 
 // NewChunker returns the repository's chunker over r; see ChunkerParams.NewChunker.
 func (s *Store) NewChunker(r io.Reader, buf []byte) (Chunker, error) {
@@ -115,10 +155,11 @@ func (s *Store) Hash(plain []byte) ID {
 // EncodedChunk is a chunk in its stored form, ready for PackBuilder.Add.
 type EncodedChunk struct {
 	ID          ID
-	Data        []byte
+	Data        []byte // sealed in an encrypted repository
 	PlainLength int
 	Codec       Codec
 	Features    []uint64 // a whole chunk's features, when the repository makes deltas
+	Bases       []ID     // a delta's bases
 }
 
 // Encode compresses plain (whose ID the caller computed with Hash) into dst's
@@ -126,8 +167,8 @@ type EncodedChunk struct {
 // the chunk's Features (see Features), which it needs first to look for a
 // base: a chunk stored whole without them is never a base.
 func (s *Store) Encode(dst []byte, id ID, plain []byte) EncodedChunk {
-	data, c := s.codec.encode(dst[:0], plain)
-	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: c}
+	data, c := s.codec.encode(s.cipher.begin(dst), plain)
+	return EncodedChunk{ID: id, Data: s.cipher.sealInPlace(data, blobAD(id, c)), PlainLength: len(plain), Codec: c}
 }
 
 // EncodeDelta compresses plain (chunk id) into dst's spare capacity with
@@ -136,7 +177,7 @@ func (s *Store) EncodeDelta(enc *DeltaEncoder, dst []byte, id ID, plain []byte, 
 	if len(baseIDs) == 0 || len(baseIDs) > MaxDeltaBases || len(baseIDs) != len(bases) {
 		return EncodedChunk{}, fmt.Errorf("chunkstore: a delta needs 1 to %d bases, got %d", MaxDeltaBases, len(baseIDs))
 	}
-	data := append(dst[:0], byte(len(baseIDs)))
+	data := append(s.cipher.begin(dst), byte(len(baseIDs)))
 	for _, b := range baseIDs {
 		data = append(data, b[:]...)
 	}
@@ -144,13 +185,13 @@ func (s *Store) EncodeDelta(enc *DeltaEncoder, dst []byte, id ID, plain []byte, 
 	if err != nil {
 		return EncodedChunk{}, err
 	}
-	return EncodedChunk{ID: id, Data: data, PlainLength: len(plain), Codec: CodecDelta}, nil
+	return EncodedChunk{ID: id, Data: s.cipher.sealInPlace(data, blobAD(id, CodecDelta)), PlainLength: len(plain), Codec: CodecDelta, Bases: slices.Clone(baseIDs)}, nil
 }
 
 // WritePack finishes p and stores it under a new ID (see NewPackID). When it returns
 // nil the pack is durable under PackName(id) and its entries may be indexed.
 func (s *Store) WritePack(ctx context.Context, p *PackBuilder) (id ID, entries []PackEntry, size int64, err error) {
-	data, entries := p.Finish()
+	data, entries := p.Finish(s.cipher)
 	if id, err = NewPackID(time.Now()); err != nil {
 		return ID{}, nil, 0, err
 	}
@@ -222,10 +263,12 @@ func (s *Store) CopyChunk(ctx context.Context, id ID, loc Location, scratch, pla
 		return EncodedChunk{}, err
 	}
 	e := EncodedChunk{ID: id, Data: stored, PlainLength: int(loc.PlainLength), Codec: loc.Codec}
-	if loc.Codec != CodecDelta && s.cfg.Deltas {
+	if loc.Codec == CodecDelta {
+		e.Bases, err = s.deltaBases(id, loc, stored)
+	} else if s.cfg.Deltas {
 		e.Features = Features(plain, DeltaFeatures)
 	}
-	return e, nil
+	return e, err
 }
 
 // Salvage returns, of candidates, the blobs of the pack whose bytes are
@@ -241,7 +284,11 @@ func (s *Store) Salvage(ctx context.Context, data []byte, candidates []PackEntry
 			continue
 		}
 		var err error
-		if plain, err = s.verify(ctx, e.ID, Location{Blob: e.Blob}, data[e.Offset:e.Offset+e.Length], plain); err == nil {
+		loc, stored := Location{Blob: e.Blob}, data[e.Offset:e.Offset+e.Length]
+		if plain, err = s.verify(ctx, e.ID, loc, stored, plain); err == nil && e.Codec == CodecDelta {
+			e.Bases, err = s.deltaBases(e.ID, loc, stored)
+		}
+		if err == nil {
 			found[e.ID] = true
 			intact = append(intact, e)
 		}
@@ -292,6 +339,15 @@ func readErr(ctx context.Context, id ID, loc Location, err error) error {
 // base is damaged must not read back, or check would pass it and a repair
 // that drops the damaged base would then lose it unannounced.
 func (s *Store) verify(ctx context.Context, id ID, loc Location, stored, dst []byte) ([]byte, error) {
+	if s.cipher != nil {
+		buf := s.bufs.Get().(*[]byte)
+		defer s.bufs.Put(buf)
+		var err error
+		if *buf, err = s.cipher.open((*buf)[:0], stored, blobAD(id, loc.Codec)); err != nil {
+			return nil, corruptChunk(id, loc, "open", err)
+		}
+		stored = *buf
+	}
 	var plain []byte
 	var err error
 	if loc.Codec == CodecDelta {
@@ -310,6 +366,19 @@ func (s *Store) verify(ctx context.Context, id ID, loc Location, stored, dst []b
 		return nil, corruptChunk(id, loc, "verify", errors.New("content does not match its ID"))
 	}
 	return plain, nil
+}
+
+// deltaBases returns the bases a delta's stored bytes name.
+func (s *Store) deltaBases(id ID, loc Location, stored []byte) ([]ID, error) {
+	inner, err := s.cipher.open(nil, stored, blobAD(id, CodecDelta))
+	if err != nil {
+		return nil, corruptChunk(id, loc, "open", err)
+	}
+	bases, _, err := splitDelta(inner)
+	if err != nil {
+		return nil, corruptChunk(id, loc, "decode", err)
+	}
+	return bases, nil
 }
 
 // decodeDelta appends a delta's plain bytes to dst, loading its bases into

@@ -26,7 +26,7 @@ func newStore(t *testing.T) (*chunkstore.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := chunkstore.Create(context.Background(), local.New(dir), cfg)
+	s, err := chunkstore.Create(context.Background(), local.New(dir), cfg, chunkstore.Secret{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestReadPackTrailerSizes(t *testing.T) {
 		id, entries := writePack(t, s, plains...)
 		var size int64
 		s.Backend().List(context.Background(), chunkstore.PackName(id), "", func(o chunkstore.ObjectInfo) error { size = o.Size; return nil })
-		got, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(id), size)
+		got, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(id), size, s.Cipher())
 		if err != nil {
 			t.Fatalf("%d entries: %v", n, err)
 		}
@@ -92,7 +92,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	// The pack describes itself.
 	var size int64
 	s.Backend().List(context.Background(), chunkstore.PackPrefix, "", func(o chunkstore.ObjectInfo) error { size = o.Size; return nil })
-	trailer, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(packID), size)
+	trailer, err := chunkstore.ReadPackTrailer(context.Background(), s.Backend(), chunkstore.PackName(packID), size, s.Cipher())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,14 +149,14 @@ func TestLoadChunkDetectsDamage(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	s, dir := newStore(t)
-	cfg, err := chunkstore.ReadConfig(context.Background(), local.New(dir))
+	cfg, err := chunkstore.ReadConfig(context.Background(), local.New(dir), chunkstore.Secret{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(cfg.Key, s.Config().Key) || cfg.Chunker != chunkstore.DefaultChunkerParams() || cfg.PackSize != chunkstore.DefaultPackSize {
+	if !bytes.Equal(cfg.Key, s.Config().Key) || !reflect.DeepEqual(cfg.Chunker, chunkstore.DefaultChunkerParams()) || cfg.PackSize != chunkstore.DefaultPackSize {
 		t.Errorf("read back config %+v, want %+v", cfg, s.Config())
 	}
-	if _, err := chunkstore.Create(context.Background(), local.New(dir), cfg); !errors.Is(err, chunkstore.ErrExist) {
+	if _, err := chunkstore.Create(context.Background(), local.New(dir), cfg, chunkstore.Secret{}); !errors.Is(err, chunkstore.ErrExist) {
 		t.Errorf("Create over an existing repository: %v, want ErrExist", err)
 	}
 	cfg.Version = 99

@@ -34,7 +34,7 @@ func BenchmarkPlan(b *testing.B) {
 			idx, live := buildIndex(b, dir, n)
 			defer idx.Close()
 			cfg, _ := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
-			store, err := chunkstore.Create(context.Background(), local.New(filepath.Join(dir, "objects")), cfg)
+			store, err := chunkstore.Create(context.Background(), local.New(filepath.Join(dir, "objects")), cfg, chunkstore.Secret{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -219,7 +219,7 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 	trailers := map[chunkstore.ID]int64{}
 	for _, pk := range packs {
 		actions[pk.ID] = &PackAction{Pack: pk.ID, Size: pk.Size}
-		trailers[pk.ID] = chunkstore.PackOverhead(pk.Chunks)
+		trailers[pk.ID] = chunkstore.PackOverhead(pk.Chunks, c.Store.Cipher())
 	}
 	p.Packs = len(packs)
 	err = c.Index.ForEachChunk(func(id chunkstore.ID, loc chunkstore.Location) error {
@@ -295,7 +295,7 @@ func (c *Collector) plan(ctx context.Context, p *Plan, opts Options) error {
 			live += a.LiveBytes
 			chunks += int64(a.LiveChunks)
 		}
-		p.FreedBytes -= live + chunkstore.PackOverhead(int(chunks))
+		p.FreedBytes -= live + chunkstore.PackOverhead(int(chunks), c.Store.Cipher())
 	}
 
 	for id, o := range objects {
@@ -497,10 +497,10 @@ func (c *Collector) retire(ctx context.Context, p *Plan, group []PackAction, rep
 			live += a.LiveBytes
 			chunks += a.LiveChunks
 		}
-		builder = chunkstore.NewPackBuilder(int(live + chunkstore.PackOverhead(chunks)))
+		builder = chunkstore.NewPackBuilder(int(live + chunkstore.PackOverhead(chunks, c.Store.Cipher())))
 	}
 	for _, a := range group {
-		entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), chunkstore.PackName(a.Pack), a.Size)
+		entries, err := chunkstore.ReadPackTrailer(ctx, c.Store.Backend(), chunkstore.PackName(a.Pack), a.Size, c.Store.Cipher())
 		o := old{PackAction: a, ids: make([]chunkstore.ID, len(entries))}
 		for i, e := range entries {
 			o.ids[i] = e.ID

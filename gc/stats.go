@@ -11,6 +11,9 @@ import (
 
 // Stats describe what a repository holds and what its backups cost.
 type Stats struct {
+	// Encryption is the repository's (chunkstore.EncryptionNone or
+	// EncryptionXChaCha); ComputeStats leaves it to its caller.
+	Encryption   string
 	Backups      int
 	LogicalBytes int64 // sum of the sizes of all backups' files
 	UniqueBytes  int64 // plain bytes of the distinct chunks those files use
@@ -65,8 +68,9 @@ type BackupStats struct {
 
 // ComputeStats reads the whole index once, in short transactions. Its memory
 // is about 24 bytes per chunk in use (the owner of each chunk), whatever the
-// number of backups.
-func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
+// number of backups. c is the repository's cipher (nil if unencrypted),
+// which decides how much of each pack is not chunks.
+func ComputeStats(ctx context.Context, idx *index.DB, c *chunkstore.Cipher) (Stats, error) {
 	backups, err := idx.Backups("", true)
 	if err != nil {
 		return Stats{}, err
@@ -151,7 +155,7 @@ func ComputeStats(ctx context.Context, idx *index.DB) (Stats, error) {
 	st.DeadBytes = -inUse
 	for _, p := range packs {
 		st.StoredBytes += p.Size
-		st.DeadBytes += p.Size - chunkstore.PackOverhead(p.Chunks)
+		st.DeadBytes += p.Size - chunkstore.PackOverhead(p.Chunks, c)
 	}
 	st.Packs = len(packs)
 	if st.UniqueBytes > 0 {

@@ -119,6 +119,12 @@ var (
 	// ErrCorrupt: stored data does not match its hash or format. No wrong
 	// bytes are ever returned in its place.
 	ErrCorrupt = errors.New("corrupt data")
+	// ErrKeyRequired: the repository is encrypted, and no password or key
+	// file was given to open it.
+	ErrKeyRequired = errors.New("key required")
+	// ErrWrongKey: the password or key file given opens none of the
+	// encrypted repository's keys. No data is read with it.
+	ErrWrongKey = errors.New("wrong key")
 	// ErrInUse: another process holds the repository.
 	ErrInUse = errors.New("repository in use by another process")
 	// ErrClosed: a handle or writer obtained before BackupStorage.Close was

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/chunkstore/s3"
 	"github.com/dedupstore/dedupstore/protocol"
 	"github.com/dedupstore/dedupstore/storage"
@@ -26,6 +27,7 @@ type flags struct {
 	sse      string
 	class    string
 	leaseTTL time.Duration
+	password string // a file
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
@@ -33,6 +35,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	utils.SetFlagStringVar(fs, &f.cacheDir, "dedup-cache-dir", "", "where an s3: repository keeps this process's index cache (default the user cache directory, else the temporary directory)")
 	utils.SetFlagStringVar(fs, &f.sse, "dedup-s3-server-side-encryption", "", "encryption the S3 server applies: AES256, aws:kms[:KEY-ID] or sse_c:FILE (a 32-byte key; https only)")
 	utils.SetFlagStringVar(fs, &f.class, "dedup-s3-storage-class", "", "S3 storage class of the objects written, such as STANDARD_IA")
+	utils.SetFlagStringVar(fs, &f.password, "dedup-password-file", "", "file holding the password of the encrypted repository; a repository created with it is encrypted, one created without is not")
 	utils.SetFlagDurationVar(fs, &f.leaseTTL, "dedup-lease-ttl", protocol.DefaultLeaseTTL, "how long a dead process's backups hold back collections of the repository; every process using the repository must use the same")
 }
 
@@ -53,6 +56,15 @@ func (f *flags) open() (storage.BackupStorage, error) {
 	opts := dedup.Options{
 		LeaseTTL: f.leaseTTL,
 		Logf:     func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	}
+	if f.password != "" {
+		data, err := os.ReadFile(f.password)
+		if err != nil {
+			return nil, fmt.Errorf("--dedup-password-file: %w", err)
+		}
+		if opts.Secret, err = chunkstore.Password(data); err != nil {
+			return nil, fmt.Errorf("--dedup-password-file %s: %w", f.password, err)
+		}
 	}
 	if !strings.HasPrefix(f.root, "s3:") {
 		return dedup.New(f.root, opts), nil

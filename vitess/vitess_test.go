@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -390,5 +391,38 @@ func TestRegisteredOnS3(t *testing.T) {
 	})
 	if len(names) != 1 {
 		t.Errorf("manifests on the server: %v, want one", names)
+	}
+}
+
+// With --dedup-password-file, the repository the plugin creates is
+// encrypted: it opens with that password only.
+func TestRegisteredEncrypted(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("vitess secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bs := newStorage((&flags{root: root, password: pw}).open)
+	bh, err := bs.StartBackup(ctx, "ks/0", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addFile(t, bh, "0", 3, []byte("abc"))
+	if err := bh.EndBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bs.Close()
+	without := dedup.New(root, dedup.Options{})
+	defer without.Close()
+	if _, err := without.ListBackups(ctx, "ks/0"); !errors.Is(err, storage.ErrKeyRequired) {
+		t.Errorf("opened without the password: %v, want storage.ErrKeyRequired", err)
+	}
+	with := dedup.New(root, dedup.Options{Secret: chunkstore.Secret{Password: []byte("vitess secret")}})
+	defer with.Close()
+	if bhs, err := with.ListBackups(ctx, "ks/0"); err != nil || len(bhs) != 1 {
+		t.Fatalf("with the password: %d backups, %v", len(bhs), err)
+	}
+	if _, err := newStorage((&flags{root: root, password: filepath.Join(root, "missing")}).open).ListBackups(ctx, "ks/0"); err == nil || !strings.Contains(err.Error(), "--dedup-password-file") {
+		t.Errorf("a missing password file: %v, want an error naming the flag", err)
 	}
 }

@@ -19,6 +19,7 @@ type initOptions struct {
 	compression string
 	packSize    string
 	deltas      bool
+	plain       bool // --no-encryption
 }
 
 // chunkerKinds maps the CLI's chunker names to the repository's.
@@ -36,7 +37,15 @@ The chunker, its sizes, the compression, the pack size and deltas are fixed
 for the repository's life; dedupctl bench chunker and dedupctl bench deltas
 help choose them. With deltas, a new chunk that differs from a stored one in
 a few bytes (a database page whose rows changed) is stored as a delta
-against it, a fraction of its compressed size.`,
+against it, a fraction of its compressed size.
+
+A new repository is encrypted (XChaCha20-Poly1305 under a random master
+key) unless --no-encryption says otherwise. Its first key is the password
+from --password-file, --password-command or $DEDUP_PASSWORD, asked twice on
+a terminal otherwise, or the key file --key-file names (at least 32 random
+bytes, such as head -c 32 /dev/urandom writes); dedupctl key adds more.
+IMPORTANT: without one of its passwords or key files, nobody can read the
+repository again.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error { return a.runInit(cmd, o) },
 	}
@@ -48,6 +57,7 @@ against it, a fraction of its compressed size.`,
 	f.StringVar(&o.compression, "compression", chunkstore.LevelFastest, "zstd level: none, fastest, default, better or best")
 	f.StringVar(&o.packSize, "pack-size", humanize.IBytes(chunkstore.DefaultPackSize), "size of pack files")
 	f.BoolVar(&o.deltas, "delta", true, "store new chunks similar to stored ones as deltas against them")
+	f.BoolVar(&o.plain, "no-encryption", false, "store the repository unencrypted: anyone who can read its files reads the backups")
 	return cmd
 }
 
@@ -88,23 +98,32 @@ func (a *app) runInit(cmd *cobra.Command, o initOptions) error {
 	if _, err := chunkstore.NewConfig(opts.Chunker, opts.Compression, opts.PackSize); err != nil {
 		return usageError{err}
 	}
-	if err := dedup.Init(cmd.Context(), root, opts); errors.Is(err, chunkstore.ErrExist) {
+	if !o.plain {
+		if opts.Secret, err = a.secret(true); errors.Is(err, errNoSecret) {
+			return usagef("a new repository is encrypted, and there is %v; --no-encryption creates an unencrypted one", err)
+		} else if err != nil {
+			return err
+		}
+	}
+	opts.Logf = func(string, ...any) {} // init says itself whether it encrypts
+	cfg, err := dedup.Init(cmd.Context(), root, opts)
+	if errors.Is(err, chunkstore.ErrExist) {
 		return fmt.Errorf("a repository already exists at %s", a.repo)
 	} else if err != nil {
 		return err
 	}
-	cfg, err := chunkstore.ReadConfig(cmd.Context(), backend)
-	if err != nil {
-		return err
-	}
 	if a.json {
-		return a.printJSON(initJSON{Repository: a.repo, Chunker: cfg.Chunker.Kind, MinSize: cfg.Chunker.MinSize, AvgSize: cfg.Chunker.AvgSize, MaxSize: cfg.Chunker.MaxSize, Compression: cfg.Compression.Level, PackSize: cfg.PackSize, Deltas: cfg.Deltas})
+		return a.printJSON(initJSON{Repository: a.repo, Chunker: cfg.Chunker.Kind, MinSize: cfg.Chunker.MinSize, AvgSize: cfg.Chunker.AvgSize, MaxSize: cfg.Chunker.MaxSize, Compression: cfg.Compression.Level, PackSize: cfg.PackSize, Deltas: cfg.Deltas, Encryption: cfg.Encryption})
 	}
 	deltas := "deltas on"
 	if !cfg.Deltas {
 		deltas = "no deltas"
 	}
-	a.info("created repository %s: chunker %s %s / %s / %s, zstd %s, %s packs, %s", a.repo, cfg.Chunker.Kind,
+	encryption := "encrypted (" + cfg.Encryption + ")"
+	if cfg.Encryption == chunkstore.EncryptionNone {
+		encryption = "UNENCRYPTED (--no-encryption)"
+	}
+	a.info("created repository %s, %s: chunker %s %s / %s / %s, zstd %s, %s packs, %s", a.repo, encryption, cfg.Chunker.Kind,
 		size(int64(cfg.Chunker.MinSize)), size(int64(cfg.Chunker.AvgSize)), size(int64(cfg.Chunker.MaxSize)), cfg.Compression.Level, size(int64(cfg.PackSize)), deltas)
 	return nil
 }
@@ -118,4 +137,5 @@ type initJSON struct {
 	Compression string `json:"compression"`
 	PackSize    int    `json:"pack_size"`
 	Deltas      bool   `json:"deltas"`
+	Encryption  string `json:"encryption"`
 }

@@ -130,9 +130,11 @@ func TestNameTooLongCommand(t *testing.T) {
 
 // Damaged chunk bytes: check finds them and exits 5; gc then refuses;
 // repair moves the pack aside, names the file it cannot restore and exits
-// 5; gc runs again, and the other backup restores exactly.
+// 5; gc runs again, and the other backup restores exactly. (Unencrypted,
+// so that the test finds the pack of a's bytes by its contents.)
 func TestRepairCommand(t *testing.T) {
-	repo, _ := newRepo(t)
+	repo := filepath.Join(t.TempDir(), "repo")
+	ok(t, repo, "init", "--no-encryption")
 	a, b := dataset.Random(9, 300<<10), dataset.Random(10, 300<<10)
 	for name, data := range map[string][]byte{"db/a/1": a, "db/b/1": b} {
 		if r := dedupctl(t, repo, bytes.NewReader(data), "backup", name, "--stdin", "--name", "s"); r.code != 0 {

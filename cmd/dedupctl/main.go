@@ -59,6 +59,7 @@ type app struct {
 	sse       string // s3.Config.ServerSideEncryption
 	class     string // s3.Config.StorageClass
 	leaseTTL  time.Duration
+	keys      secretFlags
 	json      bool
 	quiet     bool
 	stdin     io.Reader
@@ -162,6 +163,9 @@ func (a *app) rootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.sse, "s3-server-side-encryption", "", "encryption the S3 server applies: AES256 (SSE-S3), aws:kms[:KEY-ID] (SSE-KMS) or sse_c:FILE (SSE-C, a 32-byte key; https only)")
 	root.PersistentFlags().StringVar(&a.class, "s3-storage-class", "", "S3 storage class of the objects written, such as STANDARD_IA")
 	root.PersistentFlags().DurationVar(&a.leaseTTL, "lease-ttl", protocol.DefaultLeaseTTL, "how long the lease of a process with backups running, and a collection's lock, outlive it; every process of a repository must use the same")
+	root.PersistentFlags().StringVar(&a.keys.passwordFile, "password-file", "", "read the repository's password from `FILE` (default $DEDUP_PASSWORD, or a prompt on a terminal)")
+	root.PersistentFlags().StringVar(&a.keys.passwordCommand, "password-command", "", "run `COMMAND` (with sh -c) and use its output as the repository's password")
+	root.PersistentFlags().StringVar(&a.keys.keyFile, "key-file", "", "open the repository with the key file `FILE` instead of a password")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
@@ -170,7 +174,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.initCommand(), a.backupCommand(), a.lsCommand(), a.showCommand(),
 		a.restoreCommand(), a.catCommand(), a.diffCommand(), a.rmCommand(), a.gcCommand(),
 		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.benchCommand(), a.indexCommand(),
-		a.versionCommand(), a.forgetCommand(),
+		a.versionCommand(), a.forgetCommand(), a.keyCommand(),
 	)
 	return root
 }

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		panic(string(out))
 	}
+	// Repositories are encrypted unless created with --no-encryption: the
+	// tests use this password, as a user's environment would give it.
+	os.Setenv("DEDUP_PASSWORD", "test password")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -48,8 +51,14 @@ type result struct {
 
 func dedupctl(t *testing.T, repo string, stdin io.Reader, args ...string) result {
 	t.Helper()
+	return dedupctlEnv(t, repo, nil, stdin, args...)
+}
+
+// dedupctlEnv runs dedupctl with env added to the environment.
+func dedupctlEnv(t *testing.T, repo string, env []string, stdin io.Reader, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "DEDUP_REPO="+repo)
+	cmd.Env = append(append(os.Environ(), "DEDUP_REPO="+repo), env...)
 	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -56,12 +56,43 @@ func (a *app) open() (*dedup.Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := chunkstore.ReadConfig(context.Background(), b); errors.Is(err, chunkstore.ErrNotExist) {
+	opts := a.options(b)
+	_, err = chunkstore.ReadConfig(context.Background(), b, chunkstore.Secret{})
+	switch {
+	case errors.Is(err, chunkstore.ErrNotExist):
 		return nil, fmt.Errorf("no repository at %s (dedupctl init creates one): %w", a.repo, storage.ErrNotFound)
-	} else if err != nil {
+	case errors.Is(err, chunkstore.ErrKeyRequired):
+		if opts.Secret, err = a.openSecret(); err != nil {
+			return nil, err
+		}
+	case err != nil:
 		return nil, err
 	}
-	return dedup.New(root, a.options(b)), nil
+	return dedup.New(root, opts), nil
+}
+
+// openStore opens the existing repository's chunk store alone, for what
+// needs neither backups nor the index: its keys.
+func (a *app) openStore(ctx context.Context) (*chunkstore.Store, error) {
+	_, b, err := a.location()
+	if err != nil {
+		return nil, err
+	}
+	var secret chunkstore.Secret
+	_, err = chunkstore.ReadConfig(ctx, b, secret)
+	if errors.Is(err, chunkstore.ErrKeyRequired) {
+		if secret, err = a.openSecret(); err != nil {
+			return nil, err
+		}
+	}
+	if errors.Is(err, chunkstore.ErrNotExist) {
+		return nil, fmt.Errorf("no repository at %s (dedupctl init creates one): %w", a.repo, storage.ErrNotFound)
+	}
+	store, err := chunkstore.Open(ctx, b, secret)
+	if errors.Is(err, chunkstore.ErrWrongKey) {
+		err = fmt.Errorf("%w: %w", storage.ErrWrongKey, err)
+	}
+	return store, err
 }
 
 // withStorage opens the existing repository, runs fn on it, and closes it.

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/storage/dedup"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ func (a *app) statsCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out := statsJSON{Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
+				out := statsJSON{Encryption: st.Encryption, Backups: st.Backups, LogicalBytes: st.LogicalBytes, UniqueBytes: st.UniqueBytes, StoredBytes: st.StoredBytes,
 					DeadBytes: st.DeadBytes, DuplicateChunks: st.DuplicateChunks, DuplicateBytes: st.DuplicateBytes,
 					DeltaChunks: st.DeltaChunks, DeltaPlainBytes: st.DeltaPlainBytes, DeltaStoredBytes: st.DeltaStoredBytes, DeltaSavedBytes: st.DeltaSavedBytes, Chunks: st.Chunks, Packs: st.Packs, PartialWrites: st.Partials, PartialBytes: st.PartialBytes, DedupRatio: st.DedupRatio, CompressionRatio: st.CompressionRatio}
 				if st.StoredBytes > 0 {
@@ -28,7 +29,12 @@ func (a *app) statsCommand() *cobra.Command {
 				if a.json {
 					return a.printJSON(out)
 				}
+				encryption := out.Encryption
+				if encryption == chunkstore.EncryptionNone {
+					encryption = "none\tUNENCRYPTED: anyone who can read the repository reads its backups"
+				}
 				a.table("", [][]string{
+					{"encryption", encryption},
 					{"backups", fmt.Sprint(out.Backups)},
 					{"logical", size(out.LogicalBytes) + "\tthe backups' files added up"},
 					{"unique", size(out.UniqueBytes) + "\tdistinct chunks, before compression"},
@@ -49,6 +55,7 @@ func (a *app) statsCommand() *cobra.Command {
 }
 
 type statsJSON struct {
+	Encryption       string  `json:"encryption"` // none or xchacha20-poly1305
 	Backups          int     `json:"backups"`
 	LogicalBytes     int64   `json:"logical_bytes"`
 	UniqueBytes      int64   `json:"unique_bytes"`

@@ -65,7 +65,7 @@ func BenchmarkSync(b *testing.B) {
 		}
 		objects := filepath.Join(b.TempDir(), "objects")
 		cfg, _ := chunkstore.NewConfig(chunkstore.ChunkerParams{}, chunkstore.Compression{}, 0)
-		store, err := chunkstore.Create(ctx, local.New(objects), cfg)
+		store, err := chunkstore.Create(ctx, local.New(objects), cfg, chunkstore.Secret{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -140,7 +140,7 @@ func writePack(b *testing.B, store *chunkstore.Store, objects string, t time.Tim
 		data := binary.LittleEndian.AppendUint64(nil, first+i)
 		pb.Add(store.Encode(nil, store.Hash(data), data))
 	}
-	data, _ := pb.Finish()
+	data, _ := pb.Finish(nil)
 	id, err := chunkstore.NewPackID(t)
 	if err != nil {
 		b.Fatal(err)

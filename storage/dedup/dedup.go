@@ -91,6 +91,16 @@ type Options struct {
 	// (see delta.go).
 	NoDeltas bool
 
+	// Secret (a password or a key file's contents) unlocks an encrypted
+	// repository. A repository created with one is encrypted: every
+	// object's contents are sealed with XChaCha20-Poly1305 under a random
+	// master key, which a key slot that the secret opens wraps. One created
+	// without is not, and Logf says so. Opening an encrypted repository
+	// without its secret fails with storage.ErrKeyRequired, with a wrong one
+	// with storage.ErrWrongKey. IMPORTANT: a repository whose every secret
+	// is lost cannot be read by anyone.
+	Secret chunkstore.Secret
+
 	// Backend, if set, holds the repository's objects (config, packs,
 	// manifests) instead of the directory root, which then holds only
 	// index caches, apart by repository.
@@ -109,7 +119,8 @@ type Options struct {
 	ChunksInFlight int
 
 	// Logf, if set, is told in one line of what the storage repaired on
-	// its own: an index found damaged, moved aside and rebuilt.
+	// its own (an index found damaged, moved aside and rebuilt), and that a
+	// repository it created is not encrypted.
 	Logf func(format string, args ...any)
 
 	// LeaseTTL is how long a lease lives unrenewed; default
@@ -377,7 +388,8 @@ func (s *Storage) Stats(ctx context.Context) (gc.Stats, error) {
 	if err != nil {
 		return gc.Stats{}, err
 	}
-	st, err := gc.ComputeStats(ctx, r.idx)
+	st, err := gc.ComputeStats(ctx, r.idx, r.store.Cipher())
+	st.Encryption = r.store.Config().Encryption
 	if err == nil {
 		err = r.store.Backend().ListPartial(ctx, func(o chunkstore.ObjectInfo) error {
 			st.Partials++

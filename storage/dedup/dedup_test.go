@@ -168,7 +168,7 @@ func TestConcurrentIdenticalChunksStoredOnce(t *testing.T) {
 	// Random data does not compress: the packs hold the 8 MiB once, plus
 	// their headers and trailers.
 	st := stats(t, s)
-	if limit := int64(len(data)) + chunkstore.PackOverhead(st.Chunks) + int64(st.Packs)*chunkstore.PackOverhead(0); st.StoredBytes > limit {
+	if limit := int64(len(data)) + chunkstore.PackOverhead(st.Chunks, nil) + int64(st.Packs)*chunkstore.PackOverhead(0, nil); st.StoredBytes > limit {
 		t.Errorf("4 parallel copies of 8 MiB stored %d bytes, more than one copy (%d)", st.StoredBytes, limit)
 	}
 }
@@ -262,7 +262,7 @@ func TestChunkerSettingsKept(t *testing.T) {
 	data := dataset.Pages(6, 200)
 	backup(t, s, "d", "n", map[string][]byte{"f": data})
 	s.Close()
-	cfg, err := chunkstore.ReadConfig(ctx, local.New(root))
+	cfg, err := chunkstore.ReadConfig(ctx, local.New(root), chunkstore.Secret{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func checkClean(t *testing.T, s *dedup.Storage, root string) {
 	}
 	var trailers int64
 	for _, p := range packs {
-		trailers += chunkstore.PackOverhead(p.Chunks)
+		trailers += chunkstore.PackOverhead(p.Chunks, nil)
 	}
 	if slack := total - liveBytes - trailers; slack != 0 {
 		t.Errorf("packs hold %d bytes beyond their live chunks and trailers", slack)
@@ -194,7 +194,7 @@ func TestGCUnindexedPacks(t *testing.T) {
 	oldID[0], youngID[0] = 1, 2
 	var orphan chunkstore.PackBuilder // a whole pack, as a crash before indexing leaves
 	orphan.Add(chunkstore.EncodedChunk{ID: chunkstore.ID{9}, Data: []byte("left by a crash"), PlainLength: 15})
-	data, _ := orphan.Finish()
+	data, _ := orphan.Finish(nil)
 	path := func(id chunkstore.ID) string { return filepath.Join(root, filepath.FromSlash(chunkstore.PackName(id))) }
 	for _, id := range []chunkstore.ID{oldID, youngID} {
 		os.MkdirAll(filepath.Dir(path(id)), 0o755)

@@ -97,7 +97,7 @@ func TestConcurrentInit(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range 2 {
 			wg.Add(1)
-			go func() { defer wg.Done(); errs[i] = dedup.Init(ctx, root, dedup.Options{}) }()
+			go func() { defer wg.Done(); _, errs[i] = dedup.Init(ctx, root, dedup.Options{}) }()
 		}
 		wg.Wait()
 		created := 0
@@ -439,6 +439,10 @@ func TestRecoveryDeferredWhenItCannotRun(t *testing.T) {
 	opts := dedup.Options{Backend: fb, Logf: func(f string, args ...any) { logged = append(logged, fmt.Sprintf(f, args...)) }}
 	s := dedup.New(root, opts)
 	backup(t, s, "d", "ok", map[string][]byte{"f": []byte("healthy")})
+	if len(logged) != 1 || !strings.Contains(logged[0], "unencrypted") { // created without a secret
+		t.Errorf("logged %q at creation, want one line saying it is unencrypted", logged)
+	}
+	logged = nil
 	if _, err := s.StartBackup(ctx, "d", "crashed"); err != nil {
 		t.Fatal(err)
 	}

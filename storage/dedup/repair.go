@@ -159,7 +159,7 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 	// The chunks its headers show and those its trailer lists, if it
 	// parses: a damaged header can hide an intact chunk the trailer finds.
 	candidates := chunkstore.ScanPack(data)
-	if entries, err := chunkstore.ReadPackTrailer(ctx, b, name, int64(len(data))); err == nil {
+	if entries, err := chunkstore.ReadPackTrailer(ctx, b, name, int64(len(data)), r.store.Cipher()); err == nil {
 		candidates = append(candidates, entries...)
 	}
 	intact, lost := r.store.Salvage(ctx, data, candidates)
@@ -174,7 +174,7 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 			pr.Kept++
 			continue
 		}
-		builder.Add(chunkstore.EncodedChunk{ID: e.ID, Data: data[e.Offset : e.Offset+e.Length], PlainLength: int(e.PlainLength), Codec: e.Codec})
+		builder.Add(chunkstore.EncodedChunk{ID: e.ID, Data: data[e.Offset : e.Offset+e.Length], PlainLength: int(e.PlainLength), Codec: e.Codec, Bases: e.Bases, Features: e.Features})
 		pr.Copied++
 	}
 	if dryRun {
@@ -190,7 +190,7 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 			return pr, err
 		}
 	}
-	if err := b.Put(ctx, QuarantinePrefix+name, bytes.NewReader(data)); err != nil {
+	if err := r.quarantine(ctx, name, data); err != nil {
 		return pr, err
 	}
 	// Other processes' indexes may list it: they forget it at their next
@@ -235,6 +235,13 @@ func (r *repo) repairManifest(ctx context.Context, name string, dryRun bool) (Ma
 	}
 	b := r.store.Backend()
 	data, err := readObject(ctx, b, name)
+	raw := data // as stored, to quarantine
+	if errors.Is(err, chunkstore.ErrCorrupt) {
+		// Sealed, and it does not open: none of it decodes.
+		if raw, err = readObject(ctx, r.store.RawBackend(), name); err == nil {
+			data = []byte{}
+		}
+	}
 	if err != nil && !errors.Is(err, chunkstore.ErrNotExist) {
 		return mr, err
 	}
@@ -246,7 +253,7 @@ func (r *repo) repairManifest(ctx context.Context, name string, dryRun bool) (Ma
 			return mr, nil
 		}
 		if data != nil {
-			if err := b.Put(ctx, QuarantinePrefix+name, bytes.NewReader(data)); err != nil {
+			if err := r.quarantine(ctx, name, raw); err != nil {
 				return mr, err
 			}
 		}
@@ -281,7 +288,7 @@ func (r *repo) repairManifest(ctx context.Context, name string, dryRun bool) (Ma
 	if dryRun {
 		return mr, nil
 	}
-	if err := b.Put(ctx, QuarantinePrefix+name, bytes.NewReader(data)); err != nil {
+	if err := r.quarantine(ctx, name, raw); err != nil {
 		return mr, err
 	}
 	var enc bytes.Buffer
@@ -366,6 +373,12 @@ func (r *repo) stored(id chunkstore.ID) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// quarantine stores a damaged object's bytes, as they were stored, under
+// QuarantinePrefix.
+func (r *repo) quarantine(ctx context.Context, name string, raw []byte) error {
+	return r.store.RawBackend().Put(ctx, QuarantinePrefix+name, bytes.NewReader(raw))
 }
 
 // readObject reads a whole object.

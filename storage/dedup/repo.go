@@ -200,18 +200,29 @@ func (o Options) backend(root string) chunkstore.Backend {
 // one creates it and the others use its config.
 func openStore(ctx context.Context, root string, opts Options) (store *chunkstore.Store, created bool, err error) {
 	backend := opts.backend(root)
-	store, err = chunkstore.Open(ctx, backend)
+	store, err = chunkstore.Open(ctx, backend, opts.Secret)
 	if !errors.Is(err, chunkstore.ErrNotExist) {
-		return store, false, err
+		return store, false, keyError(err)
 	}
 	if store, err = createRepo(ctx, root, backend, opts); err == nil {
 		return store, true, nil
 	}
 	// Another process may have created it meanwhile: use its config.
-	if store, oerr := chunkstore.Open(ctx, backend); oerr == nil {
+	if store, oerr := chunkstore.Open(ctx, backend, opts.Secret); oerr == nil {
 		return store, false, nil
 	}
-	return nil, false, err
+	return nil, false, keyError(err)
+}
+
+// keyError wraps chunkstore's errors about keys in storage's sentinels.
+func keyError(err error) error {
+	switch {
+	case errors.Is(err, chunkstore.ErrKeyRequired):
+		return fmt.Errorf("%w: %w (pass its password or key file)", storage.ErrKeyRequired, err)
+	case errors.Is(err, chunkstore.ErrWrongKey):
+		return fmt.Errorf("%w: %w", storage.ErrWrongKey, err)
+	}
+	return err
 }
 
 // createRepo writes the config of a new repository, whose objects must be
@@ -235,19 +246,27 @@ func createRepo(ctx context.Context, root string, backend chunkstore.Backend, op
 		return nil, err
 	}
 	cfg.Deltas = !opts.NoDeltas
-	return chunkstore.Create(ctx, backend, cfg)
+	if !opts.Secret.Empty() {
+		cfg.Encryption = chunkstore.EncryptionXChaCha
+	}
+	store, err := chunkstore.Create(ctx, backend, cfg, opts.Secret)
+	if err == nil && opts.Secret.Empty() {
+		opts.Logf("created repository %s unencrypted (no secret in its options): its objects are stored in plain", root)
+	}
+	return store, err
 }
 
 // Init creates a repository at root (on Options.Backend, if set) with the
-// settings in opts. It fails with an error wrapping chunkstore.ErrExist if
-// one exists, also when another process creates it at the same moment.
-func Init(ctx context.Context, root string, opts Options) error {
-	store, err := createRepo(ctx, root, opts.backend(root), opts)
+// settings in opts, encrypted if opts.Secret is set, and returns its
+// config. It fails with an error wrapping chunkstore.ErrExist if one
+// exists, also when another process creates it at the same moment.
+func Init(ctx context.Context, root string, opts Options) (chunkstore.Config, error) {
+	store, err := createRepo(ctx, root, opts.backend(root), opts.withDefaults())
 	if err != nil {
-		return fmt.Errorf("dedup: create repository %s: %w", root, err)
+		return chunkstore.Config{}, fmt.Errorf("dedup: create repository %s: %w", root, err)
 	}
-	store.Close()
-	return nil
+	defer store.Close()
+	return store.Config(), nil
 }
 
 // openIndex opens the index at path. A damaged index is moved aside to
@@ -374,7 +393,7 @@ func (r *repo) close() error {
 	r.stopLeases()
 	r.store.Close()
 	if r.opts.Backend == nil { // the repository's directory, whose backend it made
-		r.store.Backend().(*local.Backend).Close()
+		r.store.RawBackend().(*local.Backend).Close()
 	}
 	return r.idx.Close()
 }

@@ -237,7 +237,7 @@ func (r *repo) forgetGoneDamage(packs map[chunkstore.ID]chunkstore.ObjectInfo, m
 // deletes it or anything else meanwhile.
 func (r *repo) readPack(ctx context.Context, o chunkstore.ObjectInfo) (index.PackEntries, *Damage, error) {
 	id, _ := chunkstore.ParsePackName(o.Name)
-	entries, err := chunkstore.ReadPackTrailer(ctx, r.store.Backend(), o.Name, o.Size)
+	entries, err := chunkstore.ReadPackTrailer(ctx, r.store.Backend(), o.Name, o.Size, r.store.Cipher())
 	var damage *Damage
 	if errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrUnsupportedVersion) {
 		damage = &Damage{Object: o.Name, Problem: err.Error()}

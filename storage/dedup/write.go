@@ -148,7 +148,7 @@ func (r *repo) takeBuilder() (*chunkstore.PackBuilder, error) {
 	case b := <-r.builders:
 		if b == nil {
 			cfg := r.store.Config()
-			b = chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + int(chunkstore.PackOverhead(cfg.PackSize/cfg.Chunker.MinSize+1)))
+			b = chunkstore.NewPackBuilder(cfg.PackSize + cfg.Chunker.MaxSize + int(chunkstore.PackOverhead(cfg.PackSize/cfg.Chunker.MinSize+1, r.store.Cipher())))
 		}
 		return b, nil
 	case <-r.ctx.Done():
