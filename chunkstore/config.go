@@ -28,7 +28,7 @@ const maxConfigSize = 1 << 20
 // field decides how bytes are named and cut, so none may change afterwards.
 type Config struct {
 	Version int `json:"version"`
-	// Encryption is EncryptionNone or EncryptionXChaCha. An encrypted
+	// Encryption is EncryptionNone or EncryptionAESGCM. An encrypted
 	// repository's config object holds only the version and this, in
 	// plain; the rest, keys included, is sealed.
 	Encryption string `json:"encryption"`
@@ -83,8 +83,8 @@ func (c Config) Validate() error {
 	if c.Version != FormatVersion {
 		return fmt.Errorf("chunkstore: repository format version %d, this build reads only %d (formats before v0.1.0 are not migrated: restore with the build that wrote it, or start a new repository): %w", c.Version, FormatVersion, ErrUnsupportedVersion)
 	}
-	if c.Encryption != EncryptionNone && c.Encryption != EncryptionXChaCha {
-		return fmt.Errorf("chunkstore: unknown encryption %q (want %q or %q)", c.Encryption, EncryptionNone, EncryptionXChaCha)
+	if c.Encryption != EncryptionNone && c.Encryption != EncryptionAESGCM {
+		return fmt.Errorf("chunkstore: unknown encryption %q (want %q or %q)", c.Encryption, EncryptionNone, EncryptionAESGCM)
 	}
 	if len(c.Key) != 32 {
 		return fmt.Errorf("chunkstore: config key has %d bytes, want 32: %w", len(c.Key), ErrCorrupt)
@@ -165,7 +165,7 @@ func readConfig(ctx context.Context, b Backend, secret Secret) (unlocked, error)
 		cfg, err := ParseConfig(data)
 		return unlocked{cfg: cfg}, err
 	}
-	if env.Encryption != EncryptionXChaCha {
+	if env.Encryption != EncryptionAESGCM {
 		return unlocked{}, fmt.Errorf("chunkstore: config: unknown encryption %q: %w", env.Encryption, ErrCorrupt)
 	}
 	if secret.Empty() {

@@ -3,37 +3,48 @@ package chunkstore
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 
-	"golang.org/x/crypto/chacha20poly1305"
+	"github.com/zeebo/blake3"
 )
 
 // Encryption at rest. An encrypted repository has one random master key,
-// which key slots (keys.go) wrap, and which is the XChaCha20-Poly1305 key of
-// everything sealed:
+// which key slots (keys.go) wrap. Everything sealed is sealed with
+// AES-256-GCM under a session key: each Cipher draws a random 16-byte
+// session ID when it first seals (and a new one after 2^30 seals), and the
+// session key is BLAKE3's key derivation of the master key and that ID.
+// Nonces are random, and no session key seals more than 2^30 pieces, far
+// inside GCM's bound of 2^32 random nonces per key however long the
+// repository lives. Every sealed piece is
 //
-//	blob in a pack:  nonce [24] | ciphertext of the stored bytes | tag [16]; associated data "blob" | chunk ID | codec
-//	pack trailer:    nonce [24] | ciphertext of the entries | tag [16];      associated data "trailer" | entry count u32
-//	other objects:   nonce [24] | ciphertext of the object | tag [16];       associated data "object" | object name
-//	config:          a JSON envelope holding the sealed config;              associated data "config"
+//	session ID [16] | nonce [12] | ciphertext | tag [16]
 //
-// Nonces are random: 24 bytes leave no practical bound on how many blobs
-// one key seals. The associated data binds every sealed piece to where it
-// belongs, so a blob moved under another chunk's ID, or a manifest copied
-// under another backup's name, fails to open like a flipped bit does.
-// Blob headers (chunk ID, lengths, codec) stay readable, so that a damaged
-// pack can be salvaged chunk by chunk; chunk IDs are keyed hashes, which
-// say nothing of the contents without the key.
+// with associated data that binds it to where it belongs:
+//
+//	blob in a pack:  "blob" | chunk ID | codec
+//	pack trailer:    "trailer" | entry count u32
+//	other objects:   "object" | object name
+//	config:          "config" (the sealed config sits in a JSON envelope)
+//	key slot:        "key" | slot ID (sealed under the slot's own key)
+//
+// So a blob moved under another chunk's ID, or a manifest copied under
+// another backup's name, fails to open as a flipped bit does. Blob headers
+// (chunk ID, lengths, codec) stay readable, so that a damaged pack can be
+// salvaged chunk by chunk; chunk IDs are keyed hashes, which say nothing of
+// the contents without the key.
 
 // Encryption kinds of a repository's config.
 const (
-	EncryptionNone    = "none"
-	EncryptionXChaCha = "xchacha20-poly1305"
+	EncryptionNone   = "none"
+	EncryptionAESGCM = "aes-256-gcm"
 )
 
 // ErrKeyRequired is returned when an encrypted repository is opened without
@@ -45,30 +56,65 @@ var ErrKeyRequired = errors.New("the repository is encrypted: a password or key 
 var ErrWrongKey = errors.New("wrong password or key file: it opens no key of the repository")
 
 // masterKeySize is the size of a repository's master key.
-const masterKeySize = chacha20poly1305.KeySize
+const masterKeySize = 32
+
+const (
+	sessionIDSize = 16
+	gcmNonceSize  = 12
+	gcmTagSize    = 16
+	sealPrefix    = sessionIDSize + gcmNonceSize
+	// sessionSeals is how many pieces one session key seals.
+	sessionSeals = 1 << 30
+)
 
 // Cipher seals and opens an encrypted repository's blobs and objects. A nil
 // *Cipher is that of an unencrypted repository: it seals nothing, and
 // opens what it is given as it is. A Cipher is safe for concurrent use.
 type Cipher struct {
-	aead cipher.AEAD
+	master []byte
+	mu     sync.Mutex
+	id     [sessionIDSize]byte // the session sealing now
+	aead   cipher.AEAD         // nil until the first seal
+	seals  int
+	keys   sync.Map // session ID → cipher.AEAD, for opening
 }
 
 func newCipher(master []byte) (*Cipher, error) {
-	aead, err := chacha20poly1305.NewX(master)
-	if err != nil {
-		return nil, err
+	if len(master) != masterKeySize {
+		return nil, fmt.Errorf("chunkstore: a key of %d bytes, want %d", len(master), masterKeySize)
 	}
-	return &Cipher{aead: aead}, nil
+	return &Cipher{master: master}, nil
 }
 
-// NonceSize is how many bytes a sealed piece starts with; 0 for a nil
-// Cipher.
-func (c *Cipher) NonceSize() int {
-	if c == nil {
-		return 0
+// sessionKey returns the AES-256-GCM of session id.
+func (c *Cipher) sessionKey(id [sessionIDSize]byte) cipher.AEAD {
+	if a, ok := c.keys.Load(id); ok {
+		return a.(cipher.AEAD)
 	}
-	return c.aead.NonceSize()
+	key := make([]byte, 32)
+	blake3.DeriveKey("dedupstore 2026-12-04 aes-256-gcm session key", append(slices.Clip(c.master), id[:]...), key)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err) // unreachable: the key has 32 bytes
+	}
+	a, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err) // unreachable: standard nonce and tag sizes
+	}
+	c.keys.Store(id, a)
+	return a
+}
+
+// session returns the session to seal the next piece with.
+func (c *Cipher) session() ([sessionIDSize]byte, cipher.AEAD) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aead == nil || c.seals >= sessionSeals {
+		rand.Read(c.id[:])
+		c.aead, c.seals = c.sessionKey(c.id), 0
+	}
+	c.seals++
+	return c.id, c.aead
 }
 
 // Overhead is how many bytes sealing adds to a piece; 0 for a nil Cipher.
@@ -76,27 +122,30 @@ func (c *Cipher) Overhead() int {
 	if c == nil {
 		return 0
 	}
-	return c.aead.NonceSize() + c.aead.Overhead()
+	return sealPrefix + gcmTagSize
 }
 
-// begin returns dst emptied but for room for a nonce, which sealInPlace
-// then fills: append the plaintext to it.
+// begin returns dst emptied but for room for the session ID and nonce,
+// which sealInPlace then fills: append the plaintext to it.
 func (c *Cipher) begin(dst []byte) []byte {
-	return append(dst[:0], make([]byte, c.NonceSize())...)
+	if c == nil {
+		return dst[:0]
+	}
+	return append(dst[:0], make([]byte, sealPrefix)...)
 }
 
-// sealInPlace seals buf[NonceSize():], writing a fresh nonce into
-// buf[:NonceSize()] and the ciphertext over the plaintext, and returns the
-// sealed piece (buf grows by the tag).
+// sealInPlace seals buf[sealPrefix:], which begin started, writing the
+// session ID and a fresh nonce before it and the ciphertext over it, and
+// returns the sealed piece (buf grows by the tag).
 func (c *Cipher) sealInPlace(buf, ad []byte) []byte {
 	if c == nil {
 		return buf
 	}
-	n := c.aead.NonceSize()
-	if _, err := rand.Read(buf[:n]); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	return c.aead.Seal(buf[:n], buf[:n], buf[n:], ad)
+	id, aead := c.session()
+	copy(buf, id[:])
+	nonce := buf[sessionIDSize:sealPrefix]
+	rand.Read(nonce)
+	return aead.Seal(buf[:sealPrefix], nonce, buf[sealPrefix:], ad)
 }
 
 // seal returns plain sealed, in a new buffer.
@@ -111,11 +160,11 @@ func (c *Cipher) open(dst, sealed, ad []byte) ([]byte, error) {
 	if c == nil {
 		return append(dst, sealed...), nil
 	}
-	n := c.aead.NonceSize()
 	if len(sealed) < c.Overhead() {
-		return nil, fmt.Errorf("sealed data of %d bytes, shorter than its nonce and tag: %w", len(sealed), ErrCorrupt)
+		return nil, fmt.Errorf("sealed data of %d bytes, shorter than its header and tag: %w", len(sealed), ErrCorrupt)
 	}
-	out, err := c.aead.Open(dst, sealed[:n], sealed[n:], ad)
+	aead := c.sessionKey([sessionIDSize]byte(sealed[:sessionIDSize]))
+	out, err := aead.Open(dst, sealed[sessionIDSize:sealPrefix], sealed[sealPrefix:], ad)
 	if err != nil {
 		return nil, fmt.Errorf("decryption failed (damaged or tampered with): %w", ErrCorrupt)
 	}

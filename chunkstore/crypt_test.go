@@ -29,7 +29,7 @@ func newEncryptedStore(t *testing.T, secret chunkstore.Secret) (*chunkstore.Stor
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Encryption = chunkstore.EncryptionXChaCha
+	cfg.Encryption = chunkstore.EncryptionAESGCM
 	s, err := chunkstore.Create(context.Background(), local.New(dir), cfg, secret)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestEncryptedRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if !bytes.Equal(s2.Config().Key, s.Config().Key) || s2.Config().Encryption != chunkstore.EncryptionXChaCha || len(s2.Config().Chunker.Key) != 32 {
+	if !bytes.Equal(s2.Config().Key, s.Config().Key) || s2.Config().Encryption != chunkstore.EncryptionAESGCM || len(s2.Config().Chunker.Key) != 32 {
 		t.Fatalf("reopened config %+v", s2.Config())
 	}
 	for i, want := range [][]byte{text, pages} {

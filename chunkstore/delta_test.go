@@ -96,7 +96,7 @@ func createDeltaStore(t *testing.T, b chunkstore.Backend, secret chunkstore.Secr
 	}
 	cfg.Deltas = true
 	if !secret.Empty() {
-		cfg.Encryption = chunkstore.EncryptionXChaCha
+		cfg.Encryption = chunkstore.EncryptionAESGCM
 	}
 	s, err := chunkstore.Create(context.Background(), b, cfg, secret)
 	if err != nil {

@@ -47,7 +47,7 @@ func (s *Store) SetBaseLocator(f BaseLocator, runBytes int) {
 }
 
 // Create writes cfg as the config of a new repository on b and opens it.
-// If cfg.Encryption is EncryptionXChaCha, it draws a master key, stores a
+// If cfg.Encryption is EncryptionAESGCM, it draws a master key, stores a
 // key slot that secret opens, keys the chunker, and seals the config.
 // It fails with an error wrapping ErrExist if b already holds a config,
 // and then the caller opens that one instead. The store returned uses the
@@ -58,7 +58,7 @@ func Create(ctx context.Context, b Backend, cfg Config, secret Secret) (*Store, 
 		return nil, err
 	}
 	var c *Cipher
-	if cfg.Encryption == EncryptionXChaCha {
+	if cfg.Encryption == EncryptionAESGCM {
 		if secret.Empty() {
 			return nil, fmt.Errorf("chunkstore: create an encrypted repository: %w", ErrKeyRequired)
 		}
@@ -339,28 +339,35 @@ func readErr(ctx context.Context, id ID, loc Location, err error) error {
 // base is damaged must not read back, or check would pass it and a repair
 // that drops the damaged base would then lose it unannounced.
 func (s *Store) verify(ctx context.Context, id ID, loc Location, stored, dst []byte) ([]byte, error) {
-	if s.cipher != nil {
-		buf := s.bufs.Get().(*[]byte)
-		defer s.bufs.Put(buf)
-		var err error
-		if *buf, err = s.cipher.open((*buf)[:0], stored, blobAD(id, loc.Codec)); err != nil {
-			return nil, corruptChunk(id, loc, "open", err)
-		}
-		stored = *buf
-	}
 	var plain []byte
 	var err error
-	if loc.Codec == CodecDelta {
-		plain, err = s.decodeDelta(ctx, dst[:0], stored)
-		if be := (baseError{}); errors.As(err, &be) {
-			// Not this chunk's damage: the base's own error says what it is.
-			return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
+	switch {
+	case s.cipher != nil && loc.Codec == CodecRaw:
+		// The plaintext is the chunk: opened straight into dst.
+		if plain, err = s.cipher.open(dst[:0], stored, blobAD(id, loc.Codec)); err != nil {
+			return nil, corruptChunk(id, loc, "open", err)
 		}
-	} else {
-		plain, err = s.codec.decode(dst[:0], stored, loc.Codec)
-	}
-	if err != nil {
-		return nil, corruptChunk(id, loc, "decode", err)
+	default:
+		if s.cipher != nil {
+			buf := s.bufs.Get().(*[]byte)
+			defer s.bufs.Put(buf)
+			if *buf, err = s.cipher.open((*buf)[:0], stored, blobAD(id, loc.Codec)); err != nil {
+				return nil, corruptChunk(id, loc, "open", err)
+			}
+			stored = *buf
+		}
+		if loc.Codec == CodecDelta {
+			plain, err = s.decodeDelta(ctx, dst[:0], stored)
+			if be := (baseError{}); errors.As(err, &be) {
+				// Not this chunk's damage: the base's own error says what it is.
+				return nil, fmt.Errorf("chunkstore: chunk %s in pack %s: %w", id, loc.Pack, err)
+			}
+		} else {
+			plain, err = s.codec.decode(dst[:0], stored, loc.Codec)
+		}
+		if err != nil {
+			return nil, corruptChunk(id, loc, "decode", err)
+		}
 	}
 	if len(plain) != int(loc.PlainLength) || s.Hash(plain) != id {
 		return nil, corruptChunk(id, loc, "verify", errors.New("content does not match its ID"))

@@ -12,7 +12,7 @@ import (
 // Stats describe what a repository holds and what its backups cost.
 type Stats struct {
 	// Encryption is the repository's (chunkstore.EncryptionNone or
-	// EncryptionXChaCha); ComputeStats leaves it to its caller.
+	// EncryptionAESGCM); ComputeStats leaves it to its caller.
 	Encryption   string
 	Backups      int
 	LogicalBytes int64 // sum of the sizes of all backups' files

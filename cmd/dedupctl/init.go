@@ -39,8 +39,8 @@ help choose them. With deltas, a new chunk that differs from a stored one in
 a few bytes (a database page whose rows changed) is stored as a delta
 against it, a fraction of its compressed size.
 
-A new repository is encrypted (XChaCha20-Poly1305 under a random master
-key) unless --no-encryption says otherwise. Its first key is the password
+A new repository is encrypted (AES-256-GCM under keys derived from a
+random master key) unless --no-encryption says otherwise. Its first key is the password
 from --password-file, --password-command or $DEDUP_PASSWORD, asked twice on
 a terminal otherwise, or the key file --key-file names (at least 32 random
 bytes, such as head -c 32 /dev/urandom writes); dedupctl key adds more.

@@ -22,7 +22,7 @@ func TestEncryptionCommand(t *testing.T) {
 	noPassword := []string{"DEDUP_PASSWORD="}
 	r := dedupctlEnv(t, repo, noPassword, nil, "init")
 	fails(t, r, 2, "--no-encryption creates an unencrypted one")
-	if out := ok(t, repo, "init"); !strings.Contains(out, "encrypted (xchacha20-poly1305)") {
+	if out := ok(t, repo, "init"); !strings.Contains(out, "encrypted (aes-256-gcm)") {
 		t.Errorf("init says: %s", out)
 	}
 	plainRepo := filepath.Join(work, "plain")
@@ -50,7 +50,7 @@ func TestEncryptionCommand(t *testing.T) {
 	})
 	var st struct{ Encryption string }
 	okJSON(t, repo, &st, "stats")
-	if st.Encryption != "xchacha20-poly1305" {
+	if st.Encryption != "aes-256-gcm" {
 		t.Errorf("stats: encryption %q", st.Encryption)
 	}
 

@@ -123,12 +123,17 @@ IAM role of the service account, ECS task or EC2 instance. An S3 repository keep
 index in --cache-dir, brings it up to date with what other agents wrote,
 and rebuilds it from the objects when it is missing. Many agents may back
 up into one S3 repository at once; see how collection
-works there (dedupctl help gc). dedupctl init creates a repository.
+works there (dedupctl help gc). dedupctl init creates a repository,
+encrypted unless --no-encryption: its password comes from --password-file,
+--password-command or DEDUP_PASSWORD, or a prompt on a terminal, or its key
+file from --key-file (dedupctl help key).
 
 Exit codes:
   0  success
-  1  failure (including an interrupted backup, which is aborted)
-  2  usage error: unknown command or flag, bad arguments or names
+  1  failure (including an interrupted backup, which is aborted, and a
+     wrong password or key file)
+  2  usage error: unknown command or flag, bad arguments or names, no
+     password for an encrypted repository
   3  not found: no such repository, backup or file
   4  repository in use: another process's collection holds its lock (the
      lock of a collection that was killed expires after 10 minutes)

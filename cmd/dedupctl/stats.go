@@ -55,7 +55,7 @@ func (a *app) statsCommand() *cobra.Command {
 }
 
 type statsJSON struct {
-	Encryption       string  `json:"encryption"` // none or xchacha20-poly1305
+	Encryption       string  `json:"encryption"` // none or aes-256-gcm
 	Backups          int     `json:"backups"`
 	LogicalBytes     int64   `json:"logical_bytes"`
 	UniqueBytes      int64   `json:"unique_bytes"`

@@ -93,7 +93,7 @@ type Options struct {
 
 	// Secret (a password or a key file's contents) unlocks an encrypted
 	// repository. A repository created with one is encrypted: every
-	// object's contents are sealed with XChaCha20-Poly1305 under a random
+	// object's contents are sealed with AES-256-GCM under keys derived from a random
 	// master key, which a key slot that the secret opens wraps. One created
 	// without is not, and Logf says so. Opening an encrypted repository
 	// without its secret fails with storage.ErrKeyRequired, with a wrong one

@@ -51,7 +51,7 @@ func TestEncryptedRepository(t *testing.T) {
 
 	s = dedup.New(root, opts)
 	defer s.Close()
-	if st := stats(t, s); st.Encryption != chunkstore.EncryptionXChaCha || st.Backups != 3 {
+	if st := stats(t, s); st.Encryption != chunkstore.EncryptionAESGCM || st.Backups != 3 {
 		t.Errorf("stats: %+v", st)
 	}
 	if err := s.RemoveBackup(ctx, "ks/0", "b2"); err != nil {

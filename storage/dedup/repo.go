@@ -247,7 +247,7 @@ func createRepo(ctx context.Context, root string, backend chunkstore.Backend, op
 	}
 	cfg.Deltas = !opts.NoDeltas
 	if !opts.Secret.Empty() {
-		cfg.Encryption = chunkstore.EncryptionXChaCha
+		cfg.Encryption = chunkstore.EncryptionAESGCM
 	}
 	store, err := chunkstore.Create(ctx, backend, cfg, opts.Secret)
 	if err == nil && opts.Secret.Empty() {
