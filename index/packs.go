@@ -14,7 +14,10 @@ import (
 // stored the same chunk at once, or a collection that copied it) are kept in
 // the copies bucket, so that when a pack goes, its chunks move to a copy
 // instead of leaving the index. A chunk's location is in a pack that is not
-// condemned whenever one of its copies is.
+// condemned whenever one of its copies is, and among those, a copy stored
+// whole whenever one is (see better): two agents may store one new chunk
+// at once, one as a delta and one whole, and a chunk that is a delta's base
+// must be found whole.
 
 // AddPack records a durable pack and its chunks. A chunk already indexed in
 // a pack that is not condemned keeps that location; the new one is kept as
@@ -68,15 +71,15 @@ func addPacks(tx *bolt.Tx, packs []PackEntries) error {
 }
 
 // addChunk records that chunk id is stored at loc: as its location, or as
-// a copy when it is indexed already in a pack that is not condemned.
+// a copy when it is indexed already at a location as good (see better).
 func addChunk(tx *bolt.Tx, id chunkstore.ID, loc chunkstore.Location) error {
-	chunks, copies, condemned := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies), tx.Bucket(bucketCondemned)
+	chunks, copies := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies)
 	if v := chunks.Get(id[:]); v != nil {
 		cur, err := decodeLocation(v)
 		if err != nil || cur.Pack == loc.Pack {
 			return err
 		}
-		if condemned.Get(cur.Pack[:]) == nil {
+		if !better(tx, loc, cur) {
 			return copies.Put(copyKey(id, loc.Pack), encodeLocation(loc))
 		}
 		if err := copies.Put(copyKey(id, cur.Pack), v); err != nil {
@@ -84,6 +87,18 @@ func addChunk(tx *bolt.Tx, id chunkstore.ID, loc chunkstore.Location) error {
 		}
 	}
 	return chunks.Put(id[:], encodeLocation(loc))
+}
+
+// better reports whether copy loc of a chunk is a better location for it
+// than cur: in a pack that is not condemned where cur's is, or else stored
+// whole where cur is a delta.
+func better(tx *bolt.Tx, loc, cur chunkstore.Location) bool {
+	condemned := tx.Bucket(bucketCondemned)
+	locGone, curGone := condemned.Get(loc.Pack[:]) != nil, condemned.Get(cur.Pack[:]) != nil
+	if locGone != curGone {
+		return curGone
+	}
+	return cur.Codec == chunkstore.CodecDelta && loc.Codec != chunkstore.CodecDelta
 }
 
 func copyKey(chunk, pack chunkstore.ID) []byte {
@@ -195,26 +210,16 @@ func dropPack(tx *bolt.Tx, id chunkstore.ID, chunks []chunkstore.ID, prefer *chu
 }
 
 // bestCopy returns a copy of chunk c from the copies bucket: the one in
-// pack prefer if there is one, else one in a pack that is not condemned if
-// there is one.
+// pack prefer if there is one, else the best (see better).
 func bestCopy(tx *bolt.Tx, c chunkstore.ID, prefer *chunkstore.ID) (best chunkstore.Location, found bool, err error) {
-	condemned := tx.Bucket(bucketCondemned)
-	rank := func(l chunkstore.Location) int {
-		switch {
-		case prefer != nil && l.Pack == *prefer:
-			return 2
-		case condemned.Get(l.Pack[:]) == nil:
-			return 1
-		}
-		return 0
-	}
 	cur := tx.Bucket(bucketCopies).Cursor()
 	for k, v := cur.Seek(c[:]); k != nil && bytes.HasPrefix(k, c[:]); k, v = cur.Next() {
 		loc, err := decodeLocation(v)
 		if err != nil {
 			return best, false, err
 		}
-		if !found || rank(loc) > rank(best) {
+		preferred := func(l chunkstore.Location) bool { return prefer != nil && l.Pack == *prefer }
+		if !found || !preferred(best) && (preferred(loc) || better(tx, loc, best)) {
 			best, found = loc, true
 		}
 	}
@@ -248,7 +253,8 @@ func (d *DB) SetCondemned(packs []chunkstore.ID, add bool) error {
 				return err
 			}
 		}
-		// Copies are few: gather those to promote, then promote them.
+		// Copies are few: gather those better than their chunk's location,
+		// then promote them.
 		var promote []chunkstore.Location
 		var ids []chunkstore.ID
 		chunks, copies := tx.Bucket(bucketChunks), tx.Bucket(bucketCopies)
@@ -261,11 +267,13 @@ func (d *DB) SetCondemned(packs []chunkstore.ID, add bool) error {
 				return nil
 			}
 			cur, err := decodeLocation(v0)
-			if err != nil || condemned.Get(cur.Pack[:]) == nil {
+			if err != nil {
 				return err
 			}
 			loc, err := decodeLocation(v)
-			promote, ids = append(promote, loc), append(ids, chunkstore.ID(k[:32]))
+			if err == nil && better(tx, loc, cur) {
+				promote, ids = append(promote, loc), append(ids, chunkstore.ID(k[:32]))
+			}
 			return err
 		})
 		if err != nil {
@@ -278,8 +286,8 @@ func (d *DB) SetCondemned(packs []chunkstore.ID, add bool) error {
 			if err != nil {
 				return err
 			}
-			if condemned.Get(cur.Pack[:]) == nil {
-				continue // promoted already: the chunk had two good copies
+			if !better(tx, loc, cur) {
+				continue // promoted already: the chunk had two better copies
 			}
 			if err := copies.Put(copyKey(c, cur.Pack), v); err != nil {
 				return err

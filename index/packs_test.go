@@ -143,3 +143,46 @@ func TestReplacePackPrefersTheReplacement(t *testing.T) {
 	}
 	wantAt(t, db, 1, 150, true)
 }
+
+func deltaEntry(chunk, base byte) chunkstore.PackEntry {
+	e := entry(chunk, 0)
+	e.Codec, e.Bases = chunkstore.CodecDelta, []chunkstore.ID{id(base)}
+	return e
+}
+
+// Of a chunk's copies, one stored whole is its location over deltas,
+// whichever pack came first: a chunk that is a delta's base must be found
+// whole, and a collection keeps the located copy. Two agents that stored
+// one new chunk at once, one as a delta and one whole, made a restore fail
+// with "a delta's base is itself a delta".
+func TestWholeCopyIsLocated(t *testing.T) {
+	db, _ := open(t)
+	addPack(t, db, 99, entry(7, 0), entry(8, 10), entry(9, 20)) // the deltas' bases
+	addPack(t, db, 100, deltaEntry(1, 9), deltaEntry(2, 9), deltaEntry(3, 9))
+	addPack(t, db, 101, entry(1, 0))
+	wantAt(t, db, 1, 101, true)
+	addPack(t, db, 102, entry(2, 0))
+	addPack(t, db, 103, deltaEntry(2, 8)) // after the whole copy
+	wantAt(t, db, 2, 102, true)
+
+	// Condemning the whole copy's pack moves the chunk to its delta copy;
+	// a new whole copy then takes over again.
+	if err := db.SetCondemned([]chunkstore.ID{id(101)}, false); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 100, true)
+	if err := db.SetCondemned(nil, false); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 1, 101, true)
+
+	// Dropping the located pack moves the chunk to a whole copy if it has
+	// one: chunk 3 has only its delta, chunk 2 one of each after 102 goes.
+	addPack(t, db, 104, deltaEntry(2, 7), entry(3, 0))
+	addPack(t, db, 105, entry(2, 0))
+	if err := db.DropPacks([]chunkstore.ID{id(102)}); err != nil {
+		t.Fatal(err)
+	}
+	wantAt(t, db, 2, 105, true)
+	wantAt(t, db, 3, 104, true)
+}
