@@ -197,33 +197,32 @@ func passes(name string) bool {
 func objectAD(name string) []byte { return []byte("object" + name) }
 
 func (s sealedBackend) Put(ctx context.Context, name string, r io.Reader) error {
-	if passes(name) {
-		return s.Backend.Put(ctx, name, r)
-	}
-	sealed, err := s.sealObject(name, r)
+	sealed, err := s.seal(name, r)
 	if err != nil {
 		return err
 	}
-	return s.Backend.Put(ctx, name, bytes.NewReader(sealed))
+	return s.Backend.Put(ctx, name, sealed)
 }
 
 func (s sealedBackend) Create(ctx context.Context, name string, r io.Reader) error {
-	if passes(name) {
-		return s.Backend.Create(ctx, name, r)
-	}
-	sealed, err := s.sealObject(name, r)
+	sealed, err := s.seal(name, r)
 	if err != nil {
 		return err
 	}
-	return s.Backend.Create(ctx, name, bytes.NewReader(sealed))
+	return s.Backend.Create(ctx, name, sealed)
 }
 
-func (s sealedBackend) sealObject(name string, r io.Reader) ([]byte, error) {
+// seal returns what to store for object name: r sealed, or r itself if
+// the object passes as it is.
+func (s sealedBackend) seal(name string, r io.Reader) (io.Reader, error) {
+	if passes(name) {
+		return r, nil
+	}
 	buf := bytes.NewBuffer(s.c.begin(nil))
 	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, err
 	}
-	return s.c.sealInPlace(buf.Bytes(), objectAD(name)), nil
+	return bytes.NewReader(s.c.sealInPlace(buf.Bytes(), objectAD(name))), nil
 }
 
 func (s sealedBackend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {

@@ -321,15 +321,7 @@ func TestRegisteredFromFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bs.Close()
-	bh, err := bs.StartBackup(ctx, "ks/0", "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addFile(t, bh, "0", 3, []byte("abc"))
-	if err := bh.EndBackup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bs.Close()
+	backupABC(t, bs)
 	// Another process of the same flags reads it.
 	other := dedup.New(root, dedup.Options{})
 	defer other.Close()
@@ -394,15 +386,9 @@ func TestRegisteredOnS3(t *testing.T) {
 	}
 }
 
-// With --dedup-password-file, the repository the plugin creates is
-// encrypted: it opens with that password only.
-func TestRegisteredEncrypted(t *testing.T) {
-	root := filepath.Join(t.TempDir(), "repo")
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("vitess secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	bs := newStorage((&flags{root: root, password: pw}).open)
+// backupABC backs up one file, "abc", as ks/0/b, and closes bs.
+func backupABC(t *testing.T, bs backupstorage.BackupStorage) {
+	t.Helper()
 	bh, err := bs.StartBackup(ctx, "ks/0", "b")
 	if err != nil {
 		t.Fatal(err)
@@ -412,6 +398,17 @@ func TestRegisteredEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	bs.Close()
+}
+
+// With --dedup-password-file, the repository the plugin creates is
+// encrypted: it opens with that password only.
+func TestRegisteredEncrypted(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("vitess secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backupABC(t, newStorage((&flags{root: root, password: pw}).open))
 	without := dedup.New(root, dedup.Options{})
 	defer without.Close()
 	if _, err := without.ListBackups(ctx, "ks/0"); !errors.Is(err, storage.ErrKeyRequired) {

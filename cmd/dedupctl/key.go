@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/spf13/cobra"
@@ -65,7 +66,9 @@ $DEDUP_PASSWORD, --key-file, or a prompt on a terminal).`,
 				out := []keyJSON{}
 				var rows [][]string
 				for _, k := range slots {
-					out = append(out, keyJSON{ID: k.ID, Created: k.Created.Format("2006-01-02T15:04:05Z07:00"), Host: k.Host, KDF: k.KDF, Current: k.ID == s.KeyID()})
+					j := newKeyJSON(k)
+					j.Current = k.ID == s.KeyID()
+					out = append(out, j)
 					mark := " "
 					if k.ID == s.KeyID() {
 						mark = "*"
@@ -81,27 +84,41 @@ $DEDUP_PASSWORD, --key-file, or a prompt on a terminal).`,
 			})
 		},
 	}
+	// addKey adds a key (replace: in place of the one used) and prints it.
+	addKey := func(cmd *cobra.Command, replace bool) error {
+		return a.withStore(cmd.Context(), func(ctx context.Context, s *chunkstore.Store) error {
+			secret, err := newSecret()
+			if err != nil {
+				return err
+			}
+			var k chunkstore.KeySlot
+			var old string
+			if replace {
+				k, old, err = s.ChangeKey(ctx, secret)
+			} else {
+				k, err = s.AddKey(ctx, secret)
+			}
+			if err != nil {
+				return err
+			}
+			if a.json {
+				out := newKeyJSON(k)
+				out.Removed = old
+				return a.printJSON(out)
+			}
+			if old != "" {
+				a.info("added key %s (%s) and removed key %s", k.ID, k.KDF, old)
+			} else {
+				a.info("added key %s (%s)", k.ID, k.KDF)
+			}
+			return nil
+		})
+	}
 	add := &cobra.Command{
 		Use:   "add",
 		Short: "Add a password or a key file",
 		Args:  exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cmd.Context(), func(ctx context.Context, s *chunkstore.Store) error {
-				secret, err := newSecret()
-				if err != nil {
-					return err
-				}
-				k, err := s.AddKey(ctx, secret)
-				if err != nil {
-					return err
-				}
-				if a.json {
-					return a.printJSON(keyJSON{ID: k.ID, Created: k.Created.Format("2006-01-02T15:04:05Z07:00"), Host: k.Host, KDF: k.KDF})
-				}
-				a.info("added key %s (%s)", k.ID, k.KDF)
-				return nil
-			})
-		},
+		RunE:  func(cmd *cobra.Command, args []string) error { return addKey(cmd, false) },
 	}
 	newSecretFlags(add)
 	remove := &cobra.Command{
@@ -125,23 +142,7 @@ $DEDUP_PASSWORD, --key-file, or a prompt on a terminal).`,
 		Use:   "passwd",
 		Short: "Change the password used: add the new one, then remove the old one",
 		Args:  exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cmd.Context(), func(ctx context.Context, s *chunkstore.Store) error {
-				secret, err := newSecret()
-				if err != nil {
-					return err
-				}
-				k, old, err := s.ChangeKey(ctx, secret)
-				if err != nil {
-					return err
-				}
-				if a.json {
-					return a.printJSON(keyJSON{ID: k.ID, Created: k.Created.Format("2006-01-02T15:04:05Z07:00"), Host: k.Host, KDF: k.KDF, Removed: old})
-				}
-				a.info("added key %s (%s) and removed key %s", k.ID, k.KDF, old)
-				return nil
-			})
-		},
+		RunE:  func(cmd *cobra.Command, args []string) error { return addKey(cmd, true) },
 	}
 	newSecretFlags(passwd)
 	cmd.AddCommand(list, add, remove, passwd)
@@ -169,6 +170,10 @@ type keyJSON struct {
 	KDF     string `json:"kdf"` // argon2id (a password) or keyfile
 	Current bool   `json:"current,omitempty"`
 	Removed string `json:"removed,omitempty"` // passwd: the key it replaced
+}
+
+func newKeyJSON(k chunkstore.KeySlot) keyJSON {
+	return keyJSON{ID: k.ID, Created: k.Created.Format(time.RFC3339), Host: k.Host, KDF: k.KDF}
 }
 
 type keyRemovedJSON struct {
