@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -200,20 +201,17 @@ func TestEncryptedTamper(t *testing.T) {
 	if _, err := readSealed(s.Backend(), "manifests/db/b2"); !errors.Is(err, chunkstore.ErrCorrupt) {
 		t.Errorf("b1's manifest copied over b2's: %v, want ErrCorrupt", err)
 	}
+	// The wrapped key of the only key slot: damage, not a wrong password.
+	slotName := chunkstore.KeyPrefix + s.KeyID()
+	slot := readRaw(t, dir, slotName)
+	writeRaw(t, dir, slotName, flipBase64(t, slot, "wrapped"))
+	if _, err := chunkstore.Open(ctx, local.New(dir), password); !errors.Is(err, chunkstore.ErrCorrupt) || !strings.Contains(err.Error(), slotName) {
+		t.Errorf("wrapped key flipped: %v, want ErrCorrupt naming %s", err, slotName)
+	}
+	writeRaw(t, dir, slotName, slot)
 	// The sealed config.
 	cfg := readRaw(t, dir, chunkstore.ConfigName)
-	var env map[string]any
-	if err := json.Unmarshal(cfg, &env); err != nil {
-		t.Fatal(err)
-	}
-	sealed := []byte(env["sealed"].(string))
-	sealed[len(sealed)/2] ^= 1 // still base64: a letter changed
-	if sealed[len(sealed)/2] == '+' || sealed[len(sealed)/2] == '/' || sealed[len(sealed)/2] == '=' {
-		sealed[len(sealed)/2] = 'A'
-	}
-	env["sealed"] = string(sealed)
-	damaged, _ := json.Marshal(env)
-	writeRaw(t, dir, chunkstore.ConfigName, damaged)
+	writeRaw(t, dir, chunkstore.ConfigName, flipBase64(t, cfg, "sealed"))
 	if _, err := chunkstore.Open(ctx, local.New(dir), password); !errors.Is(err, chunkstore.ErrCorrupt) || errors.Is(err, chunkstore.ErrWrongKey) {
 		t.Errorf("sealed config flipped: %v, want ErrCorrupt", err)
 	}
@@ -332,3 +330,25 @@ func TestEncryptedChunkerIsKeyed(t *testing.T) {
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+
+// flipBase64 changes one letter in the middle of the base64 field of a
+// JSON object.
+func flipBase64(t *testing.T, object []byte, field string) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(object, &m); err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(m[field].(string))
+	if b[len(b)/2] == 'A' {
+		b[len(b)/2] = 'B'
+	} else {
+		b[len(b)/2] = 'A'
+	}
+	m[field] = string(b)
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -74,7 +74,10 @@ type KeySlot struct {
 	KDF     string        `json:"kdf"`
 	Argon2  *Argon2Params `json:"argon2,omitempty"`
 	Salt    []byte        `json:"salt"`
-	Wrapped []byte        `json:"wrapped"` // the master key, sealed with the slot's key
+	// Check tells whether a secret is this slot's without opening Wrapped,
+	// so that a damaged Wrapped is reported as damage, not as a wrong key.
+	Check   []byte `json:"check"`
+	Wrapped []byte `json:"wrapped"` // the master key, sealed with the slot's key
 }
 
 // minKeyFile is the least a key file holds.
@@ -88,25 +91,27 @@ func NewKeyFile() []byte {
 	return []byte(hex.EncodeToString(k) + "\n")
 }
 
-// slotKey derives a slot's key from secret, or says the secret is not of
-// the slot's kind.
-func (k KeySlot) slotKey(secret Secret) (*Cipher, bool, error) {
+// slotKey derives a slot's key from secret, and its check value; ok is
+// false if the secret is not of the slot's kind.
+func (k KeySlot) slotKey(secret Secret) (c *Cipher, check []byte, ok bool, err error) {
 	var key []byte
 	switch {
 	case k.KDF == KDFArgon2id && len(secret.Password) > 0 && k.Argon2 != nil:
 		p := k.Argon2
 		if p.Time == 0 || p.Time > 100 || p.MemoryKiB < 8 || p.MemoryKiB > 1<<20 || p.Threads == 0 {
-			return nil, false, fmt.Errorf("chunkstore: key %s: argon2id parameters %+v out of range: %w", k.ID, *p, ErrCorrupt)
+			return nil, nil, false, fmt.Errorf("chunkstore: key %s%s: argon2id parameters %+v out of range: %w", KeyPrefix, k.ID, *p, ErrCorrupt)
 		}
 		key = argon2.IDKey(secret.Password, k.Salt, p.Time, p.MemoryKiB, p.Threads, masterKeySize)
 	case k.KDF == KDFKeyFile && len(secret.KeyFile) > 0:
 		key = make([]byte, masterKeySize)
 		blake3.DeriveKey("dedupstore 2026-12-04 key file slot", append(slices.Clip(k.Salt), secret.KeyFile...), key)
 	default:
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
-	c, err := newCipher(key)
-	return c, err == nil, err
+	check = make([]byte, 16)
+	blake3.DeriveKey("dedupstore 2026-12-04 key slot check", key, check)
+	c, err = newCipher(key)
+	return c, check, err == nil, err
 }
 
 func slotAD(id string) []byte { return []byte("key" + id) }
@@ -126,11 +131,11 @@ func newSlot(master []byte, secret Secret) (KeySlot, error) {
 	} else {
 		k.KDF = KDFKeyFile
 	}
-	c, ok, err := k.slotKey(secret)
+	c, check, ok, err := k.slotKey(secret)
 	if err != nil || !ok {
 		return KeySlot{}, cmpErr(err, errors.New("chunkstore: no password or key file for the new key"))
 	}
-	k.Wrapped = c.seal(master, slotAD(k.ID))
+	k.Check, k.Wrapped = check, c.seal(master, slotAD(k.ID))
 	return k, nil
 }
 
@@ -191,8 +196,10 @@ func Keys(ctx context.Context, b Backend) ([]KeySlot, error) {
 // opens the config (try decides), trying every slot of the secret's kind.
 // A slot another creator left when it lost a race to create the
 // repository unwraps a master key that does not open the config, and is
-// passed over. It returns ErrWrongKey if no slot unwraps, and an error
-// wrapping ErrCorrupt if some did but none of their keys opened the config.
+// passed over. It returns ErrWrongKey if the secret is no slot's, and an
+// error wrapping ErrCorrupt if it is some slot's but that slot's wrapped
+// key does not open (a damaged slot), or none of the keys it unwrapped
+// opened the config.
 func unlock(ctx context.Context, b Backend, secret Secret, try func(*Cipher) error) (master []byte, slot string, c *Cipher, err error) {
 	slots, err := Keys(ctx, b)
 	if err != nil {
@@ -200,14 +207,18 @@ func unlock(ctx context.Context, b Backend, secret Secret, try func(*Cipher) err
 	}
 	var tryErr error
 	for _, k := range slots {
-		kc, ok, err := k.slotKey(secret)
+		kc, check, ok, err := k.slotKey(secret)
 		if err != nil {
 			return nil, "", nil, err
-		} else if !ok {
+		} else if !ok || !bytes.Equal(check, k.Check) {
 			continue
 		}
 		master, err := kc.open(nil, k.Wrapped, slotAD(k.ID))
-		if err != nil || len(master) != masterKeySize {
+		if err == nil && len(master) != masterKeySize {
+			err = fmt.Errorf("a master key of %d bytes: %w", len(master), ErrCorrupt)
+		}
+		if err != nil {
+			tryErr = fmt.Errorf("chunkstore: key %s%s: %w", KeyPrefix, k.ID, err)
 			continue
 		}
 		c, err := newCipher(master)
