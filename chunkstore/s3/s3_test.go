@@ -84,15 +84,18 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) chunkstore.Backend { return newBackend(t, "") })
 }
 
+// TestDedupOnFakeS3 runs the storage conformance suite on gofakes3, with
+// the repository encrypted (TestDedupOnS3 runs it unencrypted).
 func TestDedupOnFakeS3(t *testing.T) {
 	backends := map[string]*s3.Backend{}
+	keyFile := chunkstore.Secret{KeyFile: chunkstore.NewKeyFile()}
 	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage {
 		b, ok := backends[root]
 		if !ok {
 			b = newBackendOn(t, fakeEndpoint, "repo")
 			backends[root] = b
 		}
-		return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20})
+		return dedup.New(root, dedup.Options{Backend: b, PackSize: 1 << 20, Secret: keyFile})
 	})
 }
 
