@@ -16,13 +16,7 @@ func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage { return dedup.New(root, smallPacks) })
 }
 
-// keyFile is a secret that opens without argon2id's cost, for the many
-// opens of the suites.
+// keyFile is a secret that opens without argon2id's cost. (The storage
+// suite runs encrypted on gofakes3, in chunkstore/s3; every dedupctl test
+// runs on an encrypted local repository.)
 var keyFile = chunkstore.Secret{KeyFile: chunkstore.NewKeyFile()}
-
-// An encrypted repository keeps the whole contract.
-func TestConformanceEncrypted(t *testing.T) {
-	opts := smallPacks
-	opts.Secret = keyFile
-	storagetest.Run(t, func(t *testing.T, root string) storage.BackupStorage { return dedup.New(root, opts) })
-}
