@@ -14,6 +14,11 @@ import (
 	"github.com/dedupstore/dedupstore/storage/dedup"
 )
 
+// keyFile is a secret that opens without argon2id's cost. (The storage
+// suite runs encrypted on gofakes3, in chunkstore/s3; every dedupctl test
+// runs on an encrypted local repository.)
+var keyFile = chunkstore.Secret{KeyFile: chunkstore.NewKeyFile()}
+
 // An encrypted repository makes deltas, refuses to open without its key
 // or with a wrong one (with storage's sentinels, changing nothing), and
 // collects, checks and repairs as an unencrypted one does: a repack copies
