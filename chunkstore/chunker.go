@@ -1,21 +1,18 @@
 package chunkstore
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math/bits"
 
-	cdc "github.com/PlakarKorp/go-cdc-chunkers"
-	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc" // registers "fastcdc-v1.0.0"
 	"github.com/restic/chunker"
 )
 
 // Chunker kinds a repository can be configured with.
 const (
-	// ChunkerFastCDC is normalized FastCDC over a gear hash, pinned to the
-	// versioned variant of go-cdc-chunkers so that cut points never move
-	// under a library upgrade. It resynchronises within a chunk after an
+	// ChunkerFastCDC is normalized FastCDC over a gear hash: the cut points
+	// of go-cdc-chunkers' versioned variant, pinned so that they never move
+	// under a library upgrade, cut by our own loop (fastcdc.go). It resynchronises within a chunk after an
 	// insert, also in zero-padded database pages.
 	ChunkerFastCDC = "fastcdc-v1.0.0"
 	// ChunkerRestic is restic's Rabin fingerprint chunker. Kept for
@@ -95,17 +92,12 @@ func (p ChunkerParams) NewChunker(r io.Reader, buf []byte) (Chunker, error) {
 		c.SetAverageBits(bits.TrailingZeros(uint(p.AvgSize)))
 		return &resticChunker{c: c, buf: buf}, nil
 	default:
-		opts := &cdc.ChunkerOpts{MinSize: p.MinSize, NormalSize: p.AvgSize, MaxSize: p.MaxSize, Key: p.Key}
-		c, err := cdc.NewChunkerBuffer(p.Kind, r, opts, buf)
-		if err != nil {
-			return nil, fmt.Errorf("chunkstore: %s: %w", p.Kind, err)
-		}
-		return &gearChunker{c: c}, nil
+		return newFastCDC(p, r, buf[:p.BufferSize()]), nil
 	}
 }
 
 // BufferSize is the scratch space NewChunker needs: twice the maximum chunk,
-// which lets the gear chunker refill in large strides.
+// which lets the chunker refill in large strides.
 func (p ChunkerParams) BufferSize() int { return 2 * p.MaxSize }
 
 type resticChunker struct {
@@ -119,26 +111,4 @@ func (r *resticChunker) Next() ([]byte, error) {
 		return nil, err
 	}
 	return c.Data, nil
-}
-
-// gearChunker adapts go-cdc-chunkers, which returns the last chunk together
-// with io.EOF, to the Chunker contract.
-type gearChunker struct {
-	c    *cdc.Chunker
-	done bool
-}
-
-func (g *gearChunker) Next() ([]byte, error) {
-	for !g.done {
-		data, err := g.c.Next()
-		if errors.Is(err, io.EOF) {
-			g.done = true
-		} else if err != nil {
-			return nil, err
-		}
-		if len(data) > 0 {
-			return data, nil
-		}
-	}
-	return nil, io.EOF
 }

@@ -406,7 +406,9 @@ func (w *writer) run(pr io.Reader, buf []byte) error {
 			break
 		}
 		if err != nil {
-			firstErr = err
+			// A cancelled stream's reads fail with io.ErrClosedPipe: its
+			// cause (storage.ErrClosed, the caller's context) says why.
+			firstErr = cmp.Or(context.Cause(w.ctx), err)
 			break
 		}
 		select {
