@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzParsePackTrailer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzScanPack$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./chunkstore -run '^$$' -fuzz '^FuzzFastCDC$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./storage -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 	"testing"
 	"testing/iotest"
@@ -108,4 +109,29 @@ func firstDiff(a, b []int) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// FuzzFastCDC: on any data, at any valid small sizes, keyed or not, our
+// cuts are the library's.
+func FuzzFastCDC(f *testing.F) {
+	f.Add([]byte("seed"), uint16(64), uint8(7), uint16(100), false)
+	f.Add(bytes.Repeat([]byte{0, 1, 2}, 3000), uint16(100), uint8(8), uint16(1000), true)
+	f.Fuzz(func(t *testing.T, data []byte, minSize uint16, avgBits uint8, extra uint16, keyed bool) {
+		p := chunkstore.ChunkerParams{Kind: chunkstore.ChunkerFastCDC, MinSize: 64 + int(minSize%512)}
+		p.AvgSize = 1 << max(int(avgBits%14), bits.Len(uint(p.MinSize)))
+		p.MaxSize = p.AvgSize + 1 + int(extra)
+		if keyed {
+			p.Key = bytes.Repeat([]byte{byte(avgBits)}, 32)
+		}
+		if p.Validate() != nil {
+			t.Skip()
+		}
+		c, err := p.NewChunker(bytes.NewReader(data), make([]byte, p.BufferSize()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := cutLengths(t, c), libraryCuts(t, p, data); !slices.Equal(got, want) {
+			t.Fatalf("%+v: cuts %v, the library's %v", p, got, want)
+		}
+	})
 }
