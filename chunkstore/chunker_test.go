@@ -16,6 +16,12 @@ func chunks(t testing.TB, p chunkstore.ChunkerParams, data []byte) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return chunksOf(t, c)
+}
+
+// chunksOf returns copies of the chunks c cuts, none of them empty.
+func chunksOf(t testing.TB, c chunkstore.Chunker) [][]byte {
+	t.Helper()
 	var out [][]byte
 	for {
 		b, err := c.Next()
@@ -24,6 +30,9 @@ func chunks(t testing.TB, p chunkstore.ChunkerParams, data []byte) [][]byte {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(b) == 0 {
+			t.Fatal("an empty chunk")
 		}
 		out = append(out, append([]byte(nil), b...))
 	}
