@@ -73,3 +73,27 @@ func CheckObjectName(name string) error {
 	}
 	return nil
 }
+
+// ReadObject reads object name whole. With limit above 0, an object of
+// more than limit bytes gives an error wrapping ErrCorrupt, after reading
+// no more than limit+1 bytes of it. A missing object gives the backend's
+// error, which wraps ErrNotExist.
+func ReadObject(ctx context.Context, b Backend, name string, limit int64) ([]byte, error) {
+	rc, err := b.Get(ctx, name, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var r io.Reader = rc
+	if limit > 0 {
+		r = io.LimitReader(rc, limit+1)
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("chunkstore: read %s: %w", name, err)
+	}
+	if limit > 0 && int64(len(data)) > limit {
+		return nil, fmt.Errorf("chunkstore: %s is larger than %d bytes: %w", name, limit, ErrCorrupt)
+	}
+	return data, nil
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/restic/chunker"
 )
@@ -142,17 +141,9 @@ func ReadConfig(ctx context.Context, b Backend, secret Secret) (Config, error) {
 }
 
 func readConfig(ctx context.Context, b Backend, secret Secret) (unlocked, error) {
-	rc, err := b.Get(ctx, ConfigName, 0, -1)
+	data, err := ReadObject(ctx, b, ConfigName, maxConfigSize)
 	if err != nil {
 		return unlocked{}, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxConfigSize+1))
-	if err != nil {
-		return unlocked{}, fmt.Errorf("chunkstore: read config: %w", err)
-	}
-	if len(data) > maxConfigSize {
-		return unlocked{}, fmt.Errorf("chunkstore: config larger than %d bytes: %w", maxConfigSize, ErrCorrupt)
 	}
 	var env configEnvelope
 	if err := json.Unmarshal(data, &env); err != nil {

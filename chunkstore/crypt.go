@@ -232,14 +232,9 @@ func (s sealedBackend) Get(ctx context.Context, name string, offset, length int6
 	if offset != 0 || length > 0 {
 		return nil, fmt.Errorf("chunkstore: %s is sealed and is read whole, not bytes %d+%d", name, offset, length)
 	}
-	rc, err := s.Backend.Get(ctx, name, 0, -1)
+	sealed, err := ReadObject(ctx, s.Backend, name, 0)
 	if err != nil {
 		return nil, err
-	}
-	defer rc.Close()
-	sealed, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("chunkstore: read %s: %w", name, err)
 	}
 	plain, err := s.c.open(nil, sealed, objectAD(name))
 	if err != nil {

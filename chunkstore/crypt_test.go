@@ -123,20 +123,11 @@ func packSize(t *testing.T, dir string, id chunkstore.ID) int64 {
 
 func readObject(t *testing.T, b chunkstore.Backend, name string) []byte {
 	t.Helper()
-	data, err := readSealed(b, name)
+	data, err := chunkstore.ReadObject(context.Background(), b, name, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return data
-}
-
-func readSealed(b chunkstore.Backend, name string) ([]byte, error) {
-	rc, err := b.Get(context.Background(), name, 0, -1)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
 }
 
 // A flipped bit anywhere in an encrypted repository's blobs, trailers,
@@ -193,12 +184,12 @@ func TestEncryptedTamper(t *testing.T) {
 		damaged := slices.Clone(m1)
 		damaged[off] ^= 0x80
 		writeRaw(t, dir, "manifests/db/b1", damaged)
-		if _, err := readSealed(s.Backend(), "manifests/db/b1"); !errors.Is(err, chunkstore.ErrCorrupt) {
+		if _, err := chunkstore.ReadObject(ctx, s.Backend(), "manifests/db/b1", 0); !errors.Is(err, chunkstore.ErrCorrupt) {
 			t.Errorf("object byte %d flipped: %v, want ErrCorrupt", off, err)
 		}
 	}
 	writeRaw(t, dir, "manifests/db/b2", m1)
-	if _, err := readSealed(s.Backend(), "manifests/db/b2"); !errors.Is(err, chunkstore.ErrCorrupt) {
+	if _, err := chunkstore.ReadObject(ctx, s.Backend(), "manifests/db/b2", 0); !errors.Is(err, chunkstore.ErrCorrupt) {
 		t.Errorf("b1's manifest copied over b2's: %v, want ErrCorrupt", err)
 	}
 	// The wrapped key of the only key slot: damage, not a wrong password.

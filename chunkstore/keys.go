@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"time"
@@ -171,16 +170,11 @@ func Keys(ctx context.Context, b Backend) ([]KeySlot, error) {
 	}
 	var slots []KeySlot
 	for _, name := range names {
-		rc, err := b.Get(ctx, name, 0, -1)
+		data, err := ReadObject(ctx, b, name, 1<<16)
 		if errors.Is(err, ErrNotExist) {
 			continue // removed meanwhile
 		} else if err != nil {
 			return nil, err
-		}
-		data, err := io.ReadAll(io.LimitReader(rc, 1<<16))
-		rc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("chunkstore: read %s: %w", name, err)
 		}
 		k := KeySlot{ID: name[len(KeyPrefix):]}
 		if err := json.Unmarshal(data, &k); err != nil {

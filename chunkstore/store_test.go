@@ -284,3 +284,24 @@ func TestSalvagePack(t *testing.T) {
 		})
 	}
 }
+
+// ReadObject reads an object whole, refuses one over its limit as
+// corrupt, and passes a missing one's ErrNotExist on.
+func TestReadObject(t *testing.T) {
+	ctx := context.Background()
+	b := local.New(t.TempDir())
+	if err := b.Put(ctx, "o", strings.NewReader("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{0, 10} {
+		if data, err := chunkstore.ReadObject(ctx, b, "o", limit); err != nil || string(data) != "0123456789" {
+			t.Errorf("limit %d: %q, %v", limit, data, err)
+		}
+	}
+	if _, err := chunkstore.ReadObject(ctx, b, "o", 9); !errors.Is(err, chunkstore.ErrCorrupt) {
+		t.Errorf("over the limit: %v, want ErrCorrupt", err)
+	}
+	if _, err := chunkstore.ReadObject(ctx, b, "missing", 0); !errors.Is(err, chunkstore.ErrNotExist) {
+		t.Errorf("missing: %v, want ErrNotExist", err)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
@@ -39,12 +38,7 @@ func Condemnations(ctx context.Context, b chunkstore.Backend) ([]Condemnation, e
 	}
 	read := out[:0]
 	for _, c := range out {
-		rc, err := b.Get(ctx, c.Name, 0, -1)
-		var data []byte
-		if err == nil {
-			data, err = io.ReadAll(rc)
-			rc.Close()
-		}
+		data, err := chunkstore.ReadObject(ctx, b, c.Name, 0)
 		if errors.Is(err, chunkstore.ErrNotExist) {
 			continue // swept since it was listed
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"time"
@@ -142,7 +141,7 @@ func (r *repo) repairPack(ctx context.Context, id chunkstore.ID, damaged map[str
 	name := chunkstore.PackName(id)
 	pr := PackRepair{Pack: name, Problem: damaged[name]}
 	b := r.store.Backend()
-	data, err := readObject(ctx, b, name)
+	data, err := chunkstore.ReadObject(ctx, b, name, 0)
 	if errors.Is(err, chunkstore.ErrNotExist) {
 		pr.Problem = "pack is missing"
 		if dryRun {
@@ -234,11 +233,11 @@ func (r *repo) repairManifest(ctx context.Context, name string, dryRun bool) (Ma
 		return mr, nil
 	}
 	b := r.store.Backend()
-	data, err := readObject(ctx, b, name)
+	data, err := chunkstore.ReadObject(ctx, b, name, 0)
 	raw := data // as stored, to quarantine
 	if errors.Is(err, chunkstore.ErrCorrupt) {
 		// Sealed, and it does not open: none of it decodes.
-		if raw, err = readObject(ctx, r.store.RawBackend(), name); err == nil {
+		if raw, err = chunkstore.ReadObject(ctx, r.store.RawBackend(), name, 0); err == nil {
 			data = []byte{}
 		}
 	}
@@ -379,18 +378,4 @@ func (r *repo) stored(id chunkstore.ID) (bool, error) {
 // QuarantinePrefix.
 func (r *repo) quarantine(ctx context.Context, name string, raw []byte) error {
 	return r.store.RawBackend().Put(ctx, QuarantinePrefix+name, bytes.NewReader(raw))
-}
-
-// readObject reads a whole object.
-func readObject(ctx context.Context, b chunkstore.Backend, name string) ([]byte, error) {
-	rc, err := b.Get(ctx, name, 0, -1)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	return data, nil
 }

@@ -245,7 +245,7 @@ func (r *repo) readPack(ctx context.Context, o chunkstore.ObjectInfo) (index.Pac
 			return index.PackEntries{}, nil, err
 		}
 		var data []byte
-		if data, err = readObject(ctx, r.store.Backend(), o.Name); err == nil {
+		if data, err = chunkstore.ReadObject(ctx, r.store.Backend(), o.Name, 0); err == nil {
 			entries, damage.Lost = r.store.Salvage(ctx, data, chunkstore.ScanPack(data))
 			damage.Salvaged = len(entries)
 		}
