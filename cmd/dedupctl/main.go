@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +69,9 @@ type app struct {
 	stderr    io.Writer
 	ran       bool      // a command's RunE started: later errors are not usage errors
 	bar       *progress // the progress bar showing, if any
+
+	cpuProfile  string       // --cpu-profile: where to write a CPU profile of the command
+	stopProfile func() error // ends the profile, once started
 }
 
 // usageError marks errors in how dedupctl was called.
@@ -88,6 +93,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if a.stopProfile != nil {
+		err = cmp.Or(err, a.stopProfile())
+	}
 	if err == nil {
 		return 0
 	}
@@ -158,7 +166,7 @@ func (a *app) rootCommand() *cobra.Command {
 			if a.repo == "" {
 				a.repo = os.Getenv("DEDUP_REPO")
 			}
-			return nil
+			return a.startProfile()
 		},
 	}
 	root.PersistentFlags().StringVar(&a.repo, "repo", "", "repository: a directory, or s3:http(s)://HOST:PORT/BUCKET[/PREFIX] (default $DEDUP_REPO)")
@@ -173,6 +181,8 @@ func (a *app) rootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.keys.keyFile, "key-file", "", "open the repository with the key file `FILE` instead of a password")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress")
+	root.PersistentFlags().StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile of the command to `FILE`, for go tool pprof")
+	root.PersistentFlags().MarkHidden("cpu-profile")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(
@@ -182,6 +192,26 @@ func (a *app) rootCommand() *cobra.Command {
 		a.versionCommand(), a.forgetCommand(), a.keyCommand(),
 	)
 	return root
+}
+
+// startProfile starts the CPU profile --cpu-profile asks for.
+func (a *app) startProfile() error {
+	if a.cpuProfile == "" {
+		return nil
+	}
+	f, err := os.Create(a.cpuProfile)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	a.stopProfile = func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}
+	return nil
 }
 
 // splitBackup splits "DIR/NAME" at its last slash.

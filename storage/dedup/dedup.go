@@ -114,7 +114,8 @@ type Options struct {
 	// prefetched at once across all readers; default 4 × Workers. With it,
 	// memory is about
 	//	(ChunksInFlight × 3 + files being written × 2) × max chunk size
-	//	+ 2 × pack size + (ChunksInFlight + files being read) × 2 MiB
+	//	+ files being written × 1 MiB + 2 × pack size
+	//	+ (ChunksInFlight + files being read) × 2 MiB
 	// whatever the length of the streams.
 	ChunksInFlight int
 

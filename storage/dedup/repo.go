@@ -46,6 +46,7 @@ type repo struct {
 	chunkBufs   sync.Pool     // *[]byte of the max chunk size, for chunks in flight
 	runBufs     sync.Pool     // *[]byte of max(runBytes, max chunk size), for reads in flight
 	chunkerBufs sync.Pool     // *[]byte of the chunker's scratch size, one per writer
+	feedBlocks  sync.Pool     // *[]byte of feedBlock bytes, for the writers' feeds
 	uploads     chan *pack    // sealed packs for the uploader
 	// builders holds the pack builders not in use, nil until first needed.
 	// Its capacity bounds the packs in memory: one being filled while
@@ -159,6 +160,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 	r.chunkBufs.New = func() any { b := make([]byte, params.MaxSize); return &b }
 	r.runBufs.New = func() any { b := make([]byte, max(runBytes, params.MaxSize)); return &b }
 	r.chunkerBufs.New = func() any { b := make([]byte, params.BufferSize()); return &b }
+	r.feedBlocks.New = func() any { b := make([]byte, feedBlock); return &b }
 	for range packsInMemory {
 		r.builders <- nil
 	}

@@ -236,7 +236,7 @@ type writer struct {
 	ctx       context.Context
 	dir, name string
 	file      string
-	pw        *io.PipeWriter
+	in        *feed // the caller's bytes, on their way to chunkLoop
 	loopDone  chan struct{}
 	stop      func() bool // unregisters the context watch
 	closed    bool
@@ -258,18 +258,18 @@ func (r *repo) newWriter(ctx context.Context, dir, name, file string) (*writer, 
 	if err != nil {
 		return nil, asStorageErr(err)
 	}
-	pr, pw := io.Pipe()
-	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, pw: pw, loopDone: make(chan struct{}), lease: l}
+	in := newFeed(&r.feedBlocks)
+	w := &writer{r: r, ctx: ctx, dir: dir, name: name, file: file, in: in, loopDone: make(chan struct{}), lease: l}
 	w.close = sync.OnceValue(w.end)
 	// Cancelling the caller's context or closing the repository fails the
 	// stream at once, even while the chunker waits for input.
 	wctx, cancel := context.WithCancelCause(ctx)
 	stopRepo := context.AfterFunc(r.ctx, func() { cancel(fmt.Errorf("dedup: %w", storage.ErrClosed)) })
-	stopCtx := context.AfterFunc(wctx, func() { pr.CloseWithError(context.Cause(wctx)) })
+	stopCtx := context.AfterFunc(wctx, func() { in.fail(context.Cause(wctx)) })
 	w.stop = func() bool { stopRepo(); stopCtx(); cancel(nil); return true }
 	w.ctx = wctx
 	r.writers.Add(1)
-	go w.chunkLoop(pr)
+	go w.chunkLoop()
 	return w, nil
 }
 
@@ -277,7 +277,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.closed {
 		return 0, errors.New("dedup: write to a closed file")
 	}
-	return w.pw.Write(p)
+	return w.in.Write(p)
 }
 
 // Close ends the file. It returns nil once the file is complete and its
@@ -290,7 +290,7 @@ func (w *writer) Close() error { return w.close() }
 
 func (w *writer) end() error {
 	w.closed = true
-	w.pw.Close()
+	w.in.Close()
 	<-w.loopDone
 	defer w.stop()
 	defer w.r.releaseLease(w.lease)
@@ -362,16 +362,16 @@ func (w *writer) commit(f stagedFile) error {
 	return w.r.endBackup(w.ctx, w.dir, w.name, w.lease)
 }
 
-// chunkLoop runs the writer's goroutine. On failure it closes the pipe with
+// chunkLoop runs the writer's goroutine. On failure it fails the feed with
 // the error, so the caller's next Write returns it.
-func (w *writer) chunkLoop(pr *io.PipeReader) {
+func (w *writer) chunkLoop() {
 	defer w.r.writers.Done()
 	defer close(w.loopDone)
 	buf := w.r.chunkerBufs.Get().(*[]byte)
 	defer w.r.chunkerBufs.Put(buf)
-	w.err = w.run(pr, *buf)
+	w.err = w.run(w.in, *buf)
 	if w.err != nil {
-		pr.CloseWithError(w.err)
+		w.in.fail(w.err)
 	}
 }
 
@@ -405,10 +405,8 @@ func (w *writer) run(pr io.Reader, buf []byte) error {
 		if err == io.EOF {
 			break
 		}
-		if err != nil {
-			// A cancelled stream's reads fail with io.ErrClosedPipe: its
-			// cause (storage.ErrClosed, the caller's context) says why.
-			firstErr = cmp.Or(context.Cause(w.ctx), err)
+		if err != nil { // a cancelled stream's feed fails with its cause
+			firstErr = err
 			break
 		}
 		select {
