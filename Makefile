@@ -80,12 +80,14 @@ vitess: cc
 	cd vitess && $(GO) test -run '^$$' -bench . -benchtime 1x -vitess-bench-mib 16 -vitess-bench-files 50 .
 	GO=$(GO) vitess/vitess-tests.sh
 
-## bench: ingest, re-ingest, restore and peak heap, dedup beside file, as one table;
-## then the parts of the pipeline (chunkers, hash, zstd levels, packs, index) as another
+## bench: ingest, re-ingest, restore and peak heap, dedup beside file and zstd -1 -T1
+## (the command, when installed), as one table;
+## then the parts of the pipeline (chunkers, hash, features, zstd levels, packs, index)
+## as another
 bench:
 	$(GO) test ./bench -run '^$$' -bench 'Ingest|Reingest|Restore' -benchmem -count $(BENCHCOUNT) | tee bench.out
 	$(GO) test ./bench -run '^$$' -bench 'PeakHeap' -benchtime 1x | tee -a bench.out
-	$(GO) test ./bench -run '^$$' -bench 'Chunk|Hash|Compress|Decompress|PackWrite|Index' -benchmem -count $(BENCHCOUNT) > bench-parts.out
+	$(GO) test ./bench -run '^$$' -bench 'Chunk|Hash|Features|Compress|Decompress|PackWrite|Index' -benchmem -count $(BENCHCOUNT) > bench-parts.out
 	$(BENCHSTAT) -col /store bench.out
 	$(BENCHSTAT) bench-parts.out
 

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,6 +142,7 @@ func BenchmarkIngest(b *testing.B) {
 				}
 			})
 		}
+		b.Run("data="+kind+"/store="+zstdStore, func(b *testing.B) { zstdBaseline(b, kind, false) })
 	}
 }
 
@@ -153,6 +157,9 @@ func BenchmarkReingest(b *testing.B) {
 			}
 		})
 	}
+	// A compressor stores again what it stored before: its repeated
+	// ingest is its first.
+	b.Run("data=pages/store="+zstdStore, func(b *testing.B) { zstdBaseline(b, "pages", false) })
 }
 
 // holding opens a storage on a new repository that holds d as backup
@@ -181,6 +188,46 @@ func BenchmarkRestore(b *testing.B) {
 				}
 			})
 		}
+		b.Run("data="+kind+"/store="+zstdStore, func(b *testing.B) { zstdBaseline(b, kind, true) })
+	}
+}
+
+// zstdStore names the zstd command's sub-benchmarks, the plain compressor
+// a backup store must keep up with: `zstd -1 -T1` from a file to a file,
+// and `zstd -d` from that file to /dev/null, at the command's own speed,
+// in the same run as the storages. They are skipped without the command.
+const zstdStore = "zstd-1-T1"
+
+// zstdBaseline times compressing the input of kind, or with restore
+// decompressing it, with the zstd command.
+func zstdBaseline(b *testing.B, kind string, restore bool) {
+	if _, err := exec.LookPath("zstd"); err != nil {
+		b.Skip("no zstd command")
+	}
+	dir := b.TempDir()
+	in, out := filepath.Join(dir, "in"), filepath.Join(dir, "in.zst")
+	if err := os.WriteFile(in, input(kind), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	compress := exec.Command("zstd", "-1", "-T1", "-q", "-f", in, "-o", out)
+	decompress := exec.Command("zstd", "-d", "-q", "-c", out) // to /dev/null
+	run := func(cmd *exec.Cmd) {
+		c := exec.Command(cmd.Args[0], cmd.Args[1:]...) // stdout: /dev/null
+		var msg strings.Builder
+		c.Stderr = &msg
+		if err := c.Run(); err != nil {
+			b.Fatalf("%s: %v: %s", c, err, msg.String())
+		}
+	}
+	cmd := compress
+	if restore {
+		run(compress)
+		cmd = decompress
+	}
+	b.SetBytes(int64(len(input(kind))))
+	b.ResetTimer()
+	for range b.N {
+		run(cmd)
 	}
 }
 

@@ -71,6 +71,21 @@ func BenchmarkHash(b *testing.B) {
 	}
 }
 
+// BenchmarkFeatures computes a chunk's features, which a repository that
+// makes deltas computes for every new chunk.
+func BenchmarkFeatures(b *testing.B) {
+	for _, kind := range []string{"pages", "random"} {
+		b.Run("data="+kind, func(b *testing.B) {
+			d := input(kind)[:64<<10]
+			b.SetBytes(int64(len(d)))
+			b.ReportAllocs()
+			for b.Loop() {
+				chunkstore.Features(d, chunkstore.DeltaFeatures)
+			}
+		})
+	}
+}
+
 // BenchmarkCompress encodes 64 KiB chunks at each level, reporting the
 // stored fraction.
 func BenchmarkCompress(b *testing.B) {

@@ -1,0 +1,53 @@
+package chunkstore
+
+import (
+	"testing"
+
+	"github.com/dedupstore/dedupstore/internal/dataset"
+)
+
+// featuresByByte is Features as the format defines it, a byte at a time.
+func featuresByByte(plain []byte, n int) []uint64 {
+	n = min(n, len(plain))
+	out := make([]uint64, n)
+	var h uint64
+	start := 0
+	for i := range n {
+		end := (i + 1) * len(plain) / n
+		var best uint64
+		for _, b := range plain[start:end] {
+			h = h<<1 + gear[b]
+			if b != 0 {
+				best = max(best, h)
+			}
+		}
+		out[i] = best
+		start = end
+	}
+	return out
+}
+
+// Features are stored: its two bytes per step must give what the
+// definition gives, on pages, random data, zeros and short inputs, at odd
+// and even lengths, for any number of parts.
+func TestFeaturesAsDefined(t *testing.T) {
+	pages := dataset.Pages(1, 8)
+	random := dataset.Random(2, 100_001)
+	zeros := make([]byte, 5000)
+	mixed := append(append([]byte{0, 0, 7}, zeros[:300]...), random[:999]...)
+	for _, d := range [][]byte{pages, random, zeros, mixed, {0}, {9}, {0, 9}, {9, 0}, nil} {
+		for _, l := range []int{len(d), len(d) / 2, len(d) / 3, max(0, len(d)-1)} {
+			for _, n := range []int{1, 3, DeltaFeatures, 16} {
+				got, want := Features(d[:l], n), featuresByByte(d[:l], n)
+				if len(got) != len(want) {
+					t.Fatalf("%d bytes, %d parts: %d features, want %d", l, n, len(got), len(want))
+				}
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("%d bytes, %d parts: feature %d is %x, want %x", l, n, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
