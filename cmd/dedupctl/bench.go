@@ -133,7 +133,7 @@ bench deltas compares ways of making deltas.`,
 	f.StringVar(&o.maxs, "max", "", "maximum chunk sizes (default four times the average)")
 	f.StringVar(&o.plot, "plot", "", "write an SVG chart to this file")
 	f.BoolVar(&o.deltas, "deltas", false, "also print the bytes each setting stores compressed, without deltas and with them")
-	cmd.AddCommand(chunker, a.benchDeltasCommand())
+	cmd.AddCommand(chunker, a.benchDeltasCommand(), a.benchPartsCommand())
 	return cmd
 }
 

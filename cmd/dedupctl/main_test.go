@@ -461,6 +461,34 @@ func TestBenchChunker(t *testing.T) {
 	}
 }
 
+// bench parts measures each step on the file and prints the limits they
+// give; the temporary repository it writes is gone afterwards.
+func TestBenchParts(t *testing.T) {
+	dir := t.TempDir()
+	data := dataset.Pages(7, 300)
+	os.WriteFile(filepath.Join(dir, "v1"), data, 0o644)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	var r struct {
+		Bytes       int64   `json:"bytes"`
+		NewBytes    int64   `json:"new_bytes"`
+		Cores       int     `json:"cores"`
+		FirstBackup float64 `json:"first_backup_limit_bytes_per_second"`
+		Repeat      float64 `json:"repeat_limit_bytes_per_second"`
+		Restore     float64 `json:"restore_limit_bytes_per_second"`
+	}
+	okJSON(t, "", &r, "bench", "parts", filepath.Join(dir, "v1"))
+	if r.Bytes != int64(len(data)) || r.NewBytes != r.Bytes || r.Cores != runtime.GOMAXPROCS(0) || r.FirstBackup <= 0 || r.Repeat < r.FirstBackup || r.Restore <= 0 {
+		t.Errorf("bench parts --json: %+v", r)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("bench parts left %d files in TMPDIR", len(left))
+	}
+	if out := ok(t, "", "bench", "parts", filepath.Join(dir, "v1")); !strings.Contains(out, "compress and seal") || !strings.Contains(out, "limits on") {
+		t.Errorf("bench parts printed:\n%s", out)
+	}
+}
+
 // version and --version say the build, the Go version and the repository
 // format; --json gives them to scripts.
 func TestVersion(t *testing.T) {
