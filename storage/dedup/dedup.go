@@ -107,7 +107,10 @@ type Options struct {
 	Backend chunkstore.Backend
 
 	// Workers is the number of goroutines hashing and compressing chunks;
-	// default GOMAXPROCS.
+	// default 2 × GOMAXPROCS, of which at most GOMAXPROCS compress at once.
+	// More workers than cores keep the cores busy while some wait (for a
+	// pack buffer, a lock, a base's read) and keep a stream's chunker
+	// from waiting for a free worker.
 	Workers int
 	// ChunksInFlight bounds the chunks being hashed and compressed at once,
 	// across all writers, and the runs of chunks (up to 1 MiB each)
@@ -132,7 +135,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
+		o.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
 	if o.ChunksInFlight <= 0 {
 		o.ChunksInFlight = 4 * o.Workers

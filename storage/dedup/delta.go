@@ -60,7 +60,7 @@ func (r *repo) locateBase(_ context.Context, id chunkstore.ID) (chunkstore.Locat
 // deltaGain times smaller than the chunk compressed whole, and whole
 // otherwise, with its features in a repository that makes deltas. Any
 // failure to find or load a base only means no delta.
-func (r *repo) encode(ws *workerState, id chunkstore.ID, plain []byte) (chunkstore.EncodedChunk, []chunkstore.ID) {
+func (r *repo) encode(ws *encoder, id chunkstore.ID, plain []byte) (chunkstore.EncodedChunk, []chunkstore.ID) {
 	if ws.delta == nil {
 		return r.store.Encode(ws.scratch, id, plain), nil
 	}
@@ -78,7 +78,7 @@ func (r *repo) encode(ws *workerState, id chunkstore.ID, plain []byte) (chunksto
 
 // encodeWhole compresses a new chunk whole, with its features, which make
 // it a base for deltas.
-func (r *repo) encodeWhole(ws *workerState, id chunkstore.ID, plain []byte, features []uint64) chunkstore.EncodedChunk {
+func (r *repo) encodeWhole(ws *encoder, id chunkstore.ID, plain []byte, features []uint64) chunkstore.EncodedChunk {
 	e := r.store.Encode(ws.scratch, id, plain)
 	e.Features = features
 	return e
@@ -86,7 +86,7 @@ func (r *repo) encodeWhole(ws *workerState, id chunkstore.ID, plain []byte, feat
 
 // tryDelta returns chunk id as a delta against the stored chunks most
 // similar to it, with their IDs, or no IDs if none is found or loads.
-func (r *repo) tryDelta(ws *workerState, id chunkstore.ID, plain []byte, features []uint64) (chunkstore.EncodedChunk, []chunkstore.ID) {
+func (r *repo) tryDelta(ws *encoder, id chunkstore.ID, plain []byte, features []uint64) (chunkstore.EncodedChunk, []chunkstore.ID) {
 	ids, err := r.idx.Similar(features, deltaMinVotes, deltaBases)
 	if err != nil || len(ids) == 0 {
 		return chunkstore.EncodedChunk{}, nil

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,9 @@ type repo struct {
 	// Its capacity bounds the packs in memory: one being filled while
 	// another is written.
 	builders chan *chunkstore.PackBuilder
+	// encoders holds the workers' encoders not in use, nil until first
+	// needed: at most GOMAXPROCS chunks are compressed at once.
+	encoders chan *encoder
 
 	mu       sync.Mutex
 	pending  map[chunkstore.ID]*pack    // accepted chunks whose pack is not yet indexed
@@ -143,6 +147,7 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 		readSlots: make(chan struct{}, opts.ChunksInFlight),
 		uploads:   make(chan *pack),
 		builders:  make(chan *chunkstore.PackBuilder, packsInMemory),
+		encoders:  make(chan *encoder, min(opts.Workers, runtime.GOMAXPROCS(0))),
 		pending:   map[chunkstore.ID]*pack{},
 		claims:    map[chunkstore.ID]int{},
 		leases:    map[*lease]struct{}{},
@@ -163,6 +168,9 @@ func openRepoIndex(ctx context.Context, root string, opts Options, fresh bool) (
 	r.feedBlocks.New = func() any { b := make([]byte, feedBlock); return &b }
 	for range packsInMemory {
 		r.builders <- nil
+	}
+	for range cap(r.encoders) {
+		r.encoders <- nil
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	rebuilt, err := r.ensureIndex(ctx, created)
@@ -392,6 +400,7 @@ func (r *repo) close() error {
 	r.cancel()
 	r.writers.Wait()
 	r.workers.Wait()
+	r.closeEncoders()
 	r.stopLeases()
 	r.store.Close()
 	if r.opts.Backend == nil { // the repository's directory, whose backend it made

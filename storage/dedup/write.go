@@ -32,8 +32,12 @@ type job struct {
 	err  error
 }
 
-// workerState is what a worker reuses from chunk to chunk.
-type workerState struct {
+// encoder is what a worker compresses a new chunk with. There are fewer
+// encoders than workers (see Options.Workers): a worker takes one only for
+// a chunk the repository does not have, so that workers waiting on a pack
+// or a lock leave the cores to the others without each holding buffers
+// and a delta encoder.
+type encoder struct {
 	scratch []byte
 	// Unless the repository makes deltas, delta is nil and the rest unset.
 	delta        *chunkstore.DeltaEncoder
@@ -41,26 +45,51 @@ type workerState struct {
 	bases        [][]byte // deltaBases buffers for the bases' plain bytes
 }
 
-func (r *repo) worker() {
-	defer r.workers.Done()
+func (r *repo) newEncoder() *encoder {
 	cfg := r.store.Config()
 	size := cfg.Chunker.MaxSize + cfg.Chunker.MaxSize/8 + 1024
-	ws := &workerState{scratch: make([]byte, 0, size)}
+	e := &encoder{scratch: make([]byte, 0, size)}
 	if cfg.Deltas {
 		var err error
-		if ws.delta, err = chunkstore.NewDeltaEncoder(cfg.Compression.DeltaLevel(), cfg.Chunker.MaxSize, deltaBases); err != nil {
+		if e.delta, err = chunkstore.NewDeltaEncoder(cfg.Compression.DeltaLevel(), cfg.Chunker.MaxSize, deltaBases); err != nil {
 			panic(err) // unreachable: the config validated its level
 		}
-		defer ws.delta.Close()
-		ws.deltaScratch = make([]byte, 0, size)
+		e.deltaScratch = make([]byte, 0, size)
 		for range deltaBases {
-			ws.bases = append(ws.bases, make([]byte, 0, cfg.Chunker.MaxSize))
+			e.bases = append(e.bases, make([]byte, 0, cfg.Chunker.MaxSize))
 		}
 	}
+	return e
+}
+
+// takeEncoder waits for a free encoder, made on first use.
+func (r *repo) takeEncoder() (*encoder, error) {
+	select {
+	case e := <-r.encoders:
+		if e == nil {
+			e = r.newEncoder()
+		}
+		return e, nil
+	case <-r.ctx.Done():
+		return nil, r.alive()
+	}
+}
+
+// closeEncoders closes the encoders once no worker runs.
+func (r *repo) closeEncoders() {
+	for range cap(r.encoders) {
+		if e := <-r.encoders; e != nil && e.delta != nil {
+			e.delta.Close()
+		}
+	}
+}
+
+func (r *repo) worker() {
+	defer r.workers.Done()
 	for {
 		select {
 		case j := <-r.jobs:
-			j.err = r.ingest(j, ws)
+			j.err = r.ingest(j)
 			r.chunkBufs.Put(j.buf)
 			<-r.slots
 			close(j.done)
@@ -73,7 +102,7 @@ func (r *repo) worker() {
 // ingest names a chunk and, unless the repository already has it, compresses
 // it into the current pack. The lookup is repeated after compressing, so
 // that two workers given the same new chunk at once store it once.
-func (r *repo) ingest(j *job, ws *workerState) error {
+func (r *repo) ingest(j *job) error {
 	id := r.store.Hash(j.data)
 	j.ref = index.Ref{ID: id, Length: uint32(len(j.data))}
 	r.mu.Lock()
@@ -87,6 +116,11 @@ func (r *repo) ingest(j *job, ws *workerState) error {
 		return err
 	}
 
+	ws, err := r.takeEncoder()
+	if err != nil {
+		return err
+	}
+	defer func() { r.encoders <- ws }() // after Add copied enc out of ws
 	enc, bases := r.encode(ws, id, j.data)
 	r.mu.Lock()
 	for {
