@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 )
 
@@ -29,10 +30,16 @@ func TestManyProcesses(t *testing.T) {
 // Every ended backup must read back exactly just before it is removed and
 // at the end, check --read-data must pass, and the collections must have
 // deleted packs and left nothing to do. The lease TTL is short, so that
-// what killed processes leave expires within the test.
+// what killed processes leave expires within the test. The processes open
+// the repository with a key file: a password's argon2id would cost each of
+// them 0.2 s and 64 MiB, and this test runs many, several at a time.
 func manyProcesses(t *testing.T, repo string, flags ...string) {
 	const ttl = 3 * time.Second
-	flags = append(flags, "--lease-ttl", ttl.String())
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, chunkstore.NewKeyFile(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flags = append(flags, "--lease-ttl", ttl.String(), "--key-file", keyFile)
 	run := func(stdin io.Reader, args ...string) result {
 		return dedupctl(t, repo, stdin, append(append([]string(nil), flags...), args...)...)
 	}
