@@ -35,35 +35,45 @@ var gear = func() (t [256]uint64) {
 }()
 
 // Features returns n features of plain (fewer if plain has fewer than n
-// bytes): see above. The hash rolls two bytes per step, as fastCDC's does:
-// h<<2 + (g[a]<<1 + g[b]) halves the chain of shifts and adds, and the hash
-// after a alone is taken beside it. A zero byte's hash is masked to 0, so
-// that it never counts, without a branch.
-func Features(plain []byte, n int) []uint64 {
+// bytes): see above.
+func Features(plain []byte, n int) []uint64 { return features(plain, n, rollPart) }
+
+// features splits plain into n equal parts (fewer if plain is shorter) and
+// returns the feature roll gives each, the hash rolling on from part to
+// part.
+func features(plain []byte, n int, roll func(h uint64, part []byte) (next, best uint64)) []uint64 {
 	n = min(n, len(plain))
 	out := make([]uint64, n)
 	var h uint64
 	start := 0
 	for i := range n {
 		end := (i + 1) * len(plain) / n
-		part := plain[start:end]
-		var best uint64
-		j := 0
-		for ; j+1 < len(part); j += 2 {
-			a, b := part[j], part[j+1]
-			ga := gear[a]
-			ha := h<<1 + ga
-			h = h<<2 + (ga<<1 + gear[b])
-			best = max(best, ha&nonZero[a], h&nonZero[b])
-		}
-		if j < len(part) {
-			h = h<<1 + gear[part[j]]
-			best = max(best, h&nonZero[part[j]])
-		}
-		out[i] = best
+		h, out[i] = roll(h, plain[start:end])
 		start = end
 	}
 	return out
+}
+
+// rollPart rolls the hash h over part and returns it with the largest hash
+// after a byte other than zero. It rolls two bytes per step, as fastCDC's
+// loop does: h<<2 + (g[a]<<1 + g[b]) halves the chain of shifts and adds,
+// and the hash after a alone is taken beside it. A zero byte's hash is
+// masked to 0, so that it never counts, without a branch.
+func rollPart(h uint64, part []byte) (uint64, uint64) {
+	var best uint64
+	j := 0
+	for ; j+1 < len(part); j += 2 {
+		a, b := part[j], part[j+1]
+		ga := gear[a]
+		ha := h<<1 + ga
+		h = h<<2 + (ga<<1 + gear[b])
+		best = max(best, ha&nonZero[a], h&nonZero[b])
+	}
+	if j < len(part) {
+		h = h<<1 + gear[part[j]]
+		best = max(best, h&nonZero[part[j]])
+	}
+	return h, best
 }
 
 // nonZero masks the hash after a byte: all ones but for the byte 0.

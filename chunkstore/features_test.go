@@ -6,25 +6,16 @@ import (
 	"github.com/dedupstore/dedupstore/internal/dataset"
 )
 
-// featuresByByte is Features as the format defines it, a byte at a time.
-func featuresByByte(plain []byte, n int) []uint64 {
-	n = min(n, len(plain))
-	out := make([]uint64, n)
-	var h uint64
-	start := 0
-	for i := range n {
-		end := (i + 1) * len(plain) / n
-		var best uint64
-		for _, b := range plain[start:end] {
-			h = h<<1 + gear[b]
-			if b != 0 {
-				best = max(best, h)
-			}
+// rollByByte is rollPart as the format defines it, a byte at a time.
+func rollByByte(h uint64, part []byte) (uint64, uint64) {
+	var best uint64
+	for _, b := range part {
+		h = h<<1 + gear[b]
+		if b != 0 {
+			best = max(best, h)
 		}
-		out[i] = best
-		start = end
 	}
-	return out
+	return h, best
 }
 
 // Features are stored: its two bytes per step must give what the
@@ -38,7 +29,7 @@ func TestFeaturesAsDefined(t *testing.T) {
 	for _, d := range [][]byte{pages, random, zeros, mixed, {0}, {9}, {0, 9}, {9, 0}, nil} {
 		for _, l := range []int{len(d), len(d) / 2, len(d) / 3, max(0, len(d)-1)} {
 			for _, n := range []int{1, 3, DeltaFeatures, 16} {
-				got, want := Features(d[:l], n), featuresByByte(d[:l], n)
+				got, want := Features(d[:l], n), features(d[:l], n, rollByByte)
 				if len(got) != len(want) {
 					t.Fatalf("%d bytes, %d parts: %d features, want %d", l, n, len(got), len(want))
 				}
