@@ -60,7 +60,7 @@ func addDeltaRecords(tx *bolt.Tx, packs []PackEntries) error {
 
 // Similar returns up to n chunks, most votes first, that share at least
 // minVotes of features (a chunk's, from chunkstore.Features) with a chunk
-// indexed, stored whole and usable (see Usable): the bases for a delta.
+// usable as a base (see UsableBase).
 func (d *DB) Similar(features []uint64, minVotes, n int) ([]chunkstore.ID, error) {
 	var out []chunkstore.ID
 	err := d.view(func(tx *bolt.Tx) error {
@@ -80,7 +80,7 @@ func (d *DB) Similar(features []uint64, minVotes, n int) ([]chunkstore.ID, error
 			if err != nil {
 				return err
 			}
-			if loc.Codec != chunkstore.CodecDelta && tx.Bucket(bucketCondemned).Get(loc.Pack[:]) == nil {
+			if baseAt(tx, loc) {
 				votes[chunkstore.ID(k)]++
 			}
 		}
@@ -125,6 +125,21 @@ func (d *DB) Bases(id, pack chunkstore.ID) ([]chunkstore.ID, error) {
 		return nil
 	})
 	return out, err
+}
+
+// BaseLocation returns where to read chunk id as a delta's base: its
+// location (see Lookup) if that copy is stored whole, or else its first copy
+// stored whole, in a condemned pack or not, as reads go on from those (a
+// chunk's location moves out of a condemned pack to any copy, also a
+// delta). It reports false if no copy is stored whole.
+func (d *DB) BaseLocation(id chunkstore.ID) (loc chunkstore.Location, found bool, err error) {
+	locs, err := d.Locations(id)
+	for _, l := range locs {
+		if l.Codec != chunkstore.CodecDelta {
+			return l, true, nil
+		}
+	}
+	return loc, false, err
 }
 
 func bases(tx *bolt.Tx, id, pack chunkstore.ID) []chunkstore.ID {

@@ -328,12 +328,26 @@ func (d *DB) Locations(id chunkstore.ID) ([]chunkstore.Location, error) {
 }
 
 // Usable reports whether a writer may deduplicate against chunk id: it is
-// indexed in a pack that is not condemned, and if it is a delta, so are
-// its bases.
+// indexed in a pack that is not condemned, and if it is a delta, its bases
+// are usable as bases (see UsableBase).
 func (d *DB) Usable(id chunkstore.ID) (bool, error) {
 	var ok bool
 	err := d.view(func(tx *bolt.Tx) (err error) {
 		ok, err = usable(tx, id)
+		return err
+	})
+	return ok, err
+}
+
+// UsableBase reports whether a writer may store a delta against chunk id:
+// it is indexed stored whole, in a pack that is not condemned. A chunk
+// found whole once may since have left the index and come back as a
+// delta, which no delta may name as its base.
+func (d *DB) UsableBase(id chunkstore.ID) (bool, error) {
+	var ok bool
+	err := d.view(func(tx *bolt.Tx) error {
+		loc, found, err := primary(tx, id)
+		ok = found && baseAt(tx, loc)
 		return err
 	})
 	return ok, err
@@ -369,11 +383,17 @@ func usable(tx *bolt.Tx, id chunkstore.ID) (bool, error) {
 	}
 	for _, b := range bases(tx, id, loc.Pack) { // stored whole: no deeper
 		bl, found, err := primary(tx, b)
-		if err != nil || !found || bl.Codec == chunkstore.CodecDelta || tx.Bucket(bucketCondemned).Get(bl.Pack[:]) != nil {
+		if err != nil || !found || !baseAt(tx, bl) {
 			return false, err
 		}
 	}
 	return true, nil
+}
+
+// baseAt reports whether a chunk at loc may be a delta's base: stored
+// whole, in a pack that is not condemned.
+func baseAt(tx *bolt.Tx, loc chunkstore.Location) bool {
+	return loc.Codec != chunkstore.CodecDelta && tx.Bucket(bucketCondemned).Get(loc.Pack[:]) == nil
 }
 
 // primary returns the location Lookup gives for chunk id, and false if the

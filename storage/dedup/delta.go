@@ -41,9 +41,9 @@ const (
 
 // locateBase is the store's chunkstore.BaseLocator.
 func (r *repo) locateBase(_ context.Context, id chunkstore.ID) (chunkstore.Location, int64, error) {
-	loc, found, err := r.idx.Lookup(id)
+	loc, found, err := r.idx.BaseLocation(id)
 	if err == nil && !found {
-		err = fmt.Errorf("dedup: base %s is not in the index: %w", id, chunkstore.ErrCorrupt)
+		err = fmt.Errorf("dedup: base %s is not in the index stored whole: %w", id, chunkstore.ErrCorrupt)
 	}
 	if err != nil {
 		return loc, 0, err
@@ -104,11 +104,17 @@ func (r *repo) tryDelta(ws *encoder, id chunkstore.ID, plain []byte, features []
 	return d, ids
 }
 
-// claimBasesLocked claims a delta's bases if each is still usable; the
-// caller holds r.mu, so that no collection can condemn one in between.
+// claimBasesLocked claims a delta's bases if each is still usable as one
+// (see index.UsableBase); the caller holds r.mu, so that no collection can
+// condemn one in between. A base was loaded whole, but a collection may
+// have removed it since and a writer stored it again, perhaps as a delta:
+// a base pending in a pack is one stored again, and is refused too.
 func (r *repo) claimBasesLocked(bases []chunkstore.ID) (bool, error) {
 	for _, b := range bases {
-		if _, known, err := r.lookupLocked(b); err != nil || !known {
+		if _, stored := r.pending[b]; stored {
+			return false, nil
+		}
+		if ok, err := r.idx.UsableBase(b); err != nil || !ok {
 			return false, err
 		}
 	}
