@@ -36,6 +36,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) chunkstore.Backend) {
 		{"Delete", testDelete},
 		{"BadNames", testBadNames},
 		{"ConcurrentPuts", testConcurrentPuts},
+		{"PutsBesideDeletes", testPutsBesideDeletes},
 		{"CancelledPut", testCancelledPut},
 		{"NoPartialWrites", testNoPartialWrites},
 	}
@@ -305,6 +306,48 @@ func testConcurrentPuts(t *testing.T, b chunkstore.Backend) {
 	for i := range 16 {
 		if got := get(t, b, fmt.Sprintf("data/%02x/obj", i), 0, -1); !bytes.Equal(got, pattern(100000+i, byte(i))) {
 			t.Errorf("object %d differs after concurrent puts", i)
+		}
+	}
+}
+
+// testPutsBesideDeletes: puts and creates succeed while other objects
+// under the same prefix are deleted, each leaving the prefix empty, as
+// processes put and delete their leases and markers side by side. (The
+// Versity gateway on a POSIX file system removes a directory emptied by a
+// delete, racing with a put that has just made it.)
+func testPutsBesideDeletes(t *testing.T, b chunkstore.Backend) {
+	ctx := context.Background()
+	const workers, rounds = 4, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*rounds*5)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				name := fmt.Sprintf("running/d/%d-%d", w, r)
+				errs <- b.Put(ctx, name, bytes.NewReader([]byte(name)))
+				errs <- b.Delete(ctx, name)
+				errs <- b.Create(ctx, name, bytes.NewReader([]byte(name)))
+				rc, err := b.Get(ctx, name, 0, -1)
+				if err == nil {
+					var got []byte
+					got, err = io.ReadAll(rc)
+					rc.Close()
+					if err == nil && string(got) != name {
+						err = fmt.Errorf("%s reads %q", name, got)
+					}
+				}
+				errs <- err
+				errs <- b.Delete(ctx, name)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/minio/minio-go/v7"
@@ -187,6 +188,15 @@ func (b *Backend) Create(ctx context.Context, name string, r io.Reader) error {
 // singlePutMax is the largest stream put puts in one request.
 const singlePutMax = 1 << 20
 
+// Versity's gateway on a POSIX file system keeps objects as files, and a
+// delete removes the directories it empties: a put whose directory a delete
+// beside it removes between the gateway making it and linking the object
+// there fails with ExistingObjectIsDirectory, and writes nothing. Object
+// names here never name a directory, so that answer can only be the race,
+// and put tries again, up to racedPutTries times in all, if it can send the
+// body again.
+const racedPutTries = 6
+
 func (b *Backend) put(ctx context.Context, name string, r io.Reader, opts minio.PutObjectOptions) error {
 	key, err := b.key(name)
 	if err != nil {
@@ -203,16 +213,36 @@ func (b *Backend) put(ctx context.Context, name string, r io.Reader, opts minio.
 			return fmt.Errorf("s3: put %s: %w", name, err)
 		}
 		if len(head) <= singlePutMax {
-			size = int64(len(head))
+			r, size = bytes.NewReader(head), int64(len(head))
+		} else {
+			r = io.MultiReader(bytes.NewReader(head), r)
 		}
-		r = io.MultiReader(bytes.NewReader(head), r)
 	}
 	opts.PartSize, opts.SendContentMd5 = 16<<20, true
 	opts.ServerSideEncryption, opts.StorageClass = b.sse, b.class
-	if _, err := b.client.PutObject(ctx, b.bucket, key, r, size, opts); err != nil {
-		return fmt.Errorf("s3: put %s: %w", name, err)
+	body, replayable := r.(io.Seeker)
+	var start int64
+	if replayable {
+		start, err = body.Seek(0, io.SeekCurrent)
+		replayable = err == nil
 	}
-	return nil
+	for try := 1; ; try++ {
+		_, err := b.client.PutObject(ctx, b.bucket, key, r, size, opts)
+		if err == nil {
+			return nil
+		}
+		if !replayable || try == racedPutTries || minio.ToErrorResponse(err).Code != "ExistingObjectIsDirectory" {
+			return fmt.Errorf("s3: put %s: %w", name, err)
+		}
+		if _, err := body.Seek(start, io.SeekStart); err != nil {
+			return fmt.Errorf("s3: put %s: %w", name, err)
+		}
+		select {
+		case <-time.After(time.Duration(try) * 10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("s3: put %s: %w", name, ctx.Err())
+		}
+	}
 }
 
 // Get implements chunkstore.Backend.
