@@ -9,7 +9,8 @@
 //
 // The repository is FileBackupStorageRoot/.dedup (the tests keep their
 // datadir in the root). A new repository opens whenever the root changes,
-// by name or because the tests removed and recreated it.
+// by name or because the tests removed and recreated it: both are checked,
+// as a new directory may reuse the inode of one removed.
 package filebackupstorage
 
 import (
@@ -146,7 +147,8 @@ func (f *failed) ReadFile(context.Context, string) (io.ReadCloser, error) {
 // again whenever the root changes.
 type rootStorage struct {
 	mu   sync.Mutex
-	root os.FileInfo
+	name string      // the root s is in
+	root os.FileInfo // and its directory
 	s    *dedup.Storage
 }
 
@@ -160,11 +162,11 @@ func (r *rootStorage) current() (*dedup.Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.s == nil || !os.SameFile(fi, r.root) {
+	if r.s == nil || r.name != FileBackupStorageRoot || !os.SameFile(fi, r.root) {
 		if r.s != nil {
 			r.s.Close()
 		}
-		r.s, r.root = dedup.New(filepath.Join(FileBackupStorageRoot, ".dedup"), dedup.Options{}), fi
+		r.s, r.name, r.root = dedup.New(filepath.Join(FileBackupStorageRoot, ".dedup"), dedup.Options{}), FileBackupStorageRoot, fi
 	}
 	return r.s, nil
 }
