@@ -3,7 +3,9 @@
 # Vitess's file backup storage: go test -overlay swaps this module's
 # internal/filebackupstorage/file.go in for Vitess's
 # go/vt/mysqlctl/filebackupstorage/file.go. Nothing of Vitess is changed
-# or copied into this repository.
+# or copied into this repository. The overlay also adds a TestMain to
+# go/vt/wrangler/testlib (testdata/testlib_main_test.go), without which
+# that package's init swallows -run and every test of it runs.
 #
 # go test refuses overlays of files in the module cache, and the blackbox
 # tests write testdata/ beside their sources, so the tests run in a
@@ -41,7 +43,10 @@ use (
 )
 EOF
 cat >"$work/overlay.json" <<EOF
-{"Replace": {"$work/src/go/vt/mysqlctl/filebackupstorage/file.go": "$here/internal/filebackupstorage/file.go"}}
+{"Replace": {
+	"$work/src/go/vt/mysqlctl/filebackupstorage/file.go": "$here/internal/filebackupstorage/file.go",
+	"$work/src/go/vt/wrangler/testlib/dedup_main_test.go": "$here/testdata/testlib_main_test.go"
+}}
 EOF
 # The blackbox tests ask mysqld for its version (to lay out the redo log);
 # a stand-in answers as MySQL 8.0 does.
