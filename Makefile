@@ -73,9 +73,10 @@ fuzz:
 	$(GO) test ./tree -run '^$$' -fuzz '^FuzzReadCatalog$$' -fuzztime $(FUZZTIME)
 
 # benchonce runs every benchmark once, to show that each still compiles
-# and runs; figures come from make bench.
+# and runs (-short: on less data where a benchmark offers it); figures come
+# from make bench.
 benchonce: $(VERSITYGW)
-	DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test ./... -run '^$$' -bench . -benchtime 1x
+	DEDUP_VERSITYGW=$(VERSITYGW) $(GO) test ./... -short -run '^$$' -bench . -benchtime 1x
 
 ## vitess: the Vitess adapter, a module of its own (vitess/): vet and staticcheck, its
 ## tests under the race detector, its benchmark once (small), then Vitess's own backup
