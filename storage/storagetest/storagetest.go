@@ -59,6 +59,7 @@ func run(t *testing.T, newStorage Factory, apart bool) {
 		{"ReadOnlyMisuse", testReadOnlyMisuse},
 		{"SmallFileOneRead", testSmallFileOneRead},
 		{"MissingFile", testMissingFile},
+		{"Copy", testCopy},
 		{"ParallelWritersAndReaders", testParallelWritersAndReaders},
 		{"EndBackupTwice", testEndBackupTwice},
 		{"AddFileAfterEnd", testAddFileAfterEnd},
@@ -347,34 +348,6 @@ func testReadOnlyMisuse(t *testing.T, e *env) {
 
 // testSmallFileOneRead is the reference implementation's read test: a small
 // file comes back whole from one Read into a large enough buffer.
-func testSmallFileOneRead(t *testing.T, e *env) {
-	bh := e.start("d", "n")
-	want := []byte("abcdefghijklmnopqrstuvwxyz") // 26 bytes
-	write(t, bh, "file1", want)
-	e.end(bh)
-	rc, err := e.find("d", "n").ReadFile(ctx, "file1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	buf := make([]byte, 36)
-	n, err := rc.Read(buf)
-	if (err != nil && err != io.EOF) || n != 26 || !bytes.Equal(buf[:n], want) {
-		t.Fatalf("one Read of 36 bytes = %d, %v (%q); want all 26 bytes", n, err, buf[:n])
-	}
-	if n, err := rc.Read(buf); n != 0 || err != io.EOF {
-		t.Errorf("Read after the end = %d, %v; want 0, EOF", n, err)
-	}
-}
-
-func testMissingFile(t *testing.T, e *env) {
-	bh := e.start("d", "n")
-	e.end(bh)
-	if _, err := read(t, e.find("d", "n"), "nothere"); !errors.Is(err, storage.ErrNotFound) {
-		t.Errorf("ReadFile of a missing file: %v, want ErrNotFound", err)
-	}
-}
-
 func testParallelWritersAndReaders(t *testing.T, e *env) {
 	bh := e.start("ks/0", "big")
 	sums := make([][32]byte, len(Sizes))
