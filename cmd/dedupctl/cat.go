@@ -29,6 +29,7 @@ func (a *app) catCommand() *cobra.Command {
 					return err
 				}
 				defer rc.Close()
+				growPipe(a.stdout)
 				_, err = io.CopyBuffer(a.stdout, rc, make([]byte, 1<<20))
 				return err
 			})

@@ -20,6 +20,7 @@ import (
 	"github.com/dedupstore/dedupstore/chunkstore"
 	"github.com/dedupstore/dedupstore/internal/dataset"
 	"github.com/dedupstore/dedupstore/storage/dedup"
+	"golang.org/x/sys/unix"
 )
 
 // These tests drive the built binary, as a user would.
@@ -266,6 +267,42 @@ func TestStdin(t *testing.T) {
 	}
 	if out := ok(t, repo, "cat", "db/0/full", "xbstream"); out != string(data) {
 		t.Errorf("cat returned %d bytes, want the %d piped in", len(out), len(data))
+	}
+}
+
+// cat into a pipe grows the pipe's buffer to 1 MiB, so that a restore into
+// mbstream does not wake it every 64 KiB.
+func TestCatGrowsPipe(t *testing.T) {
+	repo, _ := newRepo(t)
+	data := dataset.Pages(5, 100)
+	if r := dedupctl(t, repo, bytes.NewReader(data), "backup", "db/0/full", "--stdin", "--name", "xbstream"); r.code != 0 {
+		t.Fatalf("backup --stdin: %s", r.stderr)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd := exec.Command(bin, "cat", "db/0/full", "xbstream")
+	cmd.Env = append(os.Environ(), "DEDUP_REPO="+repo)
+	cmd.Stdout = pw
+	var got []byte
+	read := make(chan error)
+	go func() {
+		var err error
+		got, err = io.ReadAll(pr)
+		read <- err
+	}()
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	size, serr := unix.FcntlInt(pw.Fd(), unix.F_GETPIPE_SZ, 0)
+	pw.Close()
+	if err := <-read; err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("cat into a pipe: %d bytes, %v; want the %d backed up", len(got), err, len(data))
+	}
+	if serr != nil || size != 1<<20 {
+		t.Errorf("the pipe's buffer after cat: %d bytes (%v), want 1 MiB", size, serr)
 	}
 }
 
